@@ -1,0 +1,21 @@
+"""The ``loader`` command: parse, load config, call one function.
+
+Errors derived from :class:`loader.errors.LoaderError` are printed as one
+clear message (no traceback) and exit with status 2 for configuration
+problems and 1 for everything else.
+"""
+
+from __future__ import annotations
+
+from loader.cli.app import cli, main
+from loader.cli.demo import demo
+from loader.cli.dev import dev
+from loader.cli.pipes import pipes
+from loader.cli.worker import worker
+
+cli.add_command(demo)
+cli.add_command(dev)
+cli.add_command(pipes)
+cli.add_command(worker)
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,36 @@
+"""``loader demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from loader.cli.app import specs_option
+from loader.config.settings import load_settings
+from loader.demo import run_demo
+
+__all__ = ["demo"]
+
+
+@click.command()
+@specs_option
+@click.option(
+    "--events",
+    "events_per_type",
+    type=click.IntRange(1, 1_000_000),
+    default=3000,
+    show_default=True,
+    help="Events to produce for each event type.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(10),
+    default=240.0,
+    show_default=True,
+    help="Seconds to wait for every event to reach its table.",
+)
+def demo(specs_dir: Path | None, events_per_type: int, timeout_s: float) -> None:
+    """Run the whole pipeline end to end on local services and print a summary."""
+    run_demo(specs_dir or load_settings().specs_dir, events_per_type=events_per_type, timeout_s=timeout_s)

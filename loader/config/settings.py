@@ -1,0 +1,198 @@
+"""Connection settings: where Kafka, S3/SQS and Snowflake are.
+
+Specs say *what* to load; settings say *where the services are*. Values come
+from, highest precedence first:
+
+1. environment variables ``LOADER_<SECTION>__<FIELD>`` (e.g.
+   ``LOADER_KAFKA__BOOTSTRAP_SERVERS``, ``LOADER_SNOWFLAKE__PASSWORD``);
+2. a YAML file named by ``LOADER_CONFIG`` (same structure as the model);
+3. the endpoints of a running local dev stack (``loader dev up``), so a
+   person who started the stack needs no configuration at all.
+
+Secrets are :class:`pydantic.SecretStr`: they print as ``**********``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from loader.errors import ConfigError
+
+__all__ = [
+    "AwsSettings",
+    "KafkaSettings",
+    "Settings",
+    "SnowflakeSettings",
+    "dev_state_path",
+    "load_settings",
+]
+
+STATE_DIR_ENV = "LOADER_STATE_DIR"
+CONFIG_FILE_ENV = "LOADER_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """How to reach the Kafka clusters that specs name."""
+
+    bootstrap_servers: str | None = None
+    """Bootstrap servers of the cluster named ``default`` (``host:port,...``)."""
+    clusters: dict[str, str] = Field(default_factory=dict)
+    """Bootstrap servers of other named clusters, by the name specs use."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    def bootstrap_for(self, cluster: str) -> str:
+        """The bootstrap servers of ``cluster``, or a ConfigError saying how to set them."""
+        servers = self.clusters.get(cluster) or (self.bootstrap_servers if cluster == "default" else None)
+        if not servers:
+            env = (
+                "LOADER_KAFKA__BOOTSTRAP_SERVERS"
+                if cluster == "default"
+                else f'LOADER_KAFKA__CLUSTERS=\'{{"{cluster}": "host:9092"}}\''
+            )
+            raise ConfigError(
+                f"no Kafka bootstrap servers for cluster {cluster!r}: set {env}, "
+                "or start the local stack with `loader dev up`"
+            )
+        return servers
+
+
+class AwsSettings(_Section):
+    """How to reach S3 and SQS. Credentials default to boto3's standard chain."""
+
+    endpoint_url: str | None = None
+    """Custom endpoint (moto, LocalStack); None means real AWS."""
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    notifications_queue_url: str | None = None
+    """SQS queue that receives the buckets' ObjectCreated notifications (copy mode)."""
+
+
+class SnowflakeSettings(_Section):
+    """How to reach Snowflake (or fakesnow's server locally)."""
+
+    account: str | None = None
+    user: str | None = None
+    password: SecretStr | None = None
+    role: str | None = None
+    warehouse: str | None = None
+    host: str | None = None
+    """Only for non-standard endpoints such as fakesnow's server."""
+    port: int | None = None
+    protocol: Literal["https", "http"] = "https"
+    load_mode: Literal["copy", "auto-ingest"] = "copy"
+    """copy: the SQS-triggered loader runs COPY; auto-ingest: Snowpipe with AUTO_INGEST."""
+    storage_integration: str | None = None
+    """Storage integration for external stages on real Snowflake."""
+    local_stage_dir: Path | None = None
+    """When set, files are downloaded here and staged with file:// URLs (fakesnow
+    cannot read s3://); unset on real Snowflake, which reads the external stage."""
+    login_timeout_s: int = 30
+    network_timeout_s: int = 120
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``snowflake.connector.connect``."""
+        if not self.account or not self.user:
+            raise ConfigError(
+                "no Snowflake account configured: set LOADER_SNOWFLAKE__ACCOUNT and "
+                "LOADER_SNOWFLAKE__USER (and __PASSWORD), or start the local stack with `loader dev up`"
+            )
+        kwargs: dict[str, Any] = {
+            "account": self.account,
+            "user": self.user,
+            "protocol": self.protocol,
+            "login_timeout": self.login_timeout_s,
+            "network_timeout": self.network_timeout_s,
+            "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
+        }
+        if self.password is not None:
+            kwargs["password"] = self.password.get_secret_value()
+        for name in ("role", "warehouse", "host", "port"):
+            value = getattr(self, name)
+            if value is not None:
+                kwargs[name] = value
+        return kwargs
+
+
+class Settings(BaseSettings):
+    """Everything the loader needs to know about its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOADER_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    specs_dir: Path = Path("pipelines")
+    """Folder of event specs (one YAML file per event type)."""
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    snowflake: SnowflakeSettings = Field(default_factory=SnowflakeSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the files passed in as init values.
+        return env_settings, init_settings
+
+
+def dev_state_path() -> Path:
+    """Where ``loader dev up`` records the endpoints of the services it started."""
+    return Path(os.environ.get(STATE_DIR_ENV, ".loader")) / "dev-stack.json"
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_mapping(path: Path, what: str) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping at the top level")
+    return data
+
+
+def load_settings(*, use_dev_stack: bool = True, **overrides: Any) -> Settings:
+    """Load settings from env, the LOADER_CONFIG file and the dev stack, in that order."""
+    values: dict[str, Any] = {}
+    state = dev_state_path()
+    if use_dev_stack and state.exists():
+        values = _deep_merge(values, _read_mapping(state, "dev stack state").get("settings", {}))
+    if config_file := os.environ.get(CONFIG_FILE_ENV):
+        values = _deep_merge(values, _read_mapping(Path(config_file), "config file"))
+    values = _deep_merge(values, overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,236 @@
+"""The declarative spec of one event type: everything its pipeline needs.
+
+One YAML file per event type in the specs folder (``pipelines/``). The spec
+names the Kafka topic, the schema, the S3 layout, the rolling policy, the
+Snowflake objects and the deployment; every other piece (worker, table,
+stage, pipe, Helm values) is derived from it. Loading validates everything
+up front: a bad spec gets a message naming its file and field.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from loader.config.identifiers import check_ident, check_s3_prefix
+from loader.errors import ConfigError, SpecError
+
+__all__ = [
+    "DeploymentSpec",
+    "EventSpec",
+    "KafkaSpec",
+    "RollingSpec",
+    "S3Spec",
+    "SchemaRef",
+    "SnowflakeSpec",
+    "load_spec",
+    "load_specs",
+]
+
+MIB = 1024 * 1024
+
+
+def _snowflake_name(value: str) -> str:
+    return check_ident(value, "Snowflake name")
+
+
+def _event_name(value: str) -> str:
+    check_ident(value, "event name")
+    return value.lower()
+
+
+SnowflakeName = Annotated[str, AfterValidator(_snowflake_name)]
+EventName = Annotated[str, AfterValidator(_event_name)]
+S3Prefix = Annotated[str, AfterValidator(check_s3_prefix)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSpec(_Model):
+    """Where the events come from."""
+
+    topic: str = Field(pattern=r"^[A-Za-z0-9._\-]{1,249}$")
+    """Kafka topic holding this event type."""
+    cluster: str = "default"
+    """Name of the cluster in the settings (``LOADER_KAFKA__CLUSTERS``)."""
+    consumer_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._\-]{1,249}$")
+    """Consumer group; defaults to ``loader.<event name>``."""
+    partitions: int = Field(default=6, ge=1, le=10_000)
+    """Partition count used when the topic is created locally (and the scaling ceiling)."""
+
+
+class SchemaRef(_Model):
+    """The event's schema: a versioned Avro file in the repository, or raw JSON."""
+
+    path: Path | None = None
+    """Avro schema file (``.avsc``), relative to the spec file. None for raw events."""
+    mode: Literal["typed", "raw"] = "typed"
+    """typed: one column per field; raw: the payload lands in one VARIANT column."""
+
+    @model_validator(mode="after")
+    def _path_matches_mode(self) -> SchemaRef:
+        if self.mode == "typed" and self.path is None:
+            raise ValueError("a typed event needs schema.path (an .avsc file); use mode: raw for raw JSON")
+        return self
+
+
+class S3Spec(_Model):
+    """Where the Parquet files go."""
+
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+    prefix: S3Prefix
+    """Key prefix of this event's files; data lands under ``<prefix>/data/``."""
+    time_partition: Literal["hour", "day"] = "hour"
+    """Granularity of the ``dt=``/``hour=`` folders, taken from the records' Kafka timestamps."""
+
+
+class RollingSpec(_Model):
+    """When a partition's buffered records become a file in S3."""
+
+    max_records: int = Field(default=2_000_000, ge=1)
+    """Roll after this many records."""
+    max_file_bytes: int = Field(default=128 * MIB, ge=1024)
+    """Roll once the compressed file reaches about this size (Snowflake likes 100-250 MB)."""
+    max_age_s: float = Field(default=300.0, gt=0)
+    """Roll a partition's open file this long after its first record arrived (freshness bound)."""
+    row_group_records: int = Field(default=100_000, ge=1)
+    """Records per Parquet row group (deterministic boundaries)."""
+
+
+class SnowflakeSpec(_Model):
+    """Where the rows land."""
+
+    database: SnowflakeName
+    schema_: SnowflakeName = Field(alias="schema")
+    table: SnowflakeName
+    on_error: Literal["ABORT_STATEMENT", "SKIP_FILE", "CONTINUE"] = "ABORT_STATEMENT"
+    """ON_ERROR of the pipe's COPY. Bad records are dead-lettered before they reach S3."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DeploymentSpec(_Model):
+    """How the event's worker runs."""
+
+    replicas: int = Field(default=1, ge=0)
+    memory_budget_mb: int = Field(default=512, ge=64)
+    """Buffer memory the worker may use before it pauses partitions."""
+
+
+class EventSpec(_Model):
+    """One event type's pipeline, from Kafka topic to Snowflake table."""
+
+    name: EventName
+    """Event type name (lower snake case), used in keys, metrics and defaults."""
+    description: str = ""
+    owner: str = ""
+    kafka: KafkaSpec
+    schema_ref: SchemaRef = Field(alias="schema")
+    s3: S3Spec
+    rolling: RollingSpec = Field(default_factory=RollingSpec)
+    snowflake: SnowflakeSpec
+    deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
+    source_path: Path | None = Field(default=None, exclude=True)
+    """The file the spec was loaded from (set by the loader, not written in YAML)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def consumer_group(self) -> str:
+        return self.kafka.consumer_group or f"loader.{self.name}"
+
+    @property
+    def data_prefix(self) -> str:
+        """Key prefix of the data files (the notification and stage scope)."""
+        return f"{self.s3.prefix}/data/"
+
+    @property
+    def dead_letter_prefix(self) -> str:
+        return f"{self.s3.prefix}/dead-letter/"
+
+    @property
+    def schema_path(self) -> Path | None:
+        """The schema file, resolved against the spec's folder."""
+        path = self.schema_ref.path
+        if path is None or path.is_absolute() or self.source_path is None:
+            return path
+        return (self.source_path.parent / path).resolve()
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+        problems.append(f"{where}: {message}{shown}")
+    return problems
+
+
+def load_spec(path: Path) -> EventSpec:
+    """Load and validate one spec file; raise SpecError naming the file and fields."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(str(path), [f"not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise SpecError(str(path), ["the file must hold a mapping (name:, kafka:, schema:, s3:, snowflake:)"])
+    try:
+        spec = EventSpec.model_validate({**data, "source_path": path})
+    except ValidationError as exc:
+        raise SpecError(str(path), _format_errors(exc)) from None
+    schema_path = spec.schema_path
+    if schema_path is not None and not schema_path.is_file():
+        raise SpecError(str(path), [f"schema.path: file {schema_path} does not exist"])
+    return spec
+
+
+def load_specs(specs_dir: Path, names: list[str] | None = None) -> list[EventSpec]:
+    """Load every spec in ``specs_dir`` (or the ``names`` asked for), checking for clashes."""
+    if not specs_dir.is_dir():
+        raise ConfigError(f"specs folder {specs_dir} does not exist: set LOADER_SPECS_DIR or --specs")
+    files = sorted([*specs_dir.glob("*.yaml"), *specs_dir.glob("*.yml")])
+    specs = [load_spec(f) for f in files]
+    _check_unique(specs)
+    if names:
+        by_name = {s.name: s for s in specs}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(
+                f"no spec for event type(s) {', '.join(unknown)} in {specs_dir}; "
+                f"known: {', '.join(sorted(by_name)) or 'none'}"
+            )
+        return [by_name[n] for n in names]
+    return specs
+
+
+def _check_unique(specs: list[EventSpec]) -> None:
+    seen: dict[tuple[str, ...], str] = {}
+    for spec in specs:
+        for what, key in (
+            ("event name", (spec.name,)),
+            ("table", (spec.snowflake.database, spec.snowflake.schema_, spec.snowflake.table)),
+            ("S3 prefix", (spec.s3.bucket, spec.s3.prefix)),
+        ):
+            marker = (what, *key)
+            if marker in seen:
+                raise ConfigError(
+                    f"{spec.source_path} and {seen[marker]} use the same {what} {'.'.join(key)}: "
+                    "each event type needs its own"
+                )
+            seen[marker] = str(spec.source_path)
+    prefixes = sorted((s.s3.bucket, s.s3.prefix + "/", str(s.source_path)) for s in specs)
+    for (b1, p1, f1), (b2, p2, f2) in itertools.pairwise(prefixes):
+        if b1 == b2 and p2.startswith(p1):
+            raise ConfigError(
+                f"{f2}: S3 prefix {p2!r} is inside {f1}'s prefix {p1!r}; prefixes must not nest"
+            )

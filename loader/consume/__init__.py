@@ -1,0 +1,7 @@
+"""Consuming from Kafka with aiokafka's batch API."""
+
+from __future__ import annotations
+
+from loader.consume.kafka import client_kwargs, ensure_topic, make_consumer, make_producer
+
+__all__ = ["client_kwargs", "ensure_topic", "make_consumer", "make_producer"]

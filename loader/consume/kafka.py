@@ -1,0 +1,89 @@
+"""Kafka access: the batch consumer the worker reads with, and topic creation.
+
+The hot path uses aiokafka's batch API (``getmany``): Faust's per-record
+stream path measured about 50 times slower here. Offsets are never auto-committed;
+the checkpoint module commits them once a file is durable in S3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError as AioKafkaError
+from aiokafka.errors import TopicAlreadyExistsError
+
+from loader.config.settings import KafkaSettings
+from loader.config.spec import EventSpec
+from loader.errors import KafkaError
+
+__all__ = ["client_kwargs", "ensure_topic", "make_consumer", "make_producer"]
+
+
+def client_kwargs(spec: EventSpec, settings: KafkaSettings) -> dict[str, Any]:
+    """Connection keyword arguments shared by consumers, producers and admin clients."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_for(spec.kafka.cluster),
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism:
+        kwargs["sasl_mechanism"] = settings.sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            kwargs["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    return kwargs
+
+
+def make_consumer(spec: EventSpec, settings: KafkaSettings, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer for the event's group with manual commits, reading committed data only."""
+    options: dict[str, Any] = {
+        "group_id": spec.consumer_group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "fetch_max_bytes": 64 * 1024 * 1024,
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        "session_timeout_ms": 30_000,
+        "heartbeat_interval_ms": 3_000,
+        "max_poll_interval_ms": 300_000,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(**client_kwargs(spec, settings), **options)
+
+
+def make_producer(spec: EventSpec, settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer for samples and replays (batching like the platform's REST proxy)."""
+    options: dict[str, Any] = {
+        "linger_ms": 50,
+        "acks": 1,
+        "max_batch_size": 256 * 1024,
+        "compression_type": None,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**client_kwargs(spec, settings), **options)
+
+
+async def ensure_topic(spec: EventSpec, settings: KafkaSettings, *, replication_factor: int = 1) -> bool:
+    """Create the event's topic if it is missing; True if it was created."""
+    admin = AIOKafkaAdminClient(**client_kwargs(spec, settings))
+    try:
+        await admin.start()
+        existing = await admin.list_topics()
+        if spec.kafka.topic in existing:
+            return False
+        topic = NewTopic(spec.kafka.topic, spec.kafka.partitions, replication_factor)
+        response = await admin.create_topics([topic])
+    except AioKafkaError as exc:
+        raise KafkaError(f"cannot create topic {spec.kafka.topic}: {exc}") from exc
+    finally:
+        await admin.close()
+    # Errors come back per topic in the response rather than raised.
+    for _name, code, *rest in response.topic_errors:
+        if code == TopicAlreadyExistsError.errno:
+            return False
+        if code:
+            raise KafkaError(
+                f"cannot create topic {spec.kafka.topic}: error {code} {rest[-1] if rest else ''}"
+            )
+    return True

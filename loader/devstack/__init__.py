@@ -1,0 +1,43 @@
+"""Real local services for development and tests: Apache Kafka, moto (S3/SQS), fakesnow (Snowflake).
+
+Each service runs as its own process bound to 127.0.0.1 on a free port. The
+same code serves the demo, ``loader dev up/down/status`` and the test fixtures:
+
+    with DevStack.start() as stack:   # starts only what is not configured
+        run(stack.settings)
+"""
+
+from __future__ import annotations
+
+from loader.devstack.process import Service, free_port
+from loader.devstack.stack import (
+    REAL_AWS_ENV,
+    SERVICE_NAMES,
+    DevStack,
+    ServiceStatus,
+    StopOutcome,
+    default_work_dir,
+    down,
+    read_state,
+    running_stack,
+    services_to_start,
+    status,
+    up,
+)
+
+__all__ = [
+    "REAL_AWS_ENV",
+    "SERVICE_NAMES",
+    "DevStack",
+    "Service",
+    "ServiceStatus",
+    "StopOutcome",
+    "default_work_dir",
+    "down",
+    "free_port",
+    "read_state",
+    "running_stack",
+    "services_to_start",
+    "status",
+    "up",
+]

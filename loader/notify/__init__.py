@@ -1,0 +1,3 @@
+"""S3 event notifications delivered through SQS."""
+
+from __future__ import annotations

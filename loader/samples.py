@@ -1,0 +1,115 @@
+"""Realistic sample events for any schema, for the demo, tests and benchmarks.
+
+Values follow the field's type and, where the name hints at it, look like a
+delivery platform's data (ids, cities, money, platforms). Generation is
+seeded, so a test can reproduce what it produced.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from loader.schema.model import EventSchema, FieldType, SchemaField
+
+__all__ = ["SampleEvents"]
+
+_CITIES = ["San Francisco", "New York", "Chicago", "Austin", "Seattle", "Toronto", "Melbourne", "Denver"]
+_CUISINES = ["thai", "pizza", "burgers", "sushi", "mexican", "indian", "vegan", "bakery"]
+_PLATFORMS = ["ios", "android", "web"]
+_SCREENS = ["home", "search", "store", "cart", "checkout", "order_status"]
+_ELEMENTS = ["store_card", "add_to_cart", "place_order", "promo_banner", "search_box", "tip_selector"]
+_WORDS = ["Golden", "Dragon", "Corner", "Fresh", "Kitchen", "Garden", "Street", "House", "Taco", "Noodle"]
+
+
+class SampleEvents:
+    """Generates JSON-enveloped events for one schema."""
+
+    def __init__(self, event_name: str, schema: EventSchema, seed: int = 7, source: str = "sample-producer"):
+        self.event_name = event_name
+        self.schema = schema
+        self.source = source
+        self._rng = random.Random(seed)  # noqa: S311 - sample data, not cryptography
+        self._start = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+    def envelope(self, index: int) -> dict[str, Any]:
+        """The ``index``-th event as a dict (envelope + payload)."""
+        created = self._start + timedelta(milliseconds=index * 37)
+        return {
+            "event_id": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+            "event_name": self.event_name,
+            "created_at": created.isoformat().replace("+00:00", "Z"),
+            "source": self.source,
+            "schema_version": self.schema.version,
+            "payload": {f.name: self._value(f) for f in self.schema.fields},
+        }
+
+    def encoded(self, index: int) -> tuple[bytes, bytes]:
+        """The ``index``-th event as a (key, value) pair of bytes, ready to produce."""
+        event = self.envelope(index)
+        payload = event["payload"]
+        key_field = next((k for k in payload if k.endswith("_id") and isinstance(payload[k], str)), None)
+        key = str(payload[key_field]) if key_field else event["event_id"]
+        return key.encode(), json.dumps(event, separators=(",", ":")).encode()
+
+    def _value(self, field: SchemaField) -> Any:
+        if field.nullable and self._rng.random() < 0.1:
+            return None
+        return self._typed(field.name, field.type)
+
+    def _typed(self, name: str, field_type: FieldType) -> Any:  # noqa: PLR0911 - one branch per kind
+        rng = self._rng
+        kind = field_type.kind
+        if kind == "string":
+            return self._string(name)
+        if kind in ("int", "long"):
+            return rng.randint(1, 5) if "count" in name or "quantity" in name else rng.randint(0, 1000)
+        if kind in ("float", "double"):
+            return round(rng.uniform(1, 5), 2) if "rating" in name else round(rng.uniform(-90, 90), 6)
+        if kind == "boolean":
+            return rng.random() < 0.8
+        if kind == "decimal":
+            scale = field_type.scale or 0
+            amount = Decimal(rng.randint(100, 9000)) / Decimal(100)
+            return str(amount.quantize(Decimal(1).scaleb(-scale)))
+        if kind == "timestamp":
+            moment = self._start + timedelta(
+                minutes=rng.randint(0, 120), microseconds=rng.randint(0, 999_999)
+            )
+            return moment.isoformat().replace("+00:00", "Z")
+        if kind == "date":
+            return (date(2026, 11, 27) - timedelta(days=rng.randint(0, 3))).isoformat()
+        if kind == "record":
+            return {f.name: self._value(f) for f in field_type.fields}
+        if kind == "array":
+            assert field_type.items is not None
+            return [self._typed(name, field_type.items) for _ in range(rng.randint(1, 4))]
+        return {"note": "free-form", "n": rng.randint(0, 9)}
+
+    def _string(self, name: str) -> str:
+        rng = self._rng
+        if name.endswith("_id"):
+            return f"{name.removesuffix('_id')[:3]}_{rng.randint(1, 50_000):06d}"
+        choices = {
+            "city": _CITIES,
+            "cuisine": _CUISINES,
+            "platform": _PLATFORMS,
+            "screen": _SCREENS,
+            "element": _ELEMENTS,
+            "currency": ["USD", "CAD", "AUD"],
+            "sku": None,
+        }
+        for hint, options in choices.items():
+            if hint in name and options:
+                return rng.choice(options)
+        if "version" in name:
+            return f"{rng.randint(4, 6)}.{rng.randint(0, 30)}.{rng.randint(0, 9)}"
+        if "name" in name:
+            return f"{rng.choice(_WORDS)} {rng.choice(_WORDS)}"
+        if "sku" in name:
+            return f"SKU-{rng.randint(1000, 9999)}"
+        return f"{name}-{rng.randint(1, 999)}"

@@ -1,0 +1,64 @@
+"""The loader's view of an event schema: named, typed, nullable fields.
+
+Avro files are parsed into this small model (:mod:`loader.schema.avro`); the
+type mapping (:mod:`loader.schema.types`) turns it into Arrow and Snowflake
+types. Keeping one neutral model means one mapping, whatever the source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["EventSchema", "FieldType", "SchemaField"]
+
+Kind = Literal[
+    "int",
+    "long",
+    "float",
+    "double",
+    "boolean",
+    "string",
+    "decimal",
+    "timestamp",
+    "date",
+    "record",
+    "array",
+    "variant",
+]
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """A field's type; nested kinds carry their item/field types."""
+
+    kind: Kind
+    precision: int | None = None
+    scale: int | None = None
+    fields: tuple[SchemaField, ...] = ()
+    items: FieldType | None = None
+
+
+@dataclass(frozen=True)
+class SchemaField:
+    """One field of an event payload."""
+
+    name: str
+    type: FieldType
+    nullable: bool
+    has_default: bool = False
+    doc: str = ""
+
+    @property
+    def column(self) -> str:
+        """The Snowflake/Parquet column name: the field name, upper-cased."""
+        return self.name.upper()
+
+
+@dataclass(frozen=True)
+class EventSchema:
+    """A versioned event schema (payload fields only; the envelope is fixed)."""
+
+    name: str
+    version: int
+    fields: tuple[SchemaField, ...] = field(default_factory=tuple)

@@ -1,0 +1,102 @@
+"""The one mapping from schema types to Arrow and Snowflake types.
+
+Everything that decodes, writes or declares a column goes through here, so a
+field has the same type in the decoder, the Parquet file and the table.
+Nested values (records, arrays, maps) become Snowflake VARIANT columns.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from loader.schema.model import EventSchema, FieldType, SchemaField
+
+__all__ = [
+    "METADATA_COLUMNS",
+    "arrow_schema",
+    "arrow_type",
+    "snowflake_columns",
+    "snowflake_type",
+]
+
+# Row-metadata columns the worker writes next to the payload's fields:
+# (name, Arrow type, Snowflake type, nullable). Where each row came from.
+METADATA_COLUMNS: tuple[tuple[str, pa.DataType, str, bool], ...] = (
+    ("_EVENT_ID", pa.string(), "VARCHAR", True),
+    ("_EVENT_NAME", pa.string(), "VARCHAR", True),
+    ("_CREATED_AT", pa.timestamp("us", tz="UTC"), "TIMESTAMP_TZ", True),
+    ("_SOURCE", pa.string(), "VARCHAR", True),
+    ("_SCHEMA_VERSION", pa.int64(), "NUMBER(38,0)", True),
+    ("_TOPIC", pa.string(), "VARCHAR", False),
+    ("_PARTITION", pa.int32(), "NUMBER(10,0)", False),
+    ("_OFFSET", pa.int64(), "NUMBER(38,0)", False),
+    ("_KAFKA_TIMESTAMP", pa.timestamp("ms", tz="UTC"), "TIMESTAMP_TZ", False),
+    ("_KEY", pa.binary(), "BINARY", True),
+)
+
+
+def arrow_type(field_type: FieldType) -> pa.DataType:
+    """The Arrow type holding values of ``field_type``."""
+    kind = field_type.kind
+    simple: dict[str, pa.DataType] = {
+        "int": pa.int32(),
+        "long": pa.int64(),
+        "float": pa.float32(),
+        "double": pa.float64(),
+        "boolean": pa.bool_(),
+        "string": pa.string(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "date": pa.date32(),
+        "variant": pa.string(),
+    }
+    if kind in simple:
+        return simple[kind]
+    if kind == "decimal":
+        assert field_type.precision is not None
+        return pa.decimal128(field_type.precision, field_type.scale or 0)
+    if kind == "record":
+        return pa.struct([_arrow_field(f) for f in field_type.fields])
+    if kind == "array":
+        assert field_type.items is not None
+        return pa.list_(arrow_type(field_type.items))
+    raise ValueError(f"no Arrow type for {kind}")
+
+
+def _arrow_field(field: SchemaField) -> pa.Field:
+    # Nested fields stay nullable in Arrow: a null parent makes its children null,
+    # and required-ness is enforced by the decoder, not by the file's schema.
+    return pa.field(field.name, arrow_type(field.type), nullable=True)
+
+
+def snowflake_type(field_type: FieldType) -> str:
+    """The Snowflake column type for ``field_type``."""
+    kind = field_type.kind
+    mapping = {
+        "int": "NUMBER(10,0)",
+        "long": "NUMBER(19,0)",
+        "float": "FLOAT",
+        "double": "FLOAT",
+        "boolean": "BOOLEAN",
+        "string": "VARCHAR",
+        "timestamp": "TIMESTAMP_TZ",
+        "date": "DATE",
+        "record": "VARIANT",
+        "array": "VARIANT",
+        "variant": "VARIANT",
+    }
+    if kind == "decimal":
+        return f"NUMBER({field_type.precision},{field_type.scale or 0})"
+    return mapping[kind]
+
+
+def arrow_schema(schema: EventSchema) -> pa.Schema:
+    """The Parquet file schema: payload columns (upper-cased names) then metadata columns."""
+    payload = [pa.field(f.column, arrow_type(f.type), nullable=True) for f in schema.fields]
+    metadata = [pa.field(name, typ, nullable=nullable) for name, typ, _, nullable in METADATA_COLUMNS]
+    return pa.schema(payload + metadata)
+
+
+def snowflake_columns(schema: EventSchema) -> list[tuple[str, str]]:
+    """The table's (column, type) pairs, in file order."""
+    payload = [(f.column, snowflake_type(f.type)) for f in schema.fields]
+    return payload + [(name, sf) for name, _, sf, _ in METADATA_COLUMNS]

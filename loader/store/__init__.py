@@ -1,0 +1,3 @@
+"""Where files live in S3 and how they get there."""
+
+from __future__ import annotations

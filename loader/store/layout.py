@@ -1,0 +1,92 @@
+"""Where files live in S3: keys derived only from the data they hold.
+
+A data file's key names the event (through the spec's prefix), the time
+partition of its first record's Kafka timestamp, the topic, the partition
+and the first and last offsets it covers::
+
+    <prefix>/data/dt=2026-11-27/hour=08/<topic>/p0003-00000000000000001000-00000000000000001999.parquet
+
+The same records always give the same key, which is what makes a rewrite
+after a crash (and Snowflake's per-path load dedup) idempotent. Offsets are
+zero-padded so keys sort by offset within a partition.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from loader.config.spec import EventSpec
+
+__all__ = ["FileName", "FileRange", "data_key", "dead_letter_key", "parse_key", "time_bucket"]
+
+_FILE = re.compile(
+    r"(?P<kind>data|dead-letter)/dt=(?P<dt>\d{4}-\d{2}-\d{2})(?:/hour=(?P<hour>\d{2}))?/(?P<topic>[^/]+)/"
+    r"p(?P<partition>\d{4,})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$"
+)
+
+
+@dataclass(frozen=True)
+class FileName:
+    """What a key says about its file."""
+
+    kind: str
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    time_partition: datetime
+
+
+def time_bucket(spec: EventSpec, timestamp_ms: int) -> int:
+    """The time partition (hours or days since the epoch) a Kafka timestamp falls in."""
+    size_ms = 3_600_000 if spec.s3.time_partition == "hour" else 86_400_000
+    return timestamp_ms // size_ms
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """The records one file covers: a partition's offsets ``first..last`` (inclusive),
+    and the time partition (``bucket``) of the first of them."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    bucket: int
+
+
+def _key(spec: EventSpec, kind: str, covered: FileRange) -> str:
+    size_s = 3600 if spec.s3.time_partition == "hour" else 86400
+    moment = datetime.fromtimestamp(covered.bucket * size_s, tz=UTC)
+    folder = f"dt={moment:%Y-%m-%d}" + (f"/hour={moment:%H}" if spec.s3.time_partition == "hour" else "")
+    name = f"p{covered.partition:04d}-{covered.first_offset:020d}-{covered.last_offset:020d}.parquet"
+    return f"{spec.s3.prefix}/{kind}/{folder}/{covered.topic}/{name}"
+
+
+def data_key(spec: EventSpec, covered: FileRange) -> str:
+    """Key of the data file for ``covered``."""
+    return _key(spec, "data", covered)
+
+
+def dead_letter_key(spec: EventSpec, covered: FileRange) -> str:
+    """Key of the dead-letter file for the same range as a data file."""
+    return _key(spec, "dead-letter", covered)
+
+
+def parse_key(key: str) -> FileName | None:
+    """Read a key written by this module back; None for any other key."""
+    match = _FILE.search(key)
+    if not match:
+        return None
+    hour = int(match["hour"] or 0)
+    moment = datetime.strptime(match["dt"], "%Y-%m-%d").replace(hour=hour, tzinfo=UTC)
+    return FileName(
+        kind=match["kind"],
+        topic=match["topic"],
+        partition=int(match["partition"]),
+        first_offset=int(match["first"]),
+        last_offset=int(match["last"]),
+        time_partition=moment,
+    )

@@ -1,0 +1,147 @@
+"""S3 and SQS clients, with botocore's errors translated at this boundary.
+
+Retries with exponential backoff and jitter are botocore's own ("standard"
+mode); what still fails after them becomes a :class:`~loader.errors.StorageError`
+whose ``transient`` flag says whether retrying later can help. Uploads go
+through boto3's transfer manager, which switches to multipart uploads above
+``multipart_threshold`` bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from loader.config.settings import AwsSettings
+from loader.errors import StorageError
+
+__all__ = ["ObjectInfo", "S3Store", "aws_client", "storage_errors"]
+
+MIB = 1024 * 1024
+_TERMINAL_CODES = {
+    "NoSuchBucket",
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidBucketName",
+    "AllAccessDisabled",
+    "NonExistentQueue",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object listed in a bucket."""
+
+    key: str
+    size: int
+    etag: str
+
+
+def aws_client(service: str, settings: AwsSettings, *, max_attempts: int = 8) -> Any:
+    """A boto3 client for ``service`` configured from ``settings`` (path-style for local endpoints)."""
+    config = botocore.config.Config(
+        region_name=settings.region,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        s3={"addressing_style": "path"} if settings.endpoint_url else {},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    kwargs: dict[str, Any] = {"config": config}
+    if settings.endpoint_url:
+        kwargs["endpoint_url"] = settings.endpoint_url
+    if settings.access_key_id and settings.secret_access_key:
+        kwargs["aws_access_key_id"] = settings.access_key_id.get_secret_value()
+        kwargs["aws_secret_access_key"] = settings.secret_access_key.get_secret_value()
+    # A fresh session per client: boto3's default session is not thread-safe.
+    session: Any = boto3.session.Session()
+    return session.client(service, **kwargs)
+
+
+class storage_errors:  # noqa: N801 - used as a lower-case context manager, like contextlib's
+    """Translate botocore errors raised inside the block into StorageError."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+            message = exc.response.get("Error", {}).get("Message", "")
+            raise StorageError(
+                f"{self.action} failed: {code} {message}".strip(), transient=code not in _TERMINAL_CODES
+            ) from exc
+        if isinstance(exc, botocore.exceptions.BotoCoreError):
+            raise StorageError(f"{self.action} failed: {exc}", transient=True) from exc
+
+
+class S3Store:
+    """The few S3 operations the loader needs, on one bucket."""
+
+    def __init__(self, settings: AwsSettings, bucket: str, *, multipart_threshold: int = 64 * MIB) -> None:
+        self.bucket = bucket
+        self._client = aws_client("s3", settings)
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold, multipart_chunksize=16 * MIB, max_concurrency=4
+        )
+
+    def upload_file(self, path: Path, key: str) -> None:
+        """Upload a local file (multipart above the threshold)."""
+        with storage_errors(f"upload s3://{self.bucket}/{key}"):
+            self._client.upload_file(str(path), self.bucket, key, Config=self._transfer)
+
+    def upload_fileobj(self, body: IO[bytes], key: str) -> None:
+        """Upload from a binary file object (multipart above the threshold)."""
+        with storage_errors(f"upload s3://{self.bucket}/{key}"):
+            self._client.upload_fileobj(body, self.bucket, key, Config=self._transfer)
+
+    def download_file(self, key: str, path: Path) -> None:
+        """Download an object into ``path`` (parent folders are created)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with storage_errors(f"download s3://{self.bucket}/{key}"):
+            self._client.download_file(self.bucket, key, str(path), Config=self._transfer)
+
+    def get_bytes(self, key: str) -> bytes:
+        with storage_errors(f"get s3://{self.bucket}/{key}"):
+            body: bytes = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return body
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, in key order."""
+        with storage_errors(f"list s3://{self.bucket}/{prefix}"):
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(key=item["Key"], size=item["Size"], etag=item["ETag"].strip('"'))
+
+    def bucket_exists(self) -> bool:
+        """Whether the bucket can be reached (readiness)."""
+        with storage_errors(f"head bucket {self.bucket}"):
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+                    return False
+                raise
+            return True
+
+    def create_bucket(self) -> None:
+        """Create the bucket if it does not exist (local stacks and tests)."""
+        if self.bucket_exists():
+            return
+        with storage_errors(f"create bucket {self.bucket}"):
+            self._client.create_bucket(Bucket=self.bucket)

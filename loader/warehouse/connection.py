@@ -1,0 +1,80 @@
+"""The Snowflake connection, with the connector's errors translated at this boundary.
+
+Connection and network failures are transient (the warehouse may be down for
+an hour; loads catch up after); SQL compilation and access errors are
+terminal. Credentials never appear in messages: they are not part of any
+statement and the connector's own messages are passed through unchanged.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import snowflake.connector
+import snowflake.connector.errors as sf_errors
+import structlog
+
+from loader.config.settings import SnowflakeSettings
+from loader.errors import WarehouseError
+
+__all__ = ["Warehouse"]
+
+log = structlog.get_logger("loader.warehouse")
+
+
+def _translate(exc: Exception, action: str) -> WarehouseError:
+    transient = isinstance(exc, sf_errors.OperationalError | sf_errors.InterfaceError) or not isinstance(
+        exc, sf_errors.Error
+    )
+    if isinstance(exc, sf_errors.ProgrammingError | sf_errors.DatabaseError) and not isinstance(
+        exc, sf_errors.OperationalError
+    ):
+        transient = False
+    message = getattr(exc, "raw_msg", None) or str(exc)
+    return WarehouseError(f"{action}: {message}", transient=transient)
+
+
+class Warehouse:
+    """A lazily opened Snowflake session that runs statements and returns rows."""
+
+    def __init__(self, settings: SnowflakeSettings) -> None:
+        self.settings = settings
+        self._conn: Any = None
+
+    def connect(self) -> None:
+        if self._conn is not None:
+            return
+        try:
+            self._conn = snowflake.connector.connect(**self.settings.connect_kwargs())
+        except (sf_errors.Error, OSError) as exc:
+            raise _translate(exc, "cannot connect to Snowflake") from None
+
+    def execute(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run one statement and return its rows."""
+        self.connect()
+        try:
+            with self._conn.cursor() as cursor:
+                cursor.execute(sql)
+                rows: list[tuple[Any, ...]] = cursor.fetchall()
+                return rows
+        except (sf_errors.Error, OSError) as exc:
+            if isinstance(exc, sf_errors.OperationalError | sf_errors.InterfaceError | OSError):
+                self.close()  # reconnect on the next statement
+            raise _translate(exc, f"statement failed ({sql.split(maxsplit=1)[0]} …)") from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except (sf_errors.Error, OSError):
+                log.debug("close_failed")
+            self._conn = None
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

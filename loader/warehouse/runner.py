@@ -1,0 +1,209 @@
+"""The SQS-triggered loader (``copy`` mode): notifications in, COPY statements out.
+
+Long-polls the queue that receives the buckets' ObjectCreated notifications,
+maps each key to its event by prefix, batches keys per event, COPYs them,
+and deletes a message only once every file it names is loaded (or known
+loaded). Messages it cannot read stay on the queue, so the queue's redrive
+policy moves them to its dead-letter queue. While a COPY runs, the batch's
+messages have their visibility extended so no other loader picks them up.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from loader.config.settings import Settings
+from loader.config.spec import EventSpec
+from loader.errors import LoaderError
+from loader.notify.sqs import parse_notification
+from loader.schema.avro import load_avro_schema
+from loader.store.s3 import S3Store, aws_client, storage_errors
+from loader.warehouse.connection import Warehouse
+from loader.warehouse.load import load_files
+from loader.warehouse.objects import EventObjects
+
+__all__ = ["LoaderStats", "SqsLoader"]
+
+log = structlog.get_logger("loader.pipes")
+
+
+@dataclass
+class LoaderStats:
+    """Counts since start."""
+
+    messages: int = 0
+    files_loaded: int = 0
+    rows_loaded: int = 0
+    files_skipped: int = 0
+    failures: int = 0
+    loaded_keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    receipt: str
+    keys: list[tuple[EventSpec, str]]
+
+
+class SqsLoader:
+    """Loads every file the notifications name into its event's table."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        specs: Sequence[EventSpec],
+        *,
+        queue_url: str | None = None,
+        visibility_timeout_s: int = 120,
+        wait_time_s: int = 5,
+    ) -> None:
+        url = queue_url or settings.aws.notifications_queue_url
+        if not url:
+            raise LoaderError(
+                "no notifications queue: set LOADER_AWS__NOTIFICATIONS_QUEUE_URL (the SQS queue that "
+                "receives the buckets' ObjectCreated notifications)"
+            )
+        self.queue_url = url
+        self.settings = settings
+        self.specs = list(specs)
+        self.stats = LoaderStats()
+        self._sqs = aws_client("sqs", settings.aws)
+        self._warehouse = Warehouse(settings.snowflake)
+        self._stores: dict[str, S3Store] = {}
+        self._objects = {
+            spec.name: EventObjects(spec, load_avro_schema(spec.schema_path), settings.snowflake)
+            for spec in self.specs
+            if spec.schema_path is not None
+        }
+        self._visibility_s = visibility_timeout_s
+        self._wait_s = wait_time_s
+
+    def close(self) -> None:
+        self._warehouse.close()
+
+    def spec_for(self, bucket: str, key: str) -> EventSpec | None:
+        """The event whose data prefix holds ``key`` (prefixes never nest, so at most one)."""
+        for spec in self.specs:
+            if spec.s3.bucket == bucket and key.startswith(spec.data_prefix):
+                return spec
+        return None
+
+    def run(self, stop: threading.Event) -> LoaderStats:
+        """Poll and load until ``stop`` is set."""
+        while not stop.is_set():
+            self.poll_once()
+        return self.stats
+
+    def poll_once(self) -> int:
+        """Receive one batch of messages and load what they name; returns messages received."""
+        with storage_errors("receive from the notifications queue"):
+            response = self._sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=self._wait_s,
+                VisibilityTimeout=self._visibility_s,
+            )
+        messages: list[dict[str, Any]] = response.get("Messages", [])
+        pending: list[_Pending] = []
+        for message in messages:
+            self.stats.messages += 1
+            note = parse_notification(message.get("Body", ""))
+            if note.unreadable:
+                log.warning(
+                    "notification_unreadable", reason=note.unreadable, message_id=message["MessageId"]
+                )
+                continue  # left for the redrive policy
+            keys = []
+            for bucket, key in note.objects:
+                spec = self.spec_for(bucket, key)
+                if spec is None:
+                    log.info("notification_ignored", bucket=bucket, key=key)
+                else:
+                    keys.append((spec, key))
+            pending.append(_Pending(message["ReceiptHandle"], keys))
+        if pending:
+            self._load_and_delete(pending)
+        return len(messages)
+
+    def _load_and_delete(self, pending: list[_Pending]) -> None:
+        by_event: dict[str, list[str]] = defaultdict(list)
+        for item in pending:
+            for spec, key in item.keys:
+                if key not in by_event[spec.name]:
+                    by_event[spec.name].append(key)
+        done: set[str] = set()
+        with _VisibilityExtender(self._sqs, self.queue_url, [p.receipt for p in pending], self._visibility_s):
+            for event_name, keys in by_event.items():
+                objects = self._objects[event_name]
+                try:
+                    results = load_files(self._warehouse, self._store(objects.spec.s3.bucket), objects, keys)
+                except LoaderError as exc:
+                    self.stats.failures += 1
+                    log.warning(
+                        "load_failed",
+                        event_type=event_name,
+                        files=len(keys),
+                        error=str(exc),
+                        transient=exc.transient,
+                    )
+                    continue
+                for result in results:
+                    if result.done:
+                        done.add(result.key)
+                        if result.status == "LOADED":
+                            self.stats.files_loaded += 1
+                            self.stats.rows_loaded += result.rows_loaded
+                            self.stats.loaded_keys.append(result.key)
+                        else:
+                            self.stats.files_skipped += 1
+                        log.info(
+                            "file_loaded",
+                            event_type=event_name,
+                            key=result.key,
+                            status=result.status,
+                            rows=result.rows_loaded,
+                        )
+                    else:
+                        self.stats.failures += 1
+        for item in pending:
+            if all(key in done for _, key in item.keys):
+                with storage_errors("delete a notification"):
+                    self._sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=item.receipt)
+
+    def _store(self, bucket: str) -> S3Store:
+        if bucket not in self._stores:
+            self._stores[bucket] = S3Store(self.settings.aws, bucket)
+        return self._stores[bucket]
+
+
+class _VisibilityExtender:
+    """Keeps a batch's messages invisible to other consumers while it loads."""
+
+    def __init__(self, sqs: Any, queue_url: str, receipts: list[str], timeout_s: int) -> None:
+        self._sqs, self._queue_url, self._receipts, self._timeout_s = sqs, queue_url, receipts, timeout_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqs-visibility", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._timeout_s / 2):
+            for receipt in self._receipts:
+                try:
+                    self._sqs.change_message_visibility(
+                        QueueUrl=self._queue_url, ReceiptHandle=receipt, VisibilityTimeout=self._timeout_s
+                    )
+                except Exception as exc:  # best effort: at worst the message reappears
+                    log.warning("visibility_extend_failed", error=str(exc))
+
+    def __enter__(self) -> _VisibilityExtender:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

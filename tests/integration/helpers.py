@@ -1,0 +1,71 @@
+"""Helpers for integration tests: throwaway specs, producing samples, reading files back."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loader.config.settings import Settings
+from loader.config.spec import EventSpec
+from loader.consume.kafka import make_producer
+from loader.samples import SampleEvents
+from loader.schema.avro import load_avro_schema
+from loader.store.s3 import S3Store
+
+REPO = Path(__file__).parents[2]
+
+
+def make_spec(
+    name: str, *, base: str = "order_created", partitions: int = 4, bucket: str, **rolling: Any
+) -> EventSpec:
+    """A spec like the example ``base`` but with its own topic, prefix, table and group."""
+    return EventSpec.model_validate(
+        {
+            "name": name,
+            "kafka": {"topic": f"t.{name}", "partitions": partitions},
+            "schema": {"path": str(REPO / "schemas" / f"{base}.avsc")},
+            "s3": {"bucket": bucket, "prefix": f"events/{name}"},
+            "rolling": {"max_age_s": 1.0, **rolling},
+            "snowflake": {"database": "TESTS", "schema": "EVENTS", "table": name.upper()},
+        }
+    )
+
+
+def sample_values(spec: EventSpec, count: int, seed: int = 1, start: int = 0) -> list[tuple[bytes, bytes]]:
+    assert spec.schema_path is not None
+    samples = SampleEvents(spec.name, load_avro_schema(spec.schema_path), seed=seed)
+    return [samples.encoded(i) for i in range(start, start + count)]
+
+
+def produce(
+    settings: Settings, spec: EventSpec, messages: Iterable[tuple[bytes | None, bytes | None]]
+) -> int:
+    """Produce (key, value) pairs to the spec's topic; returns how many."""
+
+    async def _run() -> int:
+        producer = make_producer(spec, settings.kafka)
+        await producer.start()
+        count = 0
+        try:
+            for key, value in messages:
+                await producer.send(spec.kafka.topic, value, key=key)
+                count += 1
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return count
+
+    return asyncio.run(_run())
+
+
+def read_files(store: S3Store, prefix: str) -> dict[str, pa.Table]:
+    """Every Parquet file under ``prefix``, by key."""
+    return {
+        info.key: pq.read_table(io.BytesIO(store.get_bytes(info.key))) for info in store.list_objects(prefix)
+    }

@@ -1,0 +1,113 @@
+"""The first end-to-end slice on real services: Kafka → worker → S3 → SQS → loader → fakesnow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from loader.devstack import DevStack
+from loader.provision import provision
+from loader.schema.avro import load_avro_schema
+from loader.store.layout import parse_key
+from loader.store.s3 import S3Store, aws_client
+from loader.warehouse.connection import Warehouse
+from loader.warehouse.objects import EventObjects
+from loader.warehouse.runner import SqsLoader
+from loader.worker.worker import StreamWorker
+from tests.integration.helpers import make_spec, produce, read_files, sample_values
+
+pytestmark = pytest.mark.integration
+
+BROKEN = [
+    b'{"event_id": "x"',
+    b"",
+    b"[1, 2]",
+    b'{"event_id":"e","created_at":"2026-11-27T00:00:00Z","payload":{}}',
+]
+
+
+def _run_worker_until(worker: StreamWorker, done: Callable[[], bool], timeout_s: float = 60) -> None:
+    async def _main() -> None:
+        task = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.2)
+        worker.stop()
+        await task
+
+    asyncio.run(_main())
+
+
+def test_events_flow_from_kafka_to_the_table(dev_stack: DevStack, unique_name: Callable[..., str]) -> None:
+    """Every produced record ends in S3 (as a row or a dead letter) and every good one in the table."""
+    settings = dev_stack.settings
+    name = unique_name("slice", sep="_")
+    spec = make_spec(name, bucket="it-slice", partitions=4)
+    queue_url = asyncio.run(provision(settings, [spec], queue_name=unique_name("q")))
+    objects = EventObjects(spec, load_avro_schema(spec.schema_path), settings.snowflake)  # type: ignore[arg-type]
+    with Warehouse(settings.snowflake) as warehouse:
+        for statement in objects.create_statements():
+            warehouse.execute(statement)
+
+    good = sample_values(spec, 2500)
+    produced = produce(settings, spec, good + [(b"bad", value) for value in BROKEN] + [(b"tomb", None)])
+    assert produced == 2500 + len(BROKEN) + 1
+
+    worker = StreamWorker(spec, settings)
+    _run_worker_until(worker, lambda: worker.stats.rows_written + worker.stats.dead_lettered >= produced)
+    assert worker.stats.records_read == produced
+
+    # S3: every offset exactly once, in data or dead-letter files, and keys match contents.
+    store = S3Store(settings.aws, spec.s3.bucket)
+    data = read_files(store, spec.data_prefix)
+    dead = read_files(store, spec.dead_letter_prefix)
+    seen: list[tuple[int, int]] = []
+    for key, table in {**data, **dead}.items():
+        parsed = parse_key(key)
+        assert parsed is not None, key
+        offsets = table.column("_OFFSET").to_pylist()
+        assert set(table.column("_PARTITION").to_pylist()) == {parsed.partition}
+        assert parsed.first_offset <= min(offsets) and max(offsets) <= parsed.last_offset
+        seen += [(parsed.partition, o) for o in offsets]
+    assert len(seen) == len(set(seen)) == produced
+    reasons = [r for t in dead.values() for r in t.column("_REASON").to_pylist()]
+    assert len(reasons) == len(BROKEN) + 1 and all(reasons)
+
+    # A poison message on the queue must not be deleted (the redrive policy handles it).
+    sqs = aws_client("sqs", settings.aws)
+    sqs.send_message(QueueUrl=queue_url, MessageBody="this is not an S3 notification")
+
+    loader = SqsLoader(settings, [spec], queue_url=queue_url, wait_time_s=1, visibility_timeout_s=5)
+    stop = threading.Event()
+    thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while loader.stats.rows_loaded < 2500 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    stop.set()
+    thread.join(timeout=30)
+    loader.close()
+
+    with Warehouse(settings.snowflake) as warehouse:
+        rows = warehouse.execute(f"SELECT _PARTITION, _OFFSET FROM {objects.table}")
+        sample = warehouse.execute(f"SELECT ORDER_ID, _EVENT_ID FROM {objects.table} WHERE _OFFSET = 0")
+    assert len(rows) == len(set(rows)) == 2500
+    good_offsets = {(p, o) for p, o in seen} - {
+        (p, o)
+        for t in dead.values()
+        for p, o in zip(t.column("_PARTITION").to_pylist(), t.column("_OFFSET").to_pylist(), strict=True)
+    }
+    assert set(rows) == good_offsets
+    produced_ids = {json.loads(v)["payload"]["order_id"] for _, v in good}
+    assert {order_id for order_id, _ in sample} <= produced_ids
+
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    waiting = int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+    assert waiting == 1  # only the poison message is left
