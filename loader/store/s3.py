@@ -128,6 +128,17 @@ class S3Store:
                 for item in page.get("Contents", []):
                     yield ObjectInfo(key=item["Key"], size=item["Size"], etag=item["ETag"].strip('"'))
 
+    def exists(self, key: str) -> bool:
+        """Whether an object is there (recovery checks before rebuilding a file)."""
+        with storage_errors(f"head s3://{self.bucket}/{key}"):
+            try:
+                self._client.head_object(Bucket=self.bucket, Key=key)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+            return True
+
     def bucket_exists(self) -> bool:
         """Whether the bucket can be reached (readiness)."""
         with storage_errors(f"head bucket {self.bucket}"):

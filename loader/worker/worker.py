@@ -1,40 +1,54 @@
-"""The stream worker of one event type: Kafka → Parquet files in S3 → committed offsets.
+"""The stream worker of one event type: Kafka → Parquet files in S3, exactly once.
 
-Loop: fetch a batch per partition with ``getmany``, cut it where files must
-end, decode each piece into Arrow, and roll full or expired buffers into
-files. Rolls run in a thread so the event loop keeps fetching and
-heartbeating. An offset is committed only after the file that covers it is
-in S3; a crash before that re-reads the range and rewrites the same key.
+The event loop fetches with aiokafka's ``getmany`` and commits; a processing
+thread decodes each batch and writes row groups to local spool files, so
+fetching overlaps decoding (pyarrow releases the GIL). Each finished file
+becomes a :class:`~loader.worker.partition.Roll`. Rolls of one partition run
+in order, as a chain of tasks, each following the checkpoint protocol of
+:mod:`loader.checkpoint`: record the roll in the group (fenced), upload,
+commit past it. A partition whose chain falls behind is paused
+(backpressure); when buffered rows pass the memory budget, the biggest open
+file is rolled early.
+
+On assignment, the worker first reads each partition's committed offset and
+pending roll and finishes that roll (or sees it is in S3) before going on.
+On revocation, it finishes or abandons in-flight rolls within a deadline and
+drops unrecorded work, which the next owner re-reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import pyarrow as pa
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError
-from aiokafka.errors import KafkaError as AioKafkaError
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.admin import AIOKafkaAdminClient
 
+from loader.checkpoint.committer import Committer
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
-from loader.consume.kafka import make_consumer
-from loader.encode.dead_letter import dead_letter_table
+from loader.consume.kafka import client_kwargs, make_consumer
 from loader.encode.decode import BatchDecoder
+from loader.errors import ConfigError, FencedError, StorageError
 from loader.schema.avro import load_avro_schema
 from loader.store.s3 import S3Store
-from loader.worker.buffer import PartitionBuffer, split_at_boundaries
-from loader.worker.files import FilePlan, WrittenFiles, write_files
+from loader.worker.partition import PartitionState, Roll
 
 __all__ = ["StreamWorker", "WorkerStats"]
 
 log = structlog.get_logger("loader.worker")
+
+MIB = 1024 * 1024
+MAX_QUEUED_ROLLS = 2
+"""A partition with this many files waiting for S3 is paused until one lands."""
+MIN_ROW_GROUP_RECORDS = 1_000
 
 
 @dataclass
@@ -46,6 +60,10 @@ class WorkerStats:
     dead_lettered: int = 0
     files_written: int = 0
     bytes_written: int = 0
+    rolls_fenced: int = 0
+    recoveries: int = 0
+    upload_retries: int = 0
+    early_rolls: int = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -53,18 +71,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.worker.forget(revoked)
+        await self.worker.on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info(
-            "partitions_assigned",
-            event_type=self.worker.spec.name,
-            partitions=sorted(tp.partition for tp in assigned),
-        )
+        await self.worker.on_assigned(set(assigned))
 
 
 class StreamWorker:
-    """Consumes one event type's topic and writes its files to S3."""
+    """Consumes one event type's topic and writes its files to S3 (see the module docstring)."""
 
     def __init__(
         self,
@@ -75,108 +89,315 @@ class StreamWorker:
         clock: Callable[[], float] = time.monotonic,
         spool_dir: Path | None = None,
         fetch_max_records: int = 20_000,
+        shutdown_timeout_s: float = 30.0,
+        revoke_timeout_s: float = 20.0,
+        memory_budget_mb: int | None = None,
     ) -> None:
         if spec.schema_path is None:
-            raise NotImplementedError("raw (schema-less) events are not supported yet")
+            raise ConfigError(f"{spec.name}: raw (schema-less) events are not supported yet")
         self.spec = spec
         self.settings = settings
         self.store = store or S3Store(settings.aws, spec.s3.bucket)
         self.decoder = BatchDecoder(load_avro_schema(spec.schema_path))
         self.stats = WorkerStats()
+        self.ready = asyncio.Event()
+        self.budget_bytes = (memory_budget_mb or spec.deployment.memory_budget_mb) * MIB
         self._clock = clock
         self._spool_dir = spool_dir
         self._fetch_max_records = fetch_max_records
-        self._buffers: dict[TopicPartition, PartitionBuffer] = {}
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._revoke_timeout_s = revoke_timeout_s
+        self._partitions: dict[TopicPartition, PartitionState] = {}
+        self._chains: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._queued: Counter[TopicPartition] = Counter()
+        self._fenced: set[TopicPartition] = set()
+        self._paused: set[TopicPartition] = set()
+        self._fatal: BaseException | None = None
+        self._avg_row_bytes = 600.0
+        self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._committer: Committer | None = None
         self._log = log.bind(event_type=spec.name, topic=spec.kafka.topic)
 
+    # -- lifecycle -------------------------------------------------------------------------------
+
     def stop(self) -> None:
-        """Ask the worker to finish: stop fetching, roll what is buffered, commit, exit."""
+        """Stop fetching, roll what is buffered, commit what is durable, exit (within the deadline)."""
         self._stopping.set()
 
-    def forget(self, partitions: list[TopicPartition]) -> None:
-        """Drop buffers of partitions we no longer own; their new owner re-reads them."""
-        for tp in partitions:
-            buffer = self._buffers.pop(tp, None)
-            if buffer is not None and not buffer.empty:
-                self._log.info("buffer_dropped_on_revoke", partition=tp.partition, records=buffer.records)
-
     async def run(self) -> WorkerStats:
-        """Run until :meth:`stop` is called."""
-        consumer = make_consumer(self.spec, self.settings.kafka)
+        """Run until :meth:`stop` is called; raises on a terminal error (nothing is lost)."""
+        fetch_bytes = max(4 * MIB, min(32 * MIB, self.budget_bytes // 8))
+        consumer = make_consumer(
+            self.spec,
+            self.settings.kafka,
+            fetch_max_bytes=fetch_bytes,
+            max_partition_fetch_bytes=max(1 * MIB, fetch_bytes // 4),
+        )
+        admin = AIOKafkaAdminClient(**client_kwargs(self.spec, self.settings.kafka))
+        self._consumer = consumer
+        self._committer = Committer(consumer, admin, self.spec.consumer_group)
         consumer.subscribe([self.spec.kafka.topic], listener=_Rebalance(self))
+        await admin.start()
         await consumer.start()
-        self._log.info("worker_started", group=self.spec.consumer_group)
+        self._log.info("worker_started", group=self.spec.consumer_group, budget_mb=self.budget_bytes // MIB)
         try:
             while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=self._fetch_max_records)
-                for tp, records in batches.items():
-                    await self._ingest(consumer, tp, records)
-                await self._roll_expired(consumer)
-            await self._roll_all(consumer)
+                self._raise_if_fatal()
+                batches = await consumer.getmany(timeout_ms=100, max_records=self._fetch_max_records)
+                if batches:
+                    await self._process_batches(batches)
+                await self._roll_expired()
+                self._apply_backpressure()
+            await self._drain()
+            self._raise_if_fatal()
         finally:
+            for task in self._chains.values():
+                task.cancel()
             await consumer.stop()
+            await admin.close()
+            for state in self._partitions.values():
+                state.discard()
             self._log.info("worker_stopped", **vars(self.stats))
         return self.stats
 
-    async def _ingest(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[object]) -> None:
-        buffer = self._buffers.setdefault(tp, PartitionBuffer(tp.topic, tp.partition))
-        self.stats.records_read += len(records)
-        for segment, bucket, ends_file in split_at_boundaries(self.spec, buffer, records):  # type: ignore[arg-type]
-            if segment:
-                decoded = self.decoder.decode(segment)
-                buffer.add(segment, decoded.table, decoded.rejected, bucket, self._clock())
-            if ends_file or buffer.full(self.spec):
-                await self._roll(consumer, tp, buffer)
+    def _raise_if_fatal(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
 
-    async def _roll_expired(self, consumer: AIOKafkaConsumer) -> None:
+    # -- processing (thread) ---------------------------------------------------------------------
+
+    async def _process_batches(self, batches: dict[TopicPartition, list[Any]]) -> None:
         now = self._clock()
-        for tp, buffer in list(self._buffers.items()):
-            if buffer.expired(self.spec, now):
-                await self._roll(consumer, tp, buffer)
+        async with self._lock:
+            rolls = await asyncio.to_thread(self._process, batches, now)
+        for roll in rolls:
+            self._schedule(roll)
 
-    async def _roll_all(self, consumer: AIOKafkaConsumer) -> None:
-        for tp, buffer in list(self._buffers.items()):
-            await self._roll(consumer, tp, buffer)
+    def _process(self, batches: dict[TopicPartition, list[Any]], now: float) -> list[Roll]:
+        rolls: list[Roll] = []
+        for tp, records in batches.items():
+            state = self._partitions.get(tp)
+            if state is None or tp in self._fenced:
+                continue  # revoked meanwhile, or waiting for the rebalance that follows a fence
+            before = state.next_offset
+            rolls += state.ingest(records, now)
+            if state.next_offset is not None:
+                self.stats.records_read += sum(1 for r in records if before is None or r.offset >= before)
+        self._learn_row_size(rolls)
+        self._relieve_memory(rolls)
+        return rolls
 
-    async def _roll(self, consumer: AIOKafkaConsumer, tp: TopicPartition, buffer: PartitionBuffer) -> None:
-        if buffer.empty:
+    def _learn_row_size(self, rolls: list[Roll]) -> None:
+        for state in self._partitions.values():
+            spool = state.spool
+            if spool is not None and spool.memory_bytes and spool.records:
+                self._avg_row_bytes = 0.9 * self._avg_row_bytes + 0.1 * (spool.memory_bytes / spool.records)
+                return
+
+    def _relieve_memory(self, rolls: list[Roll]) -> None:
+        """Roll the biggest open files early while buffered rows exceed the budget."""
+        while sum(s.memory_bytes for s in self._partitions.values()) > self.budget_bytes:
+            biggest = max(self._partitions.values(), key=lambda s: s.memory_bytes)
+            if biggest.spool is None:
+                return
+            biggest.close_into(rolls)
+            self.stats.early_rolls += 1
+
+    def _row_group_records(self) -> int:
+        """Row-group size for a new file: fits the budget over the assigned partitions.
+        Recorded in the roll's checkpoint, so a rebuild uses the same value."""
+        share = 0.4 * self.budget_bytes / max(1, len(self._partitions))
+        fitting = int(share / max(self._avg_row_bytes, 1.0))
+        return max(MIN_ROW_GROUP_RECORDS, min(self.spec.rolling.row_group_records, fitting))
+
+    async def _roll_expired(self) -> None:
+        now = self._clock()
+        if not any(s.expired(now) for s in self._partitions.values()):
             return
-        plan = FilePlan.for_range(self.spec, buffer.covered())
-        table = pa.concat_tables(buffer.tables) if buffer.tables else self.decoder.file_schema.empty_table()
-        rejected = dead_letter_table(buffer.rejected)
-        buffer.reset()
-        written = await asyncio.to_thread(
-            write_files, self.spec, self.store, plan, table, rejected, spool_dir=self._spool_dir
-        )
-        await self._commit(consumer, tp, written)
+        async with self._lock:
+            rolls = await asyncio.to_thread(self._close, lambda s: s.expired(now))
+        for roll in rolls:
+            self._schedule(roll)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, written: WrittenFiles) -> None:
-        next_offset = written.plan.covered.last_offset + 1
+    def _close(self, which: Callable[[PartitionState], bool]) -> list[Roll]:
+        rolls: list[Roll] = []
+        for state in list(self._partitions.values()):
+            if which(state):
+                state.close_into(rolls)
+        return rolls
+
+    # -- rolls (event loop) ----------------------------------------------------------------------
+
+    def _schedule(self, roll: Roll) -> None:
+        previous = self._chains.get(roll.tp)
+        self._queued[roll.tp] += 1
+        self._chains[roll.tp] = asyncio.create_task(self._finish(previous, roll))
+
+    async def _finish(self, previous: asyncio.Task[None] | None, roll: Roll) -> None:
+        """Record, upload and commit one file, after the partition's previous file."""
+        tp, pending = roll.tp, roll.pending
         try:
-            await consumer.commit({tp: OffsetAndMetadata(next_offset, "")})
-        except (CommitFailedError, IllegalGenerationError, RebalanceInProgressError) as exc:
-            # We lost the partition: the new owner re-reads the range and rewrites the same key.
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            self._check_not_fenced(tp)
+            assert self._committer is not None
+            if not roll.recovery:
+                await self._committer.record_pending(tp, pending)
+            await self._upload(roll)
+            await self._committer.record_done(tp, pending.last)
+        except FencedError as exc:
+            # Whatever we dropped is re-read by the owner after the rebalance that follows.
+            self._fenced.add(tp)
+            self.stats.rolls_fenced += 1
             self._log.warning(
-                "commit_fenced", partition=tp.partition, next_offset=next_offset, error=str(exc)
+                "roll_fenced",
+                partition=tp.partition,
+                first_offset=pending.first,
+                last_offset=pending.last,
+                reason=str(exc),
             )
             return
-        except AioKafkaError as exc:
-            self._log.warning(
-                "commit_failed", partition=tp.partition, next_offset=next_offset, error=str(exc)
-            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fatal = exc
+            self._log.error("roll_failed", partition=tp.partition, key=pending.key, error=str(exc))
             return
-        self.stats.rows_written += written.rows
-        self.stats.dead_lettered += written.dead_letters
+        finally:
+            roll.closed.discard()
+            self._queued[tp] -= 1
+        closed = roll.closed
+        self.stats.rows_written += closed.rows
+        self.stats.dead_lettered += closed.dead_letters
         self.stats.files_written += 1
-        self.stats.bytes_written += written.data_bytes
+        self.stats.bytes_written += closed.data_bytes
+        self.stats.recoveries += int(roll.recovery)
         self._log.info(
             "file_committed",
-            key=written.plan.data_key,
+            key=pending.key,
             partition=tp.partition,
-            first_offset=written.plan.covered.first_offset,
-            last_offset=written.plan.covered.last_offset,
-            rows=written.rows,
-            dead_letters=written.dead_letters,
-            bytes=written.data_bytes,
+            first_offset=pending.first,
+            last_offset=pending.last,
+            rows=closed.rows,
+            dead_letters=closed.dead_letters,
+            bytes=closed.data_bytes,
+            recovery=roll.recovery,
         )
+
+    def _check_not_fenced(self, tp: TopicPartition) -> None:
+        if tp in self._fenced:
+            raise FencedError("an earlier roll of this partition was fenced")
+
+    async def _upload(self, roll: Roll) -> None:
+        """Upload dead letters, then data (so a data file in S3 implies its dead letters are too);
+        transient S3 errors are retried with capped exponential backoff."""
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(self._upload_files, roll)
+            except StorageError as exc:
+                if not exc.transient:
+                    raise
+                self.stats.upload_retries += 1
+                self._log.warning("upload_retry", key=roll.pending.key, error=str(exc), delay_s=delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
+                delay = min(delay * 2, 30.0)
+            else:
+                return
+
+    def _upload_files(self, roll: Roll) -> None:
+        closed = roll.closed
+        if closed.dead_letter_path is not None:
+            self.store.upload_file(closed.dead_letter_path, roll.pending.dlq)
+        if closed.data_path is not None:
+            self.store.upload_file(closed.data_path, roll.pending.key)
+
+    def _apply_backpressure(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        behind = {tp for tp in self._partitions if self._queued[tp] >= MAX_QUEUED_ROLLS}
+        if behind - self._paused:
+            consumer.pause(*(behind - self._paused))
+            newly = sorted(tp.partition for tp in behind - self._paused)
+            self._log.info("partitions_paused", partitions=newly)
+        if self._paused - behind:
+            consumer.resume(*(self._paused - behind))
+        self._paused = behind
+
+    async def _drain(self) -> None:
+        """Shutdown: roll every open file, then wait for the chains up to the deadline."""
+        async with self._lock:
+            rolls = await asyncio.to_thread(self._close, lambda _s: True)
+        for roll in rolls:
+            self._schedule(roll)
+        await self._wait_for_chains(set(self._chains), self._shutdown_timeout_s, "shutdown")
+
+    async def _wait_for_chains(self, partitions: set[TopicPartition], timeout_s: float, why: str) -> None:
+        tasks = [self._chains[tp] for tp in partitions if tp in self._chains and not self._chains[tp].done()]
+        if not tasks:
+            return
+        _done, unfinished = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            # Safe: each cancelled roll is either unrecorded (re-read by the next owner) or
+            # recorded (finished by the next owner's recovery).
+            self._log.warning("rolls_abandoned", why=why, count=len(unfinished))
+
+    # -- rebalances ------------------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Drop unrecorded work of revoked partitions; let recorded rolls finish (bounded)."""
+        self.ready.clear()
+        async with self._lock:
+            for tp in revoked:
+                state = self._partitions.pop(tp, None)
+                if state is not None:
+                    state.discard()
+        await self._wait_for_chains(revoked, self._revoke_timeout_s, "revoked")
+        self._paused -= revoked
+        self._log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Read committed offsets and pending rolls before consuming anything."""
+        try:
+            await self._recover(assigned)
+        except Exception as exc:  # aiokafka swallows listener errors: make it fatal ourselves
+            self._fatal = exc
+            self._log.error("assignment_recovery_failed", error=str(exc))
+            return
+        self.ready.set()
+
+    async def _recover(self, assigned: set[TopicPartition]) -> None:
+        assert self._committer is not None
+        assert self._consumer is not None
+        committed = await self._committer.fetch(sorted(assigned))
+        for tp in sorted(assigned):
+            entry = committed[tp]
+            next_offset, pending = entry.offset, entry.pending
+            if pending is not None and await asyncio.to_thread(self.store.exists, pending.key):
+                # The upload finished before the crash; only the final commit was missing.
+                await self._committer.record_done(tp, pending.last)
+                self._consumer.seek(tp, pending.last + 1)
+                next_offset, pending = pending.last + 1, None
+            if pending is not None:
+                self._log.info(
+                    "roll_recovering",
+                    partition=tp.partition,
+                    first_offset=pending.first,
+                    last_offset=pending.last,
+                    key=pending.key,
+                )
+            self._fenced.discard(tp)
+            self._partitions[tp] = PartitionState(
+                tp,
+                self.spec,
+                self.decoder,
+                next_offset=next_offset,
+                pending=pending,
+                spool_dir=self._spool_dir,
+                row_group_records=self._row_group_records,
+            )
+        self._log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))

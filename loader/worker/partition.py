@@ -1,0 +1,204 @@
+"""One assigned partition: where its records go, and when its files end.
+
+Runs in the worker's processing thread. Records are cut where a file must
+end (``max_records``, the time partition moving forward, the size limit),
+decoded and appended to the open :class:`~loader.worker.spool.SpoolFile`.
+A partition that was assigned with a pending roll first rebuilds exactly
+that file (same range, same row groups) before anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import TopicPartition
+
+from loader.checkpoint.marker import PendingFile
+from loader.config.spec import EventSpec
+from loader.encode.decode import BatchDecoder, KafkaRecord
+from loader.store.layout import FileRange, data_key, dead_letter_key
+from loader.worker.spool import ClosedFile, SpoolFile
+
+__all__ = ["ARROW_TO_PARQUET_RATIO", "PartitionState", "Roll", "split_at_boundaries"]
+
+ARROW_TO_PARQUET_RATIO = 4
+"""About how much smaller a zstd row group is than its Arrow buffers (for the size limit)."""
+
+
+@dataclass(frozen=True)
+class Roll:
+    """A closed file and the record that makes its upload recoverable."""
+
+    tp: TopicPartition
+    closed: ClosedFile
+    pending: PendingFile
+    recovery: bool
+    """True when finishing a roll recorded by an earlier owner (already recorded)."""
+
+
+def pending_for(spec: EventSpec, covered: FileRange, row_group_records: int) -> PendingFile:
+    return PendingFile(
+        first=covered.first_offset,
+        last=covered.last_offset,
+        bucket=covered.bucket,
+        rg=row_group_records,
+        key=data_key(spec, covered),
+        dlq=dead_letter_key(spec, covered),
+    )
+
+
+def split_at_boundaries(
+    spec: EventSpec, open_records: int, open_bucket: int | None, records: Sequence[KafkaRecord]
+) -> list[tuple[Sequence[KafkaRecord], int, bool]]:
+    """Cut ``records`` where a file must end: at ``max_records`` (counting the
+    ``open_records`` already in the open file) and where the time partition moves
+    forward. Returns (segment, bucket, ends_file) triples; late records (an
+    earlier time partition) stay in the open file."""
+    segments: list[tuple[Sequence[KafkaRecord], int, bool]] = []
+    max_records = spec.rolling.max_records
+    size_ms = 3_600_000 if spec.s3.time_partition == "hour" else 86_400_000
+    room = max_records - open_records
+    current = open_bucket
+    start = 0
+    for index, record in enumerate(records):
+        bucket = record.timestamp // size_ms
+        if current is None:
+            current = bucket
+        if bucket > current:
+            segments.append((records[start:index], current, True))
+            start, room, current = index, max_records, bucket
+        if index - start + 1 >= room:
+            segments.append((records[start : index + 1], current, True))
+            start, room = index + 1, max_records
+    if start < len(records):
+        assert current is not None
+        segments.append((records[start:], current, False))
+    return segments
+
+
+class PartitionState:
+    """Routing of one partition's records into files (see the module docstring)."""
+
+    def __init__(
+        self,
+        tp: TopicPartition,
+        spec: EventSpec,
+        decoder: BatchDecoder,
+        *,
+        next_offset: int | None,
+        pending: PendingFile | None,
+        spool_dir: Path | None,
+        row_group_records: Callable[[], int],
+    ) -> None:
+        self.tp = tp
+        self.spec = spec
+        self.next_offset = next_offset
+        self.recovering = pending
+        self.spool: SpoolFile | None = None
+        self.opened_at: float | None = None
+        self._decoder = decoder
+        self._spool_dir = spool_dir
+        self._row_group_records = row_group_records
+        self._recovery_spool: SpoolFile | None = None
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(s.memory_bytes for s in (self.spool, self._recovery_spool) if s is not None)
+
+    def ingest(self, records: Sequence[KafkaRecord], now: float) -> list[Roll]:
+        """Take a fetched batch (offset order) and return the files it completed."""
+        if self.next_offset is not None:
+            # Drop what this owner already processed (a batch fetched before a seek).
+            skip = 0
+            while skip < len(records) and records[skip].offset < self.next_offset:
+                skip += 1
+            records = records[skip:]
+        if not records:
+            return []
+        self.next_offset = records[-1].offset + 1
+        rolls: list[Roll] = []
+        if self.recovering is not None:
+            records = self._recover(records, rolls)
+        if records:
+            self._route(records, now, rolls)
+        return rolls
+
+    def _recover(self, records: Sequence[KafkaRecord], rolls: list[Roll]) -> Sequence[KafkaRecord]:
+        pending = self.recovering
+        assert pending is not None
+        inside = 0
+        while inside < len(records) and records[inside].offset <= pending.last:
+            inside += 1
+        if inside:
+            if self._recovery_spool is None:
+                self._recovery_spool = self._open(pending.first, pending.bucket, pending.rg)
+            segment = records[:inside]
+            self._recovery_spool.append(segment, self._decoder.decode(segment))
+        # Complete once the batch reaches the recorded last offset or goes past it.
+        if inside < len(records) or records[-1].offset >= pending.last:
+            spool = self._recovery_spool or self._open(pending.first, pending.bucket, pending.rg)
+            spool.last_offset = pending.last
+            rolls.append(Roll(self.tp, spool.close(), pending, recovery=True))
+            self._recovery_spool = None
+            self.recovering = None
+        return records[inside:]
+
+    def _route(self, records: Sequence[KafkaRecord], now: float, rolls: list[Roll]) -> None:
+        open_records = self.spool.records if self.spool else 0
+        open_bucket = self.spool.bucket if self.spool else None
+        for segment, bucket, ends_file in split_at_boundaries(self.spec, open_records, open_bucket, records):
+            if segment:
+                if self.spool is None:
+                    self.spool = self._open(segment[0].offset, bucket, self._row_group_records())
+                    self.opened_at = now
+                self.spool.append(segment, self._decoder.decode(segment))
+            if ends_file or self._over_size():
+                self.close_into(rolls)
+
+    def _over_size(self) -> bool:
+        spool = self.spool
+        if spool is None:
+            return False
+        estimate = spool.file_bytes + spool.memory_bytes // ARROW_TO_PARQUET_RATIO
+        return estimate >= self.spec.rolling.max_file_bytes
+
+    def _open(self, first_offset: int, bucket: int, row_group_records: int) -> SpoolFile:
+        return SpoolFile(
+            topic=self.tp.topic,
+            partition=self.tp.partition,
+            first_offset=first_offset,
+            bucket=bucket,
+            schema=self._decoder.file_schema,
+            row_group_records=row_group_records,
+            spool_dir=self._spool_dir,
+        )
+
+    def expired(self, now: float) -> bool:
+        return self.opened_at is not None and now - self.opened_at >= self.spec.rolling.max_age_s
+
+    def close_into(self, rolls: list[Roll]) -> None:
+        """End the open file now (full, expired, memory pressure or shutdown)."""
+        spool, self.spool, self.opened_at = self.spool, None, None
+        if spool is None or spool.empty:
+            if spool is not None:
+                spool.discard()
+            return
+        closed = spool.close()
+        rolls.append(
+            Roll(
+                self.tp,
+                closed,
+                pending_for(self.spec, closed.covered, closed.row_group_records),
+                recovery=False,
+            )
+        )
+
+    def discard(self) -> None:
+        """Forget unrecorded work (on revocation): the next owner re-reads it."""
+        for spool in (self.spool, self._recovery_spool):
+            if spool is not None:
+                spool.discard()
+        self.spool = self._recovery_spool = None
+        self.opened_at = None
