@@ -53,6 +53,9 @@ class KafkaSettings(_Section):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    """How long the group waits for a silent (crashed) worker before moving its partitions."""
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
 
     def bootstrap_for(self, cluster: str) -> str:
         """The bootstrap servers of ``cluster``, or a ConfigError saying how to set them."""

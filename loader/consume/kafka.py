@@ -44,8 +44,8 @@ def make_consumer(spec: EventSpec, settings: KafkaSettings, **overrides: Any) ->
         "isolation_level": "read_committed",
         "fetch_max_bytes": 64 * 1024 * 1024,
         "max_partition_fetch_bytes": 8 * 1024 * 1024,
-        "session_timeout_ms": 30_000,
-        "heartbeat_interval_ms": 3_000,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "max_poll_interval_ms": 300_000,
     }
     options.update(overrides)

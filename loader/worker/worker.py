@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -45,10 +45,13 @@ __all__ = ["StreamWorker", "WorkerStats"]
 
 log = structlog.get_logger("loader.worker")
 
+_T = TypeVar("_T")
+
 MIB = 1024 * 1024
 MAX_QUEUED_ROLLS = 2
 """A partition with this many files waiting for S3 is paused until one lands."""
 MIN_ROW_GROUP_RECORDS = 1_000
+PROGRESS_LOG_S = 5.0
 
 
 @dataclass
@@ -114,6 +117,7 @@ class StreamWorker:
         self._paused: set[TopicPartition] = set()
         self._fatal: BaseException | None = None
         self._avg_row_bytes = 600.0
+        self._last_progress_log = clock()
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -150,6 +154,7 @@ class StreamWorker:
                     await self._process_batches(batches)
                 await self._roll_expired()
                 self._apply_backpressure()
+                self._log_progress()
             await self._drain()
             self._raise_if_fatal()
         finally:
@@ -161,6 +166,20 @@ class StreamWorker:
                 state.discard()
             self._log.info("worker_stopped", **vars(self.stats))
         return self.stats
+
+    def _log_progress(self) -> None:
+        now = self._clock()
+        if now - self._last_progress_log < PROGRESS_LOG_S:
+            return
+        self._last_progress_log = now
+        self._log.info(
+            "worker_progress",
+            **vars(self.stats),
+            partitions=len(self._partitions),
+            paused=len(self._paused),
+            rolls_in_flight=sum(self._queued.values()),
+            buffered_mb=round(sum(s.memory_bytes for s in self._partitions.values()) / MIB, 1),
+        )
 
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:
@@ -245,7 +264,10 @@ class StreamWorker:
             assert self._committer is not None
             if not roll.recovery:
                 await self._committer.record_pending(tp, pending)
-            await self._upload(roll)
+                await self._with_s3_retries(self._upload_files, roll)
+            elif not await self._with_s3_retries(self.store.exists, pending.key):
+                # A recovered roll may already be in S3: only the final commit was missing.
+                await self._with_s3_retries(self._upload_files, roll)
             await self._committer.record_done(tp, pending.last)
         except FencedError as exc:
             # Whatever we dropped is re-read by the owner after the rebalance that follows.
@@ -290,24 +312,24 @@ class StreamWorker:
         if tp in self._fenced:
             raise FencedError("an earlier roll of this partition was fenced")
 
-    async def _upload(self, roll: Roll) -> None:
-        """Upload dead letters, then data (so a data file in S3 implies its dead letters are too);
-        transient S3 errors are retried with capped exponential backoff."""
+    async def _with_s3_retries(self, call: Callable[..., _T], *args: Any) -> _T:
+        """Run a blocking S3 call in a thread; transient failures (after botocore's own
+        retries) are retried here with capped exponential backoff, until it works or the
+        roll is cancelled. Terminal ones (no bucket, access denied) propagate."""
         delay = 0.5
         while True:
             try:
-                await asyncio.to_thread(self._upload_files, roll)
+                return await asyncio.to_thread(call, *args)
             except StorageError as exc:
                 if not exc.transient:
                     raise
                 self.stats.upload_retries += 1
-                self._log.warning("upload_retry", key=roll.pending.key, error=str(exc), delay_s=delay)
+                self._log.warning("s3_retry", error=str(exc), delay_s=round(delay, 2))
                 await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
                 delay = min(delay * 2, 30.0)
-            else:
-                return
 
     def _upload_files(self, roll: Roll) -> None:
+        """Dead letters first, then data: a data file in S3 implies its dead letters are too."""
         closed = roll.closed
         if closed.dead_letter_path is not None:
             self.store.upload_file(closed.dead_letter_path, roll.pending.dlq)
@@ -377,11 +399,6 @@ class StreamWorker:
         for tp in sorted(assigned):
             entry = committed[tp]
             next_offset, pending = entry.offset, entry.pending
-            if pending is not None and await asyncio.to_thread(self.store.exists, pending.key):
-                # The upload finished before the crash; only the final commit was missing.
-                await self._committer.record_done(tp, pending.last)
-                self._consumer.seek(tp, pending.last + 1)
-                next_offset, pending = pending.last + 1, None
             if pending is not None:
                 self._log.info(
                     "roll_recovering",

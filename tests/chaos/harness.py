@@ -1,0 +1,125 @@
+"""Pieces of the chaos test: worker subprocesses, Kafka offsets, and reading S3 back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from loader.config.settings import Settings
+from loader.config.spec import EventSpec
+from loader.store.layout import parse_key
+from loader.store.s3 import S3Store
+from tests.integration.helpers import read_files
+
+
+class WorkerProcess:
+    """``loader worker run`` as a child process, its log in a file."""
+
+    def __init__(self, event: str, specs_dir: Path, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "loader", "worker", "run", event, "--specs", str(specs_dir)],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def signal(self, sig: signal.Signals) -> int:
+        """Send ``sig`` and wait for the exit status."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+        code = self.process.wait(timeout=120)
+        self._log.close()
+        return code
+
+    def wait_until_assigned(self, timeout_s: float = 60) -> bool:
+        """Wait until the worker logged a partition assignment (or exited)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.alive:
+            if b"partitions_assigned" in self.log_path.read_bytes():
+                return True
+            time.sleep(0.1)
+        return False
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+def worker_env(settings: Settings, aws_endpoint: str) -> dict[str, str]:
+    """Environment of a worker process pointing at the session's services (S3 through ``aws_endpoint``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
+    aws = settings.aws
+    assert settings.kafka.bootstrap_servers is not None
+    env |= {
+        "LOADER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        # A killed worker's partitions move after this long; the broker's minimum.
+        "LOADER_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "LOADER_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
+        "LOADER_AWS__ENDPOINT_URL": aws_endpoint,
+        "LOADER_AWS__REGION": aws.region,
+        "LOADER_AWS__ACCESS_KEY_ID": aws.access_key_id.get_secret_value() if aws.access_key_id else "testing",
+        "LOADER_AWS__SECRET_ACCESS_KEY": (
+            aws.secret_access_key.get_secret_value() if aws.secret_access_key else "testing"
+        ),
+        "LOADER_LOG_FORMAT": "json",
+        "LOADER_LOG_LEVEL": os.environ.get("CHAOS_LOG_LEVEL", "INFO"),
+        "LOADER_STATE_DIR": os.environ.get("LOADER_STATE_DIR", ""),
+    }
+    return env
+
+
+def end_and_committed(settings: Settings, spec: EventSpec) -> tuple[dict[int, int], dict[int, int]]:
+    """Per partition: the log end offset, and the group's committed offset (-1 if none)."""
+
+    async def _run() -> tuple[dict[int, int], dict[int, int]]:
+        assert settings.kafka.bootstrap_servers is not None
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await consumer.start()
+        await admin.start()
+        try:
+            partitions = [TopicPartition(spec.kafka.topic, p) for p in range(spec.kafka.partitions)]
+            ends = await consumer.end_offsets(partitions)
+            committed = await admin.list_consumer_group_offsets(spec.consumer_group, partitions=partitions)
+        finally:
+            await consumer.stop()
+            await admin.close()
+        return (
+            {tp.partition: offset for tp, offset in ends.items()},
+            {tp.partition: (committed[tp].offset if tp in committed else -1) for tp in partitions},
+        )
+
+    return asyncio.run(_run())
+
+
+def offsets_in_s3(
+    store: S3Store, spec: EventSpec
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]], dict[tuple[int, int, int], list[str]]]:
+    """(partition, offset) of every data row and every dead letter, and each file's range."""
+    rows: list[tuple[int, int]] = []
+    dead: list[tuple[int, int]] = []
+    ranges: dict[tuple[int, int, int], list[str]] = {}
+    for prefix, target in ((spec.data_prefix, rows), (spec.dead_letter_prefix, dead)):
+        tables: dict[str, pa.Table] = read_files(store, prefix)
+        for key, table in tables.items():
+            parsed = parse_key(key)
+            assert parsed is not None, f"unexpected key {key}"
+            offsets = table.column("_OFFSET").to_pylist()
+            partitions = set(table.column("_PARTITION").to_pylist())
+            assert partitions <= {parsed.partition}, key
+            assert all(parsed.first_offset <= o <= parsed.last_offset for o in offsets), key
+            target.extend((parsed.partition, o) for o in offsets)
+            ranges.setdefault((parsed.partition, parsed.first_offset, parsed.last_offset), []).append(key)
+    return rows, dead, ranges
