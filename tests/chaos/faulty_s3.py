@@ -32,14 +32,14 @@ class FaultyS3Proxy:
         self.failure_rate = 0.0
         self.injected = 0
         self.forwarded = 0
-        self._rng = random.Random(seed)  # noqa: S311 - fault injection, not cryptography
+        self._rng = random.Random(seed)
         self._lock = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
             def _handle(self) -> None:

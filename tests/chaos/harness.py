@@ -27,7 +27,7 @@ class WorkerProcess:
     def __init__(self, event: str, specs_dir: Path, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "loader", "worker", "run", event, "--specs", str(specs_dir)],
             env=env,
             stdout=self._log,

@@ -8,6 +8,7 @@ worker runs as a separate process. The seed is printed; rerun a failure with
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import signal
@@ -52,9 +53,9 @@ def test_kill_nine_rebalances_and_s3_errors_lose_and_duplicate_nothing(
     dev_stack: DevStack, tmp_path: Path, unique_name: Callable[..., str]
 ) -> None:
     """Every produced record is exactly once in S3 and exactly once in the table."""
-    seed = int(os.environ.get("CHAOS_SEED") or random.randrange(2**32))  # noqa: S311
+    seed = int(os.environ.get("CHAOS_SEED") or random.randrange(2**32))
     print(f"\nCHAOS_SEED={seed} CHAOS_RECORDS={RECORDS}")
-    rng = random.Random(seed)  # noqa: S311 - reproducible chaos, not cryptography
+    rng = random.Random(seed)
     settings = dev_stack.settings
     name = unique_name("chaos", sep="_")
     specs_dir = tmp_path / "specs"
@@ -157,7 +158,7 @@ def test_kill_nine_rebalances_and_s3_errors_lose_and_duplicate_nothing(
     # No two files overlap: per partition, sorted ranges never touch each other.
     for partition in range(PARTITIONS):
         spans = sorted((first, last) for p, first, last in ranges if p == partition)
-        for (_, last), (first, _) in zip(spans, spans[1:], strict=False):
+        for (_, last), (first, _) in itertools.pairwise(spans):
             assert last < first, f"overlapping files in partition {partition}: {spans}"
     recoveries = sum(log.read_text().count('"recovery": true') for log in logs.iterdir())
     print(f"files={len(ranges)} rows={len(rows)} dead_letters={len(dead)} recovered_rolls={recoveries}")
