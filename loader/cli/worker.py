@@ -1,4 +1,4 @@
-"""``loader worker run EVENT``: one event type's stream worker."""
+"""``loader worker run EVENT``: one event type's stream worker, with its probes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import click
 from loader.cli.app import specs_option
 from loader.config.settings import load_settings
 from loader.config.spec import load_specs
+from loader.errors import LoaderError
+from loader.worker.app import WorkerService, build_app
 from loader.worker.worker import StreamWorker
 
 __all__ = ["worker"]
@@ -24,16 +26,47 @@ def worker() -> None:
 @worker.command("run")
 @click.argument("event")
 @specs_option
-def run(event: str, specs_dir: Path | None) -> None:
-    """Consume EVENT's topic and write its files to S3 until SIGTERM or Ctrl-C."""
+@click.option(
+    "--web-host",
+    envvar="LOADER_WEB_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the /healthz, /readyz and /metrics endpoints ($LOADER_WEB_HOST).",
+)
+@click.option(
+    "--web-port",
+    envvar="LOADER_WEB_PORT",
+    type=click.IntRange(0, 65535),
+    default=6066,
+    show_default=True,
+    help="Port of the endpoints ($LOADER_WEB_PORT); 0 turns them off.",
+)
+def run(event: str, specs_dir: Path | None, web_host: str, web_port: int) -> None:
+    """Consume EVENT's topic and write its files to S3 until SIGTERM or Ctrl-C.
+
+    On SIGTERM the worker stops fetching, rolls and commits what it holds
+    within its deadline, logs its counts and exits 0.
+    """
     settings = load_settings()
     [spec] = load_specs(specs_dir or settings.specs_dir, [event])
-    stream_worker = StreamWorker(spec, settings)
+    service = WorkerService(StreamWorker(spec, settings))
 
     async def _main() -> None:
+        app = build_app(service, web_host=web_host, web_port=web_port)
+        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stream_worker.stop)
-        await stream_worker.run()
+            loop.add_signal_handler(sig, stop.set)
+        await app.start()
+        stopped = asyncio.create_task(stop.wait())
+        finished = asyncio.create_task(service.finished.wait())
+        await asyncio.wait({stopped, finished}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        finished.cancel()
+        await app.stop()
 
     asyncio.run(_main())
+    if service.error is not None:
+        if isinstance(service.error, LoaderError):
+            raise service.error
+        raise LoaderError(f"worker failed: {service.error!r}") from service.error

@@ -30,13 +30,14 @@ from typing import Any, TypeVar
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError as AioKafkaError
 
 from loader.checkpoint.committer import Committer
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.consume.kafka import client_kwargs, make_consumer
 from loader.encode.decode import BatchDecoder
-from loader.errors import ConfigError, FencedError, StorageError
+from loader.errors import ConfigError, FencedError, KafkaError, StorageError
 from loader.schema.avro import load_avro_schema
 from loader.store.s3 import S3Store
 from loader.worker.partition import PartitionState, Roll
@@ -51,7 +52,6 @@ MIB = 1024 * 1024
 MAX_QUEUED_ROLLS = 2
 """A partition with this many files waiting for S3 is paused until one lands."""
 MIN_ROW_GROUP_RECORDS = 1_000
-PROGRESS_LOG_S = 5.0
 
 
 @dataclass
@@ -108,7 +108,7 @@ class StreamWorker:
         self._clock = clock
         self._spool_dir = spool_dir
         self._fetch_max_records = fetch_max_records
-        self._shutdown_timeout_s = shutdown_timeout_s
+        self.shutdown_timeout_s = shutdown_timeout_s
         self._revoke_timeout_s = revoke_timeout_s
         self._partitions: dict[TopicPartition, PartitionState] = {}
         self._chains: dict[TopicPartition, asyncio.Task[None]] = {}
@@ -117,7 +117,6 @@ class StreamWorker:
         self._paused: set[TopicPartition] = set()
         self._fatal: BaseException | None = None
         self._avg_row_bytes = 600.0
-        self._last_progress_log = clock()
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -132,6 +131,13 @@ class StreamWorker:
 
     async def run(self) -> WorkerStats:
         """Run until :meth:`stop` is called; raises on a terminal error (nothing is lost)."""
+        admin = AIOKafkaAdminClient(**client_kwargs(self.spec, self.settings.kafka))
+        await admin.start()
+        try:
+            await self._wait_until_reachable(admin)
+        except BaseException:
+            await admin.close()
+            raise
         fetch_bytes = max(4 * MIB, min(32 * MIB, self.budget_bytes // 8))
         consumer = make_consumer(
             self.spec,
@@ -139,12 +145,11 @@ class StreamWorker:
             fetch_max_bytes=fetch_bytes,
             max_partition_fetch_bytes=max(1 * MIB, fetch_bytes // 4),
         )
-        admin = AIOKafkaAdminClient(**client_kwargs(self.spec, self.settings.kafka))
         self._consumer = consumer
         self._committer = Committer(consumer, admin, self.spec.consumer_group)
-        consumer.subscribe([self.spec.kafka.topic], listener=_Rebalance(self))
-        await admin.start()
+        # Start, then subscribe: start() with topics would wait for the first assignment.
         await consumer.start()
+        consumer.subscribe([self.spec.kafka.topic], listener=_Rebalance(self))
         self._log.info("worker_started", group=self.spec.consumer_group, budget_mb=self.budget_bytes // MIB)
         try:
             while not self._stopping.is_set():
@@ -154,7 +159,6 @@ class StreamWorker:
                     await self._process_batches(batches)
                 await self._roll_expired()
                 self._apply_backpressure()
-                self._log_progress()
             await self._drain()
             self._raise_if_fatal()
         finally:
@@ -167,19 +171,49 @@ class StreamWorker:
             self._log.info("worker_stopped", **vars(self.stats))
         return self.stats
 
-    def _log_progress(self) -> None:
-        now = self._clock()
-        if now - self._last_progress_log < PROGRESS_LOG_S:
-            return
-        self._last_progress_log = now
+    def log_progress(self) -> None:
+        """Log the counts and the state of the partitions (called by a timer)."""
         self._log.info(
             "worker_progress",
             **vars(self.stats),
-            partitions=len(self._partitions),
-            paused=len(self._paused),
+            partitions=self.assigned_partitions(),
+            paused=sorted(tp.partition for tp in self._paused),
             rolls_in_flight=sum(self._queued.values()),
             buffered_mb=round(sum(s.memory_bytes for s in self._partitions.values()) / MIB, 1),
         )
+
+    def assigned_partitions(self) -> list[int]:
+        return sorted(tp.partition for tp in self._partitions)
+
+    async def _wait_until_reachable(self, admin: AIOKafkaAdminClient) -> None:
+        """Retry the readiness preconditions while Kafka or S3 fail transiently (the worker
+        stays alive and not ready); a missing topic or bucket is a configuration error."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self._check_reachable(admin)
+            except (KafkaError, StorageError) as exc:
+                if not exc.transient:
+                    raise
+                self._log.warning("waiting_for_dependencies", error=str(exc), delay_s=round(delay, 2))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            else:
+                return
+
+    async def _check_reachable(self, admin: AIOKafkaAdminClient) -> None:
+        """Readiness preconditions: the topic's metadata and the bucket answer."""
+        try:
+            topics = await admin.list_topics()
+        except AioKafkaError as exc:
+            raise KafkaError(f"cannot read topic metadata: {exc}") from exc
+        if self.spec.kafka.topic not in topics:
+            raise ConfigError(
+                f"topic {self.spec.kafka.topic!r} does not exist on the {self.spec.kafka.cluster!r} cluster: "
+                "create it (or fix kafka.topic in the spec)"
+            )
+        if not await asyncio.to_thread(self.store.bucket_exists):
+            raise ConfigError(f"bucket {self.spec.s3.bucket!r} does not exist: create it or fix s3.bucket")
 
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:
@@ -354,7 +388,7 @@ class StreamWorker:
             rolls = await asyncio.to_thread(self._close, lambda _s: True)
         for roll in rolls:
             self._schedule(roll)
-        await self._wait_for_chains(set(self._chains), self._shutdown_timeout_s, "shutdown")
+        await self._wait_for_chains(set(self._chains), self.shutdown_timeout_s, "shutdown")
 
     async def _wait_for_chains(self, partitions: set[TopicPartition], timeout_s: float, why: str) -> None:
         tasks = [self._chains[tp] for tp in partitions if tp in self._chains and not self._chains[tp].done()]

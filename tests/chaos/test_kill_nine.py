@@ -30,8 +30,8 @@ from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import load_files
 from loader.warehouse.objects import EventObjects
 from tests.chaos.faulty_s3 import FaultyS3Proxy
-from tests.chaos.harness import WorkerProcess, end_and_committed, offsets_in_s3, worker_env
 from tests.integration.helpers import REPO, produce, sample_values
+from tests.integration.workers import WorkerProcess, end_and_committed, offsets_in_s3, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1200)]
 

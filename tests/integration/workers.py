@@ -1,4 +1,4 @@
-"""Pieces of the chaos test: worker subprocesses, Kafka offsets, and reading S3 back."""
+"""Worker subprocesses, Kafka offsets, and reading S3 back, for process-level tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,11 +26,15 @@ from tests.integration.helpers import read_files
 class WorkerProcess:
     """``loader worker run`` as a child process, its log in a file."""
 
-    def __init__(self, event: str, specs_dir: Path, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, event: str, specs_dir: Path, env: dict[str, str], log_path: Path, web_port: int = 0
+    ) -> None:
         self.log_path = log_path
+        self.web_port = web_port
         self._log = log_path.open("ab")
+        command = [sys.executable, "-m", "loader", "worker", "run", event, "--specs", str(specs_dir)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "loader", "worker", "run", event, "--specs", str(specs_dir)],
+            [*command, "--web-port", str(web_port)],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -51,6 +57,16 @@ class WorkerProcess:
                 return True
             time.sleep(0.1)
         return False
+
+    def probe(self, path: str) -> int | None:
+        """HTTP status of one of the worker's endpoints, or None if it does not answer yet."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=2) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
 
     @property
     def alive(self) -> bool:

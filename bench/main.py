@@ -1,0 +1,253 @@
+"""``bench/run``: the throughput benchmark of the product issue, in one run.
+
+1. Start the local services that are not configured (Kafka, moto) in a temp dir.
+2. Produce N realistic events (an example schema averaging 350-400 bytes of
+   JSON) to a fresh topic with many partitions, once.
+3. Read that topic three ways: (a) raw ``getmany``, no decoding; (b) a naive
+   loader; (c) the real worker subprocess, Kafka → Parquet in S3 with
+   checkpoints, until every offset is committed.
+4. Print events/s and MB/s of each, the ratios c/a and c/b, the worker's peak
+   RSS against its budget, and, last, one JSON line for scripts.
+
+Missing a target is reported, not an error (exit 0): the numbers are the
+product. A run whose worker did not load every record exactly once exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.consume import FETCH_MAX_RECORDS, Measured, consume_naive, consume_raw
+from bench.produce import Produced, create_topic, pick_schema, produce
+from bench.worker_run import FilesCheck, WorkerResult, check_files, run_worker, write_spec
+from loader.config.settings import Settings, load_settings
+from loader.devstack import DevStack
+from loader.logs import configure_logging
+from loader.store.s3 import aws_client
+
+__all__ = ["main"]
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "loader-bench"
+TARGET_RATIO_RAW = 0.5
+TARGET_RATIO_NAIVE = 3.0
+RSS_HEADROOM_MB = 150
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run", description="Raw aiokafka vs a naive loader vs the stream worker, on one topic."
+    )
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the topic (default 1000000)")
+    parser.add_argument("--partitions", type=int, default=12, help="topic partitions (default 12)")
+    parser.add_argument("--budget-mb", type=int, default=256, help="the worker's memory budget (default 256)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the sample events (default 7)")
+    parser.add_argument(
+        "--max-age-s",
+        type=float,
+        default=2.0,
+        help="the worker spec's rolling.max_age_s: how soon the tail is flushed (default 2)",
+    )
+    parser.add_argument("--profile", type=Path, help="record a py-spy flame graph of the worker to this SVG")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, spec) and print it")
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.partitions < 1 or args.budget_mb < 64:
+        parser.error("--events and --partitions must be positive, --budget-mb at least 64")
+    return args
+
+
+def _say(message: str) -> None:
+    """Progress goes to stderr; stdout holds only the results (its last line is JSON)."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _services(work_dir: Path) -> DevStack:
+    """Start what is not configured. The benchmark never talks to Snowflake, so it is marked
+    configured for the launch only: no fakesnow process is started for nothing."""
+    base = load_settings()
+    if not base.snowflake.account:
+        base = base.model_copy(update={"snowflake": base.snowflake.model_copy(update={"account": "unused"})})
+    return DevStack.launch(base, work_dir=work_dir)
+
+
+def _ensure_bucket(s3: Any) -> None:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=BUCKET)
+
+
+async def _measure(
+    args: argparse.Namespace, settings: Settings, work_dir: Path
+) -> tuple[str, Produced, Measured, Measured, WorkerResult, FilesCheck]:
+    bootstrap = settings.kafka.bootstrap_for("default")
+    s3 = aws_client("s3", settings.aws)
+    _ensure_bucket(s3)
+    run_id = f"{time.strftime('%Y%m%d%H%M%S')}{uuid.uuid4().hex[:6]}"
+    name, _average, averages = pick_schema(REPO / "schemas", args.seed)
+    schema_path = REPO / "schemas" / f"{name}.avsc"
+    sizes = ", ".join(f"{n} {a:.0f} B" for n, a in averages.items())
+    _say(f"event schema: {name} (average JSON sizes of the examples: {sizes})")
+    topic = f"bench.{name}.{run_id}"
+    await create_topic(bootstrap, topic, args.partitions)
+    _say(f"producing {args.events:,} events to {topic} ({args.partitions} partitions)")
+    produced = await produce(bootstrap, topic, args.partitions, name, schema_path, args.events, args.seed)
+    _say(f"produced in {produced.seconds:.1f}s ({produced.events / produced.seconds:,.0f} events/s)")
+
+    _say("(a) raw getmany consumption")
+    raw = await consume_raw(bootstrap, topic, args.partitions, produced.events, args.budget_mb)
+    _say(f"(a) {raw.eps:,.0f} events/s")
+    _say("(b) naive loader (json.loads, from_pylist, Parquet, put_object, commit)")
+    naive = await consume_naive(
+        bootstrap,
+        topic,
+        args.partitions,
+        produced.events,
+        args.budget_mb,
+        group_id=f"bench.{run_id}.naive",
+        s3=s3,
+        bucket=BUCKET,
+        prefix=f"bench/{run_id}/naive",
+    )
+    _say(f"(b) {naive.eps:,.0f} events/s")
+
+    spec = write_spec(
+        work_dir / "specs",
+        name=f"bench_{name}",
+        topic=topic,
+        partitions=args.partitions,
+        group=f"bench.{run_id}.worker",
+        schema_path=schema_path,
+        bucket=BUCKET,
+        prefix=f"bench/{run_id}/worker",
+        budget_mb=args.budget_mb,
+        max_age_s=args.max_age_s,
+    )
+    _say("(c) the stream worker, end to end (subprocess)")
+    worker = await run_worker(
+        settings,
+        spec,
+        events=produced.events,
+        value_bytes=produced.value_bytes,
+        work_dir=work_dir,
+        timeout_s=max(180.0, produced.events / 5_000),
+        profile=args.profile,
+    )
+    _say(f"(c) {worker.eps:,.0f} events/s; checking the files in S3")
+    files = check_files(s3, spec, worker.ends)
+    return name, produced, raw, naive, worker, files
+
+
+def _ratio(top: float, bottom: float) -> float:
+    return top / bottom if bottom > 0 else 0.0
+
+
+def _report(
+    args: argparse.Namespace,
+    name: str,
+    produced: Produced,
+    raw: Measured,
+    naive: Measured,
+    worker: WorkerResult,
+    files: FilesCheck,
+) -> bool:
+    """Print the table and the JSON line; True when the worker's output is correct."""
+    ratio_raw = _ratio(worker.eps, raw.eps)
+    ratio_naive = _ratio(worker.eps, naive.eps)
+    rss_limit = args.budget_mb + RSS_HEADROOM_MB
+
+    def mark(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    def row(label: str, eps: float, mbps: float, seconds: float) -> str:
+        return f"  {label:<56} {eps:>10,.0f} {mbps:>7.1f} {seconds:>8.2f}"
+
+    stats = worker.stats
+    lines = [
+        "",
+        f"Benchmark: {produced.events:,} {name} events in {args.partitions} partitions,"
+        f" {produced.avg_value_bytes:.0f} B of JSON on average ({produced.value_bytes / 1e6:,.1f} MB);"
+        f" produced in {produced.seconds:.1f}s",
+        f"  {'stage':<56} {'events/s':>10} {'MB/s':>7} {'seconds':>8}",
+        row(
+            f"(a) raw: getmany(max_records={FETCH_MAX_RECORDS}), no decoding", raw.eps, raw.mbps, raw.seconds
+        ),
+        row(
+            f"(b) naive: json.loads, from_pylist, Parquet, S3 ({naive.files} files)",
+            naive.eps,
+            naive.mbps,
+            naive.seconds,
+        ),
+        row(
+            "(c) worker: Kafka -> Parquet in S3, all committed",
+            worker.eps,
+            worker.mbps,
+            worker.seconds_from_assignment,
+        ),
+        "      (c) is timed from partition assignment (fetching starts) to the last file_committed;",
+        f"      from process start: {worker.eps_from_start:,.0f} events/s in {worker.seconds_from_start:.2f}s"
+        f" (startup {worker.startup_s:.2f}s)",
+        f"  c/a = {ratio_raw:.2f} (target >= {TARGET_RATIO_RAW}: {mark(ratio_raw >= TARGET_RATIO_RAW)}), c/b"
+        f" = {ratio_naive:.2f} (target >= {TARGET_RATIO_NAIVE}: {mark(ratio_naive >= TARGET_RATIO_NAIVE)})",
+        f"  worker peak RSS {worker.peak_rss_mib:.0f} MiB (VmHWM; sampled VmRSS max"
+        f" {worker.max_sampled_rss_mib:.0f} MiB), budget {args.budget_mb} MiB + {RSS_HEADROOM_MB}"
+        f" = {rss_limit}: {mark(worker.peak_rss_mib <= rss_limit)}",
+        f"  worker output: {files.files} files ({files.data_bytes / 1e6:,.1f} MB), {files.rows:,} rows by"
+        f" their footers, {files.dead_letter_files} dead-letter files; early rolls"
+        f" {stats.get('early_rolls', '?')}, exit code {worker.exit_code}",
+    ]
+    problems = [*worker.problems, *files.problems]
+    if not worker.completed:
+        problems.append("the worker did not commit every record: its figures are zero")
+    if files.rows != produced.events:
+        problems.append(f"{files.rows:,} rows in S3 for {produced.events:,} events")
+    lines += [f"  PROBLEM: {p}" for p in problems] or ["  correctness: every event is in exactly one S3 file"]
+    print("\n".join(lines))
+    summary = {
+        "raw_eps": round(raw.eps, 1),
+        "naive_eps": round(naive.eps, 1),
+        "worker_eps": round(worker.eps, 1),
+        "ratio_raw": round(ratio_raw, 3),
+        "ratio_naive": round(ratio_naive, 3),
+        "peak_rss_mb": round(worker.peak_rss_mib, 1),
+        "budget_mb": int(args.budget_mb),
+    }
+    print(json.dumps(summary), flush=True)
+    return not problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 0 unless the worker's output was wrong or incomplete."""
+    args = _args(argv)
+    configure_logging("WARNING")
+    work_dir = Path(tempfile.mkdtemp(prefix="loader-bench-"))
+    if args.profile is not None:
+        args.profile = args.profile.resolve()
+    try:
+        _say(f"starting the local services that are not configured (work dir {work_dir})")
+        stack = _services(work_dir / "stack")
+        try:
+            settings = load_settings(**stack.overrides)
+            results = asyncio.run(_measure(args, settings, work_dir))
+        finally:
+            _say("stopping the services the benchmark started")
+            stack.stop()
+    finally:
+        if args.keep:
+            _say(f"kept {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    ok = _report(args, *results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

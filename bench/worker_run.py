@@ -1,0 +1,368 @@
+"""(c) The real stream worker, end to end, as a subprocess: Kafka → Parquet in S3 with checkpoints.
+
+The worker runs exactly as deployed (``python -m loader worker run EVENT``),
+with a spec written to a temporary folder: the benchmark's topic, a fresh
+consumer group, production rolling defaults except a short ``max_age_s`` (so
+the tail flushes quickly) and ``deployment.memory_budget_mb`` = the budget.
+
+The clock runs until the group's committed offsets reach the topic's end
+offsets, i.e. until every record is in a file in S3 and checkpointed. Start
+and end come from the worker's own JSON log: ``partitions_assigned`` (fetching
+starts right after it) and the last ``file_committed``. RSS is read from
+``/proc/<pid>/status``: ``VmHWM`` is the kernel's peak; ``VmRSS`` is also
+sampled every 100 ms as a cross-check. Correctness is checked cheaply: the
+Parquet footers' row counts add up to N and the files' offset ranges tile
+every partition exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from loader.config.settings import Settings
+from loader.config.spec import EventSpec, load_spec
+from loader.store.layout import parse_key
+
+__all__ = ["WorkerResult", "check_files", "run_worker", "worker_env", "write_spec"]
+
+KIB = 1024
+POLL_S = 0.1
+
+
+@dataclass
+class WorkerResult:
+    """What the worker did, how fast, and at what memory cost."""
+
+    events: int = 0
+    value_bytes: int = 0
+    completed: bool = False
+    seconds_from_assignment: float = 0.0
+    seconds_from_start: float = 0.0
+    startup_s: float = 0.0
+    peak_rss_mib: float = 0.0
+    """VmHWM: the kernel's high-water mark of the worker's resident set."""
+    max_sampled_rss_mib: float = 0.0
+    exit_code: int | None = None
+    ends: dict[int, int] = field(default_factory=dict)
+    """The topic's end offset of each partition (what "all committed" means)."""
+    files_committed: int = 0
+    rows_committed: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    """The worker's own counters, from its ``worker_stopped`` log line."""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def eps(self) -> float:
+        s = self.seconds_from_assignment
+        return self.events / s if self.completed and s > 0 else 0.0
+
+    @property
+    def mbps(self) -> float:
+        s = self.seconds_from_assignment
+        return self.value_bytes / 1e6 / s if self.completed and s > 0 else 0.0
+
+    @property
+    def eps_from_start(self) -> float:
+        s = self.seconds_from_start
+        return self.events / s if self.completed and s > 0 else 0.0
+
+
+def write_spec(
+    specs_dir: Path,
+    *,
+    name: str,
+    topic: str,
+    partitions: int,
+    group: str,
+    schema_path: Path,
+    bucket: str,
+    prefix: str,
+    budget_mb: int,
+    max_age_s: float,
+) -> EventSpec:
+    """The worker's spec file: production rolling defaults, except the age and the budget."""
+    document = {
+        "name": name,
+        "description": "Benchmark pipeline (bench/run).",
+        "kafka": {"topic": topic, "partitions": partitions, "consumer_group": group},
+        "schema": {"path": str(schema_path.resolve())},
+        "s3": {"bucket": bucket, "prefix": prefix, "time_partition": "hour"},
+        "rolling": {
+            "max_records": 2_000_000,
+            "max_file_bytes": 128 * 1024 * 1024,
+            "max_age_s": max_age_s,
+            "row_group_records": 100_000,
+        },
+        "snowflake": {"database": "BENCH", "schema": "EVENTS", "table": name.upper()},
+        "deployment": {"replicas": 1, "memory_budget_mb": budget_mb},
+    }
+    specs_dir.mkdir(parents=True, exist_ok=True)
+    path = specs_dir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return load_spec(path)
+
+
+def worker_env(settings: Settings, state_dir: Path, tmp_dir: Path) -> dict[str, str]:
+    """The worker's environment: the benchmark's services, JSON logs, its own temp and state dirs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
+    aws = settings.aws
+    assert settings.kafka.bootstrap_servers is not None
+    env |= {
+        "LOADER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "LOADER_AWS__REGION": aws.region,
+        "LOADER_LOG_FORMAT": "json",
+        "LOADER_LOG_LEVEL": "INFO",
+        # Its own state dir: a `loader dev up` stack recorded elsewhere must not leak in.
+        "LOADER_STATE_DIR": str(state_dir),
+        # Spool files land in the run's temp dir, which is removed at the end.
+        "TMPDIR": str(tmp_dir),
+    }
+    if aws.endpoint_url:
+        env["LOADER_AWS__ENDPOINT_URL"] = aws.endpoint_url
+    if aws.access_key_id and aws.secret_access_key:
+        env["LOADER_AWS__ACCESS_KEY_ID"] = aws.access_key_id.get_secret_value()
+        env["LOADER_AWS__SECRET_ACCESS_KEY"] = aws.secret_access_key.get_secret_value()
+    return env
+
+
+def _status_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of ``pid`` in KiB (empty once the process is gone)."""
+    values: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values
+
+
+def _log_events(path: Path) -> Iterator[dict[str, Any]]:
+    """The worker's JSON log lines (other lines, e.g. library warnings, are skipped)."""
+    with path.open("rb") as lines:
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    yield event
+
+
+def _when(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(event["timestamp"])).timestamp()
+
+
+async def _offsets(admin: AIOKafkaAdminClient, group: str, tps: list[TopicPartition]) -> dict[int, int]:
+    committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+    return {tp.partition: (committed[tp].offset if tp in committed else -1) for tp in tps}
+
+
+async def _end_offsets(bootstrap: str, tps: list[TopicPartition]) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}
+
+
+def _start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        print(f"py-spy not found (pip install py-spy): no profile written to {out}", file=sys.stderr)
+        return None
+    formats = {".svg": "flamegraph", ".json": "speedscope"}
+    fmt = formats.get(out.suffix, "raw")  # raw: collapsed stacks, one line each, for grep and sort
+    return subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "100",
+            "--threads",
+            "--format",
+            fmt,
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _spawn(spec: EventSpec, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``loader worker run`` exactly as deployed, its own session, its log (stdout+stderr) in a file."""
+    assert spec.source_path is not None
+    command = ["-m", "loader", "worker", "run", spec.name, "--specs", str(spec.source_path.parent)]
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, *command],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+async def run_worker(
+    settings: Settings,
+    spec: EventSpec,
+    *,
+    events: int,
+    value_bytes: int,
+    work_dir: Path,
+    timeout_s: float,
+    profile: Path | None = None,
+) -> WorkerResult:
+    """Run the worker until every record is committed (or ``timeout_s``), then SIGTERM it."""
+    assert spec.source_path is not None
+    bootstrap = settings.kafka.bootstrap_for(spec.kafka.cluster)
+    tps = [TopicPartition(spec.kafka.topic, p) for p in range(spec.kafka.partitions)]
+    ends = await _end_offsets(bootstrap, tps)
+    (work_dir / "worker-tmp").mkdir(parents=True, exist_ok=True)
+    env = worker_env(settings, work_dir / "worker-state", work_dir / "worker-tmp")
+    log_path = work_dir / "worker.log"
+    result = WorkerResult(events=events, value_bytes=value_bytes, ends=ends)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    started_at = time.time()
+    process = _spawn(spec, env, log_path)
+    profiler = _start_profiler(process.pid, profile) if profile else None
+    max_rss = hwm = 0
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = _status_kib(process.pid)
+            max_rss = max(max_rss, status.get("VmRSS", 0))
+            hwm = max(hwm, status.get("VmHWM", 0))
+            if process.poll() is not None:
+                result.problems.append(f"the worker exited early with code {process.returncode}")
+                break
+            if await _offsets(admin, spec.consumer_group, tps) == ends:
+                result.completed = True
+                break
+            await asyncio.sleep(POLL_S)
+        else:
+            result.problems.append(f"not every record was committed within {timeout_s:.0f}s")
+        status = _status_kib(process.pid)
+        hwm = max(hwm, status.get("VmHWM", 0))
+        max_rss = max(max_rss, status.get("VmRSS", 0))
+    finally:
+        await admin.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            result.exit_code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            result.exit_code = process.wait()
+            result.problems.append("the worker did not stop within 60s of SIGTERM")
+        if profiler is not None:
+            profiler.wait(timeout=120)
+    result.peak_rss_mib = hwm / KIB
+    result.max_sampled_rss_mib = max_rss / KIB
+    _read_log(log_path, started_at, result)
+    return result
+
+
+def _read_log(log_path: Path, started_at: float, result: WorkerResult) -> None:
+    """Timings and counters from the worker's log."""
+    assigned_at = last_commit_at = None
+    for event in _log_events(log_path):
+        name = event.get("event")
+        if name == "partitions_assigned" and assigned_at is None:
+            assigned_at = _when(event)
+        elif name == "file_committed":
+            last_commit_at = _when(event)
+            result.files_committed += 1
+            result.rows_committed += int(event.get("rows", 0))
+        elif name == "worker_stopped":
+            result.stats = {k: v for k, v in event.items() if k not in ("event", "timestamp", "level")}
+        elif event.get("level") in ("error", "critical") or name == "roll_fenced":
+            result.problems.append(f"worker logged {name}: {event.get('error') or event.get('reason')}")
+    if assigned_at is None or last_commit_at is None:
+        result.completed = False
+        result.problems.append(f"no partitions_assigned/file_committed lines in {log_path}")
+        return
+    result.startup_s = assigned_at - started_at
+    result.seconds_from_assignment = last_commit_at - assigned_at
+    result.seconds_from_start = last_commit_at - started_at
+
+
+@dataclass(frozen=True)
+class FilesCheck:
+    """What is in S3 under the spec's prefixes."""
+
+    files: int
+    rows: int
+    data_bytes: int
+    dead_letter_files: int
+    problems: list[str]
+
+
+def _footer_rows(s3: Any, bucket: str, key: str) -> int:
+    """A Parquet file's row count from its footer alone (two small range reads at most)."""
+    tail: bytes = s3.get_object(Bucket=bucket, Key=key, Range="bytes=-65536")["Body"].read()
+    footer = int.from_bytes(tail[-8:-4], "little")
+    if footer + 8 > len(tail):
+        tail = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{footer + 8}")["Body"].read()
+    rows: int = pq.read_metadata(io.BytesIO(b"PAR1" + tail[-(footer + 8) :])).num_rows
+    return rows
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield item["Key"], int(item["Size"])
+
+
+def check_files(s3: Any, spec: EventSpec, ends: dict[int, int]) -> FilesCheck:
+    """Footer row counts, and whether the files' ranges tile each partition exactly once."""
+    bucket = spec.s3.bucket
+    rows = size = files = 0
+    problems: list[str] = []
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for key, length in _keys(s3, bucket, spec.data_prefix):
+        parsed = parse_key(key)
+        if parsed is None:
+            problems.append(f"unexpected key {key}")
+            continue
+        files += 1
+        size += length
+        count = _footer_rows(s3, bucket, key)
+        rows += count
+        ranges.setdefault(parsed.partition, []).append((parsed.first_offset, parsed.last_offset))
+        if count != parsed.last_offset - parsed.first_offset + 1:
+            problems.append(f"{key}: {count} rows for {parsed.last_offset - parsed.first_offset + 1} offsets")
+    for partition, end in ends.items():
+        expected = 0
+        for first, last in sorted(ranges.get(partition, [])):
+            if first != expected:
+                problems.append(f"partition {partition}: offsets {expected}..{first - 1} not covered once")
+            expected = last + 1
+        if expected != end:
+            problems.append(f"partition {partition}: files end at {expected}, the topic at {end}")
+    dead = sum(1 for _ in _keys(s3, bucket, spec.dead_letter_prefix))
+    if dead:
+        problems.append(f"{dead} dead-letter files (the sample events are all valid)")
+    return FilesCheck(files, rows, size, dead, problems)

@@ -1,0 +1,100 @@
+"""The worker as operators run it: probes, SIGTERM mid-stream, restart after kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loader.config.settings import Settings
+from loader.config.spec import EventSpec, load_spec
+from loader.consume.kafka import ensure_topic
+from loader.devstack import DevStack, free_port
+from loader.store.s3 import S3Store
+from tests.integration.helpers import REPO, produce, sample_values
+from tests.integration.workers import WorkerProcess, end_and_committed, offsets_in_s3, worker_env
+
+pytestmark = pytest.mark.integration
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _caught_up(settings: Settings, spec: EventSpec) -> bool:
+    ends, committed = end_and_committed(settings, spec)
+    return ends == committed
+
+
+def test_probes_sigterm_and_restart(
+    dev_stack: DevStack, tmp_path: Path, unique_name: Callable[..., str]
+) -> None:
+    """Not ready before recovery, ready after; SIGTERM mid-stream loses and duplicates nothing."""
+    settings = dev_stack.settings
+    name = unique_name("proc", sep="_")
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / f"{name}.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "kafka": {"topic": f"proc.{name}", "partitions": 3},
+                "schema": {"path": str(REPO / "schemas" / "order_created.avsc")},
+                "s3": {"bucket": "proc-events", "prefix": f"events/{name}"},
+                "rolling": {"max_records": 3_000, "max_age_s": 1.0},
+                "snowflake": {"database": "PROC", "schema": "EVENTS", "table": name.upper()},
+            }
+        )
+    )
+    spec = load_spec(specs / f"{name}.yaml")
+    asyncio.run(ensure_topic(spec, settings.kafka))
+    store = S3Store(settings.aws, spec.s3.bucket)
+    store.create_bucket()
+    assert settings.aws.endpoint_url is not None
+    env = worker_env(settings, settings.aws.endpoint_url)
+    values = sample_values(spec, 30_000)
+    produce(settings, spec, values[:10_000])
+
+    first = WorkerProcess(name, specs, env, tmp_path / "first.log", web_port=free_port())
+    _wait_for(lambda: first.probe("/readyz") == 200, 60, "the first worker to be ready")
+    assert first.probe("/healthz") == 200
+    assert first.signal(signal.SIGKILL) == -signal.SIGKILL
+
+    # A cold worker joining behind a dead member is alive but not ready until it owns and
+    # has recovered its partitions (the dead member's session must expire first).
+    second = WorkerProcess(name, specs, env, tmp_path / "second.log", web_port=free_port())
+    _wait_for(lambda: second.probe("/healthz") == 200, 60, "the second worker to answer")
+    statuses = []
+    _wait_for(lambda: statuses.append(second.probe("/readyz")) or statuses[-1] == 200, 60, "readiness")
+    assert 503 in statuses, statuses
+
+    produce(settings, spec, values[10_000:])
+    _wait_for(lambda: b"file_committed" in second.log_path.read_bytes(), 30, "a file from the second worker")
+    assert second.signal(signal.SIGTERM) == 0  # mid-stream: graceful
+    stopped = [
+        json.loads(line) for line in second.log_path.read_text().splitlines() if '"worker_stopped"' in line
+    ]
+    assert stopped, "the stop is logged with its counts"
+    assert stopped[0]["records_read"] > 0
+
+    third = WorkerProcess(name, specs, env, tmp_path / "third.log", web_port=free_port())
+    _wait_for(lambda: _caught_up(settings, spec), 90, "the third worker to catch up")
+    assert third.signal(signal.SIGTERM) == 0
+
+    rows, dead, _ranges = offsets_in_s3(store, spec)
+    ends, _ = end_and_committed(settings, spec)
+    assert sum(ends.values()) == 30_000
+    assert not [k for k, n in Counter(rows + dead).items() if n > 1]
+    assert set(rows) == {(p, o) for p, end in ends.items() for o in range(end)}
