@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.cpu import CpuMeter, CpuUsage
+
 __all__ = ["FETCH_MAX_RECORDS", "Measured", "consume_naive", "consume_raw", "fetch_settings"]
 
 MIB = 1024 * 1024
@@ -39,6 +41,7 @@ class Measured:
     value_bytes: int
     seconds: float
     files: int = 0
+    cpu: CpuUsage | None = None
 
     @property
     def eps(self) -> float:
@@ -74,11 +77,14 @@ async def _consumer(
     return consumer
 
 
-async def consume_raw(bootstrap: str, topic: str, partitions: int, events: int, budget_mb: int) -> Measured:
+async def consume_raw(
+    bootstrap: str, topic: str, partitions: int, events: int, budget_mb: int, meter: CpuMeter
+) -> Measured:
     """(a) ``getmany`` until all ``events`` are read, counting records and value bytes only."""
     consumer = await _consumer(bootstrap, topic, partitions, budget_mb, None)
     count = value_bytes = 0
     try:
+        meter.start()
         began = time.perf_counter()
         while count < events:
             batches = await consumer.getmany(timeout_ms=1_000, max_records=FETCH_MAX_RECORDS)
@@ -86,9 +92,10 @@ async def consume_raw(bootstrap: str, topic: str, partitions: int, events: int, 
                 count += len(records)
                 value_bytes += sum(len(r.value) for r in records)
         seconds = time.perf_counter() - began
+        cpu = meter.stop()
     finally:
         await consumer.stop()
-    return Measured(count, value_bytes, seconds)
+    return Measured(count, value_bytes, seconds, cpu=cpu)
 
 
 def _flat_row(record: Any) -> dict[str, Any]:
@@ -119,6 +126,7 @@ async def consume_naive(
     s3: Any,
     bucket: str,
     prefix: str,
+    meter: CpuMeter,
 ) -> Measured:
     """(b) The straightforward loader: per-record json.loads, from_pylist, write, put, commit."""
     consumer = await _consumer(bootstrap, topic, partitions, budget_mb, group_id)
@@ -135,6 +143,7 @@ async def consume_naive(
         files += 1
 
     try:
+        meter.start()
         began = time.perf_counter()
         while count < events:
             batches = await consumer.getmany(timeout_ms=1_000, max_records=FETCH_MAX_RECORDS)
@@ -148,6 +157,7 @@ async def consume_naive(
         if rows:
             await flush()
         seconds = time.perf_counter() - began
+        cpu = meter.stop()
     finally:
         await consumer.stop()
-    return Measured(count, value_bytes, seconds, files)
+    return Measured(count, value_bytes, seconds, files, cpu)

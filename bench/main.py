@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -28,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.consume import FETCH_MAX_RECORDS, Measured, consume_naive, consume_raw
+from bench.cpu import CpuMeter, CpuUsage
 from bench.produce import Produced, create_topic, pick_schema, produce
 from bench.worker_run import FilesCheck, WorkerResult, check_files, run_worker, write_spec
 from loader.config.settings import Settings, load_settings
-from loader.devstack import DevStack
+from loader.devstack import DevStack, running_stack
 from loader.logs import configure_logging
 from loader.store.s3 import aws_client
 
@@ -80,13 +82,24 @@ def _services(work_dir: Path) -> DevStack:
     return DevStack.launch(base, work_dir=work_dir)
 
 
+def _service_pids(stack: DevStack) -> dict[str, int]:
+    """Kafka's and moto's pids when we know them (started here, or by `loader dev up`)."""
+    services = list(stack.services)
+    with contextlib.suppress(Exception):  # a stale or unreadable state file: just no pids
+        detached = running_stack()
+        if detached is not None:
+            services += detached.services
+    names = {"kafka": "kafka", "moto": "moto"}
+    return {names[s.name]: s.pid for s in services if s.name in names}
+
+
 def _ensure_bucket(s3: Any) -> None:
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BUCKET)
 
 
 async def _measure(
-    args: argparse.Namespace, settings: Settings, work_dir: Path
+    args: argparse.Namespace, settings: Settings, work_dir: Path, service_pids: dict[str, int]
 ) -> tuple[str, Produced, Measured, Measured, WorkerResult, FilesCheck]:
     bootstrap = settings.kafka.bootstrap_for("default")
     s3 = aws_client("s3", settings.aws)
@@ -103,7 +116,8 @@ async def _measure(
     _say(f"produced in {produced.seconds:.1f}s ({produced.events / produced.seconds:,.0f} events/s)")
 
     _say("(a) raw getmany consumption")
-    raw = await consume_raw(bootstrap, topic, args.partitions, produced.events, args.budget_mb)
+    in_process = CpuMeter({"bench": os.getpid(), **service_pids})
+    raw = await consume_raw(bootstrap, topic, args.partitions, produced.events, args.budget_mb, in_process)
     _say(f"(a) {raw.eps:,.0f} events/s")
     _say("(b) naive loader (json.loads, from_pylist, Parquet, put_object, commit)")
     naive = await consume_naive(
@@ -116,6 +130,7 @@ async def _measure(
         s3=s3,
         bucket=BUCKET,
         prefix=f"bench/{run_id}/naive",
+        meter=in_process,
     )
     _say(f"(b) {naive.eps:,.0f} events/s")
 
@@ -139,6 +154,7 @@ async def _measure(
         value_bytes=produced.value_bytes,
         work_dir=work_dir,
         timeout_s=max(180.0, produced.events / 5_000),
+        service_pids=service_pids,
         profile=args.profile,
     )
     _say(f"(c) {worker.eps:,.0f} events/s; checking the files in S3")
@@ -167,42 +183,49 @@ def _report(
     def mark(ok: bool) -> str:
         return "ok" if ok else "MISSED"
 
-    def row(label: str, eps: float, mbps: float, seconds: float) -> str:
-        return f"  {label:<56} {eps:>10,.0f} {mbps:>7.1f} {seconds:>8.2f}"
+    def row(label: str, eps: float, mbps: float, seconds: float, cpu: CpuUsage | None) -> list[str]:
+        used = f"      {cpu.describe()}" if cpu is not None else "      cores used: not measured"
+        return [f"  {label:<58} {eps:>10,.0f} {mbps:>7.1f} {seconds:>8.2f}", used]
 
-    stats = worker.stats
     lines = [
         "",
         f"Benchmark: {produced.events:,} {name} events in {args.partitions} partitions,"
         f" {produced.avg_value_bytes:.0f} B of JSON on average ({produced.value_bytes / 1e6:,.1f} MB);"
         f" produced in {produced.seconds:.1f}s",
-        f"  {'stage':<56} {'events/s':>10} {'MB/s':>7} {'seconds':>8}",
-        row(
-            f"(a) raw: getmany(max_records={FETCH_MAX_RECORDS}), no decoding", raw.eps, raw.mbps, raw.seconds
+        f"  {'stage':<58} {'events/s':>10} {'MB/s':>7} {'seconds':>8}",
+        *row(
+            f"(a) raw: getmany(max_records={FETCH_MAX_RECORDS}), no decoding",
+            raw.eps,
+            raw.mbps,
+            raw.seconds,
+            raw.cpu,
         ),
-        row(
+        *row(
             f"(b) naive: json.loads, from_pylist, Parquet, S3 ({naive.files} files)",
             naive.eps,
             naive.mbps,
             naive.seconds,
+            naive.cpu,
         ),
-        row(
-            "(c) worker: Kafka -> Parquet in S3, all committed",
+        *row(
+            "(c) worker: Kafka -> Parquet in S3, every offset committed",
             worker.eps,
             worker.mbps,
             worker.seconds_from_assignment,
+            worker.cpu,
         ),
-        "      (c) is timed from partition assignment (fetching starts) to the last file_committed;",
-        f"      from process start: {worker.eps_from_start:,.0f} events/s in {worker.seconds_from_start:.2f}s"
+        "      timed from partition assignment (fetching starts) to the last file_committed; from",
+        f"      process start: {worker.eps_from_start:,.0f} events/s in {worker.seconds_from_start:.2f}s"
         f" (startup {worker.startup_s:.2f}s)",
-        f"  c/a = {ratio_raw:.2f} (target >= {TARGET_RATIO_RAW}: {mark(ratio_raw >= TARGET_RATIO_RAW)}), c/b"
-        f" = {ratio_naive:.2f} (target >= {TARGET_RATIO_NAIVE}: {mark(ratio_naive >= TARGET_RATIO_NAIVE)})",
-        f"  worker peak RSS {worker.peak_rss_mib:.0f} MiB (VmHWM; sampled VmRSS max"
-        f" {worker.max_sampled_rss_mib:.0f} MiB), budget {args.budget_mb} MiB + {RSS_HEADROOM_MB}"
+        f"  c/a = {ratio_raw:.2f} (target >= {TARGET_RATIO_RAW}: {mark(ratio_raw >= TARGET_RATIO_RAW)}),"
+        f" c/b = {ratio_naive:.2f} (target >= {TARGET_RATIO_NAIVE}:"
+        f" {mark(ratio_naive >= TARGET_RATIO_NAIVE)})",
+        f"  worker peak RSS {worker.peak_rss_mib:.0f} MiB (VmHWM; VmRSS sampled every 100 ms: max"
+        f" {worker.max_sampled_rss_mib:.0f} MiB); budget {args.budget_mb} MiB + {RSS_HEADROOM_MB}"
         f" = {rss_limit}: {mark(worker.peak_rss_mib <= rss_limit)}",
         f"  worker output: {files.files} files ({files.data_bytes / 1e6:,.1f} MB), {files.rows:,} rows by"
         f" their footers, {files.dead_letter_files} dead-letter files; early rolls"
-        f" {stats.get('early_rolls', '?')}, exit code {worker.exit_code}",
+        f" {worker.stats.get('early_rolls', '?')}, exit code {worker.exit_code}",
     ]
     problems = [*worker.problems, *files.problems]
     if not worker.completed:
@@ -236,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = _services(work_dir / "stack")
         try:
             settings = load_settings(**stack.overrides)
-            results = asyncio.run(_measure(args, settings, work_dir))
+            results = asyncio.run(_measure(args, settings, work_dir, _service_pids(stack)))
         finally:
             _say("stopping the services the benchmark started")
             stack.stop()

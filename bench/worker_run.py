@@ -38,6 +38,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.cpu import CpuMeter, CpuUsage
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec, load_spec
 from loader.store.layout import parse_key
@@ -66,6 +67,8 @@ class WorkerResult:
     """The topic's end offset of each partition (what "all committed" means)."""
     files_committed: int = 0
     rows_committed: int = 0
+    cpu: CpuUsage | None = None
+    """Cores used from assignment to the last commit (the worker, the services, the rest)."""
     stats: dict[str, Any] = field(default_factory=dict)
     """The worker's own counters, from its ``worker_stopped`` log line."""
     problems: list[str] = field(default_factory=list)
@@ -133,6 +136,8 @@ def worker_env(settings: Settings, state_dir: Path, tmp_dir: Path) -> dict[str, 
         "LOADER_LOG_LEVEL": "INFO",
         # Its own state dir: a `loader dev up` stack recorded elsewhere must not leak in.
         "LOADER_STATE_DIR": str(state_dir),
+        # No /healthz, /readyz, /metrics listener: nothing to clash with on a shared host.
+        "LOADER_WEB_PORT": "0",
         # Spool files land in the run's temp dir, which is removed at the end.
         "TMPDIR": str(tmp_dir),
     }
@@ -232,6 +237,7 @@ async def run_worker(
     value_bytes: int,
     work_dir: Path,
     timeout_s: float,
+    service_pids: dict[str, int],
     profile: Path | None = None,
 ) -> WorkerResult:
     """Run the worker until every record is committed (or ``timeout_s``), then SIGTERM it."""
@@ -248,10 +254,15 @@ async def run_worker(
     started_at = time.time()
     process = _spawn(spec, env, log_path)
     profiler = _start_profiler(process.pid, profile) if profile else None
+    meter = CpuMeter({"worker": process.pid, **service_pids})
+    log_seen = 0
     max_rss = hwm = 0
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if not log_seen and b'"partitions_assigned"' in log_path.read_bytes():
+                meter.start()  # fetching starts now: measure CPU from here to the last commit
+                log_seen = 1
             status = _status_kib(process.pid)
             max_rss = max(max_rss, status.get("VmRSS", 0))
             hwm = max(hwm, status.get("VmHWM", 0))
@@ -260,6 +271,7 @@ async def run_worker(
                 break
             if await _offsets(admin, spec.consumer_group, tps) == ends:
                 result.completed = True
+                result.cpu = meter.stop() if log_seen else None
                 break
             await asyncio.sleep(POLL_S)
         else:

@@ -156,8 +156,8 @@ def _count(warehouse: Warehouse, objects: EventObjects) -> int:
 async def _produce(settings: Settings, spec: EventSpec, count: int) -> int:
     samples = SampleEvents(spec.name, load_avro_schema(_schema(spec)), seed=zlib.crc32(spec.name.encode()))
     producer = make_producer(spec, settings.kafka)
-    await producer.start()
     try:
+        await producer.start()
         for index in range(count):
             key, value = samples.encoded(index)
             await producer.send(spec.kafka.topic, value, key=key)

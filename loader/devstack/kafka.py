@@ -248,8 +248,7 @@ def start(work_dir: Path, *, timeout_s: float = 60.0, cancel: threading.Event | 
     Data from an earlier run is wiped: the local stack is ephemeral (moto and
     fakesnow keep nothing either), and a new cluster id needs fresh storage.
     """
-    java = find_java()
-    libs = ensure_kafka_libs()
+    find_java()  # fail fast, before a download, when there is no suitable Java
     work_dir.mkdir(parents=True, exist_ok=True)
     data_dir = work_dir / "data"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -258,13 +257,8 @@ def start(work_dir: Path, *, timeout_s: float = 60.0, cancel: threading.Event | 
         controller_port = free_port()
     config = work_dir / "server.properties"
     config.write_text(server_properties(port=port, controller_port=controller_port, data_dir=data_dir))
-    log4j = work_dir / "log4j2.properties"
-    log4j.write_text(_LOG4J2_PROPERTIES)
-    log_path = work_dir / "kafka.log"
-    classpath = f"{libs}{os.sep}*"
-    jvm = [str(java), f"-Dlog4j2.configurationFile={log4j}", "-Djava.awt.headless=true", "-cp", classpath]
-
-    fmt = [*jvm, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(config)]
+    (work_dir / "log4j2.properties").write_text(_LOG4J2_PROPERTIES)
+    fmt = [*_jvm(work_dir), "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(config)]
     with (work_dir / "format.log").open("w") as fmt_log:
         try:
             done = subprocess.run(  # noqa: S603 - fixed argv, no shell
@@ -280,6 +274,32 @@ def start(work_dir: Path, *, timeout_s: float = 60.0, cancel: threading.Event | 
     if done.returncode != 0:
         raise DevStackError(f"formatting Kafka storage failed:\n{log_tail(work_dir / 'format.log')}")
 
+    return _launch(work_dir, port=port, timeout_s=timeout_s, cancel=cancel)
+
+
+def _jvm(work_dir: Path) -> list[str]:
+    """``java`` with the broker's classpath and logging configuration."""
+    log4j = work_dir / "log4j2.properties"
+    classpath = f"{ensure_kafka_libs()}{os.sep}*"
+    return [
+        str(find_java()),
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-Djava.awt.headless=true",
+        "-cp",
+        classpath,
+    ]
+
+
+def restart(service: Service, work_dir: Path, *, timeout_s: float = 60.0) -> Service:
+    """Stop the broker cleanly and start it again on the same port and data (broker-restart tests)."""
+    stop(service, sig=STOP_SIGNAL, grace_s=30.0)
+    return _launch(work_dir, port=service.port, timeout_s=timeout_s, cancel=None)
+
+
+def _launch(work_dir: Path, *, port: int, timeout_s: float, cancel: threading.Event | None) -> Service:
+    """Start ``kafka.Kafka`` on the formatted storage and config in ``work_dir``."""
+    config, log_path = work_dir / "server.properties", work_dir / "kafka.log"
+    jvm = _jvm(work_dir)
     pid = spawn([*jvm[:1], "-Xms256m", "-Xmx768m", *jvm[1:], "kafka.Kafka", str(config)], log_path=log_path)
     service = Service(name=NAME, pid=pid, pgid=pid, port=port, log=log_path)
     try:
@@ -289,7 +309,7 @@ def start(work_dir: Path, *, timeout_s: float = 60.0, cancel: threading.Event | 
     except BaseException:
         stop(service, sig=STOP_SIGNAL, grace_s=5.0)
         raise
-    version = version_from_log(log_path) or version_from_libs(libs) or "unknown"
+    version = version_from_log(log_path) or version_from_libs(ensure_kafka_libs()) or "unknown"
     log.info(
         "devstack.kafka_ready",
         version=f"Apache Kafka {version}",

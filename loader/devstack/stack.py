@@ -252,6 +252,14 @@ class DevStack:
         finally:
             stack.stop()
 
+    def restart_kafka(self) -> None:
+        """Restart the broker this stack started, keeping its port and data (broker-restart tests)."""
+        old = self.service(kafka.NAME)
+        if old is None:
+            raise DevStackError("this stack did not start Kafka, so it cannot restart it")
+        new = kafka.restart(old, self.work_dir / kafka.NAME)
+        self.services = tuple(new if s is old else s for s in self.services)
+
     def stop(self) -> None:
         """Stop every service this stack started (those still ours; a reused pid is left alone)."""
         _stop_all([s for s in self.services if owns(s)])

@@ -132,26 +132,25 @@ class StreamWorker:
     async def run(self) -> WorkerStats:
         """Run until :meth:`stop` is called; raises on a terminal error (nothing is lost)."""
         admin = AIOKafkaAdminClient(**client_kwargs(self.spec, self.settings.kafka))
-        await admin.start()
+        consumer: AIOKafkaConsumer | None = None
         try:
+            await admin.start()
             await self._wait_until_reachable(admin)
-        except BaseException:
-            await admin.close()
-            raise
-        fetch_bytes = max(4 * MIB, min(32 * MIB, self.budget_bytes // 8))
-        consumer = make_consumer(
-            self.spec,
-            self.settings.kafka,
-            fetch_max_bytes=fetch_bytes,
-            max_partition_fetch_bytes=max(1 * MIB, fetch_bytes // 4),
-        )
-        self._consumer = consumer
-        self._committer = Committer(consumer, admin, self.spec.consumer_group)
-        # Start, then subscribe: start() with topics would wait for the first assignment.
-        await consumer.start()
-        consumer.subscribe([self.spec.kafka.topic], listener=_Rebalance(self))
-        self._log.info("worker_started", group=self.spec.consumer_group, budget_mb=self.budget_bytes // MIB)
-        try:
+            fetch_bytes = max(4 * MIB, min(32 * MIB, self.budget_bytes // 8))
+            consumer = make_consumer(
+                self.spec,
+                self.settings.kafka,
+                fetch_max_bytes=fetch_bytes,
+                max_partition_fetch_bytes=max(1 * MIB, fetch_bytes // 4),
+            )
+            self._consumer = consumer
+            self._committer = Committer(consumer, admin, self.spec.consumer_group)
+            # Start, then subscribe: start() with topics would wait for the first assignment.
+            await consumer.start()
+            consumer.subscribe([self.spec.kafka.topic], listener=_Rebalance(self))
+            self._log.info(
+                "worker_started", group=self.spec.consumer_group, budget_mb=self.budget_bytes // MIB
+            )
             while not self._stopping.is_set():
                 self._raise_if_fatal()
                 batches = await consumer.getmany(timeout_ms=100, max_records=self._fetch_max_records)
@@ -164,7 +163,8 @@ class StreamWorker:
         finally:
             for task in self._chains.values():
                 task.cancel()
-            await consumer.stop()
+            if consumer is not None:
+                await consumer.stop()
             await admin.close()
             for state in self._partitions.values():
                 state.discard()

@@ -115,9 +115,10 @@ def test_kill_nine_rebalances_and_s3_errors_lose_and_duplicate_nothing(
             if kill == 4:
                 proxy.failure_rate = 0.5  # S3 throttles half the requests
             if kill == 6:
-                proxy.failure_rate = 1.0  # S3 refuses everything for a while
+                proxy.failure_rate = 1.0  # S3 refuses everything for a while, then recovers
+                outage = threading.Timer(8.0, lambda: setattr(proxy, "failure_rate", 0.0))
+                outage.start()
             if kill == 7:
-                proxy.failure_rate = 0.0
                 assert second is not None
                 second.signal(signal.SIGKILL)  # the second worker leaves, abruptly: rebalance
                 second = None

@@ -50,9 +50,9 @@ def produce(
 
     async def _run() -> int:
         producer = make_producer(spec, settings.kafka)
-        await producer.start()
         count = 0
         try:
+            await producer.start()
             for key, value in messages:
                 await producer.send(spec.kafka.topic, value, key=key)
                 count += 1

@@ -90,6 +90,7 @@ def test_probes_sigterm_and_restart(
     assert stopped[0]["records_read"] > 0
 
     third = WorkerProcess(name, specs, env, tmp_path / "third.log", web_port=free_port())
+    _wait_for(lambda: third.probe("/readyz") == 200, 60, "the third worker to be ready")
     _wait_for(lambda: _caught_up(settings, spec), 90, "the third worker to catch up")
     assert third.signal(signal.SIGTERM) == 0
 
