@@ -75,8 +75,9 @@ def run_demo(
         stack = DevStack.launch(base, work_dir=work_dir)
     try:
         settings = load_settings(**stack.overrides)
-        for name, endpoint in stack.endpoints.items():
-            console.print(f"  started {name} at {endpoint}")
+        for service in stack.services:
+            version = f" ({service.version})" if service.version else ""
+            console.print(f"  started {service.name}{version} at {stack.endpoints[service.name]}")
         result = asyncio.run(_run(settings, specs, events_per_type, timeout_s, console))
     finally:
         with console.status("stopping local services…"):

@@ -49,9 +49,12 @@ def load_files(
     local = objects.settings.local_stage_dir
     if local is not None:
         for key in keys:
+            # Always mirror S3 as it is now: a leftover local file (from a reset stack) must
+            # never stand in for the object. Write aside, then rename, so COPY sees whole files.
             target = Path(local) / objects.spec.s3.bucket / key
-            if not target.exists():
-                store.download_file(key, target)
+            partial = target.with_name(target.name + ".part")
+            store.download_file(key, partial)
+            partial.replace(target)
     warehouse.execute(objects.use_statement())
     rows = warehouse.execute(objects.copy_statement([objects.relative_path(k) for k in keys]))
     by_file: dict[str, FileLoad] = {}
