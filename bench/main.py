@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -60,11 +61,21 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         default=2.0,
         help="the worker spec's rolling.max_age_s: how soon the tail is flushed (default 2)",
     )
-    parser.add_argument("--profile", type=Path, help="record a py-spy flame graph of the worker to this SVG")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="worker processes in the group for (c) (default 1: the issue's figure is one worker)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy profile of the worker: a flame graph (.svg), speedscope (.json) or collapsed stacks",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, spec) and print it")
     args = parser.parse_args(argv)
-    if args.events < 1 or args.partitions < 1 or args.budget_mb < 64:
-        parser.error("--events and --partitions must be positive, --budget-mb at least 64")
+    if min(args.events, args.partitions, args.replicas) < 1 or args.budget_mb < 64:
+        parser.error("--events, --partitions and --replicas must be positive, --budget-mb at least 64")
     return args
 
 
@@ -82,6 +93,15 @@ def _services(work_dir: Path) -> DevStack:
     return DevStack.launch(base, work_dir=work_dir)
 
 
+def _stop_uninterrupted(stack: DevStack) -> None:
+    """Stop the services with Ctrl-C ignored: a second Ctrl-C must not leave a broker running."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        stack.stop()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _service_pids(stack: DevStack) -> dict[str, int]:
     """Kafka's and moto's pids when we know them (started here, or by `loader dev up`)."""
     services = list(stack.services)
@@ -89,8 +109,7 @@ def _service_pids(stack: DevStack) -> dict[str, int]:
         detached = running_stack()
         if detached is not None:
             services += detached.services
-    names = {"kafka": "kafka", "moto": "moto"}
-    return {names[s.name]: s.pid for s in services if s.name in names}
+    return {s.name: s.pid for s in services if s.name in ("kafka", "moto")}
 
 
 def _ensure_bucket(s3: Any) -> None:
@@ -101,6 +120,7 @@ def _ensure_bucket(s3: Any) -> None:
 async def _measure(
     args: argparse.Namespace, settings: Settings, work_dir: Path, service_pids: dict[str, int]
 ) -> tuple[str, Produced, Measured, Measured, WorkerResult, FilesCheck]:
+    """Produce once, then the three readings of the same topic, then the check of the worker's files."""
     bootstrap = settings.kafka.bootstrap_for("default")
     s3 = aws_client("s3", settings.aws)
     _ensure_bucket(s3)
@@ -155,6 +175,7 @@ async def _measure(
         work_dir=work_dir,
         timeout_s=max(180.0, produced.events / 5_000),
         service_pids=service_pids,
+        replicas=args.replicas,
         profile=args.profile,
     )
     _say(f"(c) {worker.eps:,.0f} events/s; checking the files in S3")
@@ -187,6 +208,7 @@ def _report(
         used = f"      {cpu.describe()}" if cpu is not None else "      cores used: not measured"
         return [f"  {label:<58} {eps:>10,.0f} {mbps:>7.1f} {seconds:>8.2f}", used]
 
+    per_process = " (per process)" if args.replicas > 1 else ""
     lines = [
         "",
         f"Benchmark: {produced.events:,} {name} events in {args.partitions} partitions,"
@@ -208,7 +230,8 @@ def _report(
             naive.cpu,
         ),
         *row(
-            "(c) worker: Kafka -> Parquet in S3, every offset committed",
+            "(c) worker: Kafka -> Parquet in S3, all committed"
+            + (f" x{args.replicas} procs" if args.replicas > 1 else ""),
             worker.eps,
             worker.mbps,
             worker.seconds_from_assignment,
@@ -220,8 +243,8 @@ def _report(
         f"  c/a = {ratio_raw:.2f} (target >= {TARGET_RATIO_RAW}: {mark(ratio_raw >= TARGET_RATIO_RAW)}),"
         f" c/b = {ratio_naive:.2f} (target >= {TARGET_RATIO_NAIVE}:"
         f" {mark(ratio_naive >= TARGET_RATIO_NAIVE)})",
-        f"  worker peak RSS {worker.peak_rss_mib:.0f} MiB (VmHWM; VmRSS sampled every 100 ms: max"
-        f" {worker.max_sampled_rss_mib:.0f} MiB); budget {args.budget_mb} MiB + {RSS_HEADROOM_MB}"
+        f"  worker peak RSS{per_process} {worker.peak_rss_mib:.0f} MiB (VmHWM; VmRSS sampled every"
+        f" 100 ms: max {worker.max_sampled_rss_mib:.0f} MiB); budget {args.budget_mb} MiB + {RSS_HEADROOM_MB}"
         f" = {rss_limit}: {mark(worker.peak_rss_mib <= rss_limit)}",
         f"  worker output: {files.files} files ({files.data_bytes / 1e6:,.1f} MB), {files.rows:,} rows by"
         f" their footers, {files.dead_letter_files} dead-letter files; early rolls"
@@ -260,9 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             settings = load_settings(**stack.overrides)
             results = asyncio.run(_measure(args, settings, work_dir, _service_pids(stack)))
+        except KeyboardInterrupt:
+            _say("interrupted")
+            return 130
         finally:
             _say("stopping the services the benchmark started")
-            stack.stop()
+            _stop_uninterrupted(stack)
     finally:
         if args.keep:
             _say(f"kept {work_dir}")

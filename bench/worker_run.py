@@ -238,87 +238,110 @@ async def run_worker(
     work_dir: Path,
     timeout_s: float,
     service_pids: dict[str, int],
+    replicas: int = 1,
     profile: Path | None = None,
 ) -> WorkerResult:
-    """Run the worker until every record is committed (or ``timeout_s``), then SIGTERM it."""
-    assert spec.source_path is not None
+    """Run the worker (``replicas`` processes in its group) until every record is committed
+    (or ``timeout_s``), then SIGTERM it."""
     bootstrap = settings.kafka.bootstrap_for(spec.kafka.cluster)
     tps = [TopicPartition(spec.kafka.topic, p) for p in range(spec.kafka.partitions)]
     ends = await _end_offsets(bootstrap, tps)
     (work_dir / "worker-tmp").mkdir(parents=True, exist_ok=True)
     env = worker_env(settings, work_dir / "worker-state", work_dir / "worker-tmp")
-    log_path = work_dir / "worker.log"
+    logs = [work_dir / f"worker-{i}.log" for i in range(replicas)]
     result = WorkerResult(events=events, value_bytes=value_bytes, ends=ends)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     started_at = time.time()
-    process = _spawn(spec, env, log_path)
-    profiler = _start_profiler(process.pid, profile) if profile else None
-    meter = CpuMeter({"worker": process.pid, **service_pids})
-    log_seen = 0
-    max_rss = hwm = 0
+    processes = [_spawn(spec, env, log) for log in logs]
+    profiler = _start_profiler(processes[0].pid, profile) if profile else None
+    names = ["worker"] if replicas == 1 else [f"worker-{i}" for i in range(replicas)]
+    meter = CpuMeter({**dict(zip(names, (p.pid for p in processes), strict=True)), **service_pids})
+    metering = False
+    max_rss = dict.fromkeys(names, 0)
+    hwm = dict.fromkeys(names, 0)
+
+    def sample() -> None:
+        for name, process in zip(names, processes, strict=True):
+            status = _status_kib(process.pid)
+            max_rss[name] = max(max_rss[name], status.get("VmRSS", 0))
+            hwm[name] = max(hwm[name], status.get("VmHWM", 0))
+
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not log_seen and b'"partitions_assigned"' in log_path.read_bytes():
+            if not metering and any(b'"partitions_assigned"' in log.read_bytes() for log in logs):
                 meter.start()  # fetching starts now: measure CPU from here to the last commit
-                log_seen = 1
-            status = _status_kib(process.pid)
-            max_rss = max(max_rss, status.get("VmRSS", 0))
-            hwm = max(hwm, status.get("VmHWM", 0))
-            if process.poll() is not None:
-                result.problems.append(f"the worker exited early with code {process.returncode}")
+                metering = True
+            sample()
+            exited = [p.returncode for p in processes if p.poll() is not None]
+            if exited:
+                result.problems.append(f"a worker exited early with code {exited[0]}")
                 break
             if await _offsets(admin, spec.consumer_group, tps) == ends:
                 result.completed = True
-                result.cpu = meter.stop() if log_seen else None
+                result.cpu = meter.stop() if metering else None
                 break
             await asyncio.sleep(POLL_S)
         else:
             result.problems.append(f"not every record was committed within {timeout_s:.0f}s")
-        status = _status_kib(process.pid)
-        hwm = max(hwm, status.get("VmHWM", 0))
-        max_rss = max(max_rss, status.get("VmRSS", 0))
+        sample()
     finally:
         await admin.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            result.exit_code = process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            result.exit_code = process.wait()
-            result.problems.append("the worker did not stop within 60s of SIGTERM")
+        result.exit_code = _stop(processes, result.problems)
         if profiler is not None:
             profiler.wait(timeout=120)
-    result.peak_rss_mib = hwm / KIB
-    result.max_sampled_rss_mib = max_rss / KIB
-    _read_log(log_path, started_at, result)
+    result.peak_rss_mib = max(hwm.values()) / KIB
+    result.max_sampled_rss_mib = max(max_rss.values()) / KIB
+    _read_logs(logs, started_at, result)
     return result
 
 
-def _read_log(log_path: Path, started_at: float, result: WorkerResult) -> None:
-    """Timings and counters from the worker's log."""
-    assigned_at = last_commit_at = None
-    for event in _log_events(log_path):
-        name = event.get("event")
-        if name == "partitions_assigned" and assigned_at is None:
-            assigned_at = _when(event)
-        elif name == "file_committed":
-            last_commit_at = _when(event)
-            result.files_committed += 1
-            result.rows_committed += int(event.get("rows", 0))
-        elif name == "worker_stopped":
-            result.stats = {k: v for k, v in event.items() if k not in ("event", "timestamp", "level")}
-        elif event.get("level") in ("error", "critical") or name == "roll_fenced":
-            result.problems.append(f"worker logged {name}: {event.get('error') or event.get('reason')}")
-    if assigned_at is None or last_commit_at is None:
+def _stop(processes: list[subprocess.Popen[bytes]], problems: list[str]) -> int:
+    """SIGTERM every worker (they roll and commit what they hold) and wait; the worst exit code."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    codes = []
+    for process in processes:
+        try:
+            codes.append(process.wait(timeout=60))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes.append(process.wait())
+            problems.append("a worker did not stop within 60s of SIGTERM")
+    return max(codes, key=abs)
+
+
+def _read_logs(logs: list[Path], started_at: float, result: WorkerResult) -> None:
+    """Timings and counters from the workers' logs: the first assignment, the last commit."""
+    assigned: list[float] = []
+    commits: list[float] = []
+    for log_path in logs:
+        first_assignment = None
+        for event in _log_events(log_path):
+            name = event.get("event")
+            if name == "partitions_assigned" and first_assignment is None:
+                first_assignment = _when(event)
+            elif name == "file_committed":
+                commits.append(_when(event))
+                result.files_committed += 1
+                result.rows_committed += int(event.get("rows", 0))
+            elif name == "worker_stopped":
+                for key, value in event.items():
+                    if isinstance(value, int) and key not in ("event", "timestamp", "level"):
+                        result.stats[key] = result.stats.get(key, 0) + value
+            elif event.get("level") in ("error", "critical"):
+                result.problems.append(f"worker logged {name}: {event.get('error') or event.get('reason')}")
+        if first_assignment is not None:
+            assigned.append(first_assignment)
+    if not assigned or not commits:
         result.completed = False
-        result.problems.append(f"no partitions_assigned/file_committed lines in {log_path}")
+        result.problems.append(f"no partitions_assigned/file_committed lines in {logs[0].parent}")
         return
-    result.startup_s = assigned_at - started_at
-    result.seconds_from_assignment = last_commit_at - assigned_at
-    result.seconds_from_start = last_commit_at - started_at
+    result.startup_s = min(assigned) - started_at
+    result.seconds_from_assignment = max(commits) - min(assigned)
+    result.seconds_from_start = max(commits) - started_at
 
 
 @dataclass(frozen=True)
