@@ -62,6 +62,8 @@ class WorkerResult:
     peak_rss_mib: float = 0.0
     """VmHWM: the kernel's high-water mark of the worker's resident set."""
     max_sampled_rss_mib: float = 0.0
+    peak_pss_mib: float = 0.0
+    """Peak of the summed PSS of the worker's processes: shared (forked) pages counted once."""
     exit_code: int | None = None
     ends: dict[int, int] = field(default_factory=dict)
     """The topic's end offset of each partition (what "all committed" means)."""
@@ -124,7 +126,7 @@ def write_spec(
     return load_spec(path)
 
 
-def worker_env(settings: Settings, state_dir: Path, tmp_dir: Path) -> dict[str, str]:
+def worker_env(settings: Settings, state_dir: Path, tmp_dir: Path, processes: int = 1) -> dict[str, str]:
     """The worker's environment: the benchmark's services, JSON logs, its own temp and state dirs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
     aws = settings.aws
@@ -138,6 +140,9 @@ def worker_env(settings: Settings, state_dir: Path, tmp_dir: Path) -> dict[str, 
         "LOADER_STATE_DIR": str(state_dir),
         # No /healthz, /readyz, /metrics listener: nothing to clash with on a shared host.
         "LOADER_WEB_PORT": "0",
+        "LOADER_WORKER_PROCESSES": str(processes),
+        # As in the container image: fewer malloc arenas, less fragmentation across threads.
+        "MALLOC_ARENA_MAX": "2",
         # Spool files land in the run's temp dir, which is removed at the end.
         "TMPDIR": str(tmp_dir),
     }
@@ -158,6 +163,31 @@ def _status_kib(pid: int) -> dict[str, int]:
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0])
     return values
+
+
+def _pss_kib(pid: int) -> int:
+    """Proportional set size of ``pid`` in KiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc/<pid>/task/*/children)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                queue.extend(int(child) for child in task.read_text().split())
+            except OSError:
+                continue
+    return found
 
 
 def _log_events(path: Path) -> Iterator[dict[str, Any]]:
@@ -239,6 +269,7 @@ async def run_worker(
     timeout_s: float,
     service_pids: dict[str, int],
     replicas: int = 1,
+    worker_processes: int = 1,
     profile: Path | None = None,
 ) -> WorkerResult:
     """Run the worker (``replicas`` processes in its group) until every record is committed
@@ -247,7 +278,7 @@ async def run_worker(
     tps = [TopicPartition(spec.kafka.topic, p) for p in range(spec.kafka.partitions)]
     ends = await _end_offsets(bootstrap, tps)
     (work_dir / "worker-tmp").mkdir(parents=True, exist_ok=True)
-    env = worker_env(settings, work_dir / "worker-state", work_dir / "worker-tmp")
+    env = worker_env(settings, work_dir / "worker-state", work_dir / "worker-tmp", worker_processes)
     logs = [work_dir / f"worker-{i}.log" for i in range(replicas)]
     result = WorkerResult(events=events, value_bytes=value_bytes, ends=ends)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -260,18 +291,29 @@ async def run_worker(
     metering = False
     max_rss = dict.fromkeys(names, 0)
     hwm = dict.fromkeys(names, 0)
+    max_pss = dict.fromkeys(names, 0)
 
     def sample() -> None:
+        # A worker with --processes N is a supervisor and N forked children: count the tree.
         for name, process in zip(names, processes, strict=True):
-            status = _status_kib(process.pid)
-            max_rss[name] = max(max_rss[name], status.get("VmRSS", 0))
-            hwm[name] = max(hwm[name], status.get("VmHWM", 0))
+            tree = [_status_kib(pid) for pid in _process_tree(process.pid)]
+            max_rss[name] = max(max_rss[name], sum(s.get("VmRSS", 0) for s in tree))
+            hwm[name] = max(hwm[name], sum(s.get("VmHWM", 0) for s in tree))
+            max_pss[name] = max(max_pss[name], sum(_pss_kib(pid) for pid in _process_tree(process.pid)))
 
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not metering and any(b'"partitions_assigned"' in log.read_bytes() for log in logs):
-                meter.start()  # fetching starts now: measure CPU from here to the last commit
+                # Fetching starts now: measure CPU from here to the last commit, over every
+                # process of each worker (a supervisor and its children with --processes).
+                tree = {
+                    (name if i == 0 else f"{name}.{i}"): pid
+                    for name, process in zip(names, processes, strict=True)
+                    for i, pid in enumerate(_process_tree(process.pid))
+                }
+                meter = CpuMeter({**tree, **service_pids})
+                meter.start()
                 metering = True
             sample()
             exited = [p.returncode for p in processes if p.poll() is not None]
@@ -293,6 +335,7 @@ async def run_worker(
             profiler.wait(timeout=120)
     result.peak_rss_mib = max(hwm.values()) / KIB
     result.max_sampled_rss_mib = max(max_rss.values()) / KIB
+    result.peak_pss_mib = max(max_pss.values()) / KIB
     _read_logs(logs, started_at, result)
     return result
 

@@ -12,10 +12,6 @@ import click
 from loader.cli.app import specs_option
 from loader.config.settings import load_settings
 from loader.config.spec import load_specs
-from loader.schema.avro import load_avro_schema
-from loader.warehouse.connection import Warehouse
-from loader.warehouse.objects import EventObjects
-from loader.warehouse.runner import SqsLoader
 
 __all__ = ["pipes"]
 
@@ -30,6 +26,11 @@ def pipes() -> None:
 @specs_option
 def create(events: tuple[str, ...], specs_dir: Path | None) -> None:
     """Create the missing table, file format and stage of EVENTS (default: all)."""
+    # Imported here: the Snowflake connector is heavy, and workers never need it.
+    from loader.schema.avro import load_avro_schema  # noqa: PLC0415
+    from loader.warehouse.connection import Warehouse  # noqa: PLC0415
+    from loader.warehouse.objects import EventObjects  # noqa: PLC0415
+
     settings = load_settings()
     specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
     with Warehouse(settings.snowflake) as warehouse:
@@ -53,6 +54,8 @@ def create(events: tuple[str, ...], specs_dir: Path | None) -> None:
 )
 def run(events: tuple[str, ...], specs_dir: Path | None, queue_url: str | None) -> None:
     """Load every file the bucket notifications name into its table, until SIGTERM."""
+    from loader.warehouse.runner import SqsLoader  # noqa: PLC0415 - heavy, see above
+
     settings = load_settings()
     specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
     loader = SqsLoader(settings, specs, queue_url=queue_url)

@@ -12,7 +12,8 @@ from loader.cli.app import specs_option
 from loader.config.settings import load_settings
 from loader.config.spec import load_specs
 from loader.errors import LoaderError
-from loader.worker.app import WorkerService, build_app
+from loader.worker.app import ServiceProbes, WorkerService, build_app
+from loader.worker.pool import WorkerPool
 from loader.worker.worker import StreamWorker
 
 __all__ = ["worker"]
@@ -31,7 +32,7 @@ def worker() -> None:
     envvar="LOADER_WEB_HOST",
     default="127.0.0.1",
     show_default=True,
-    help="Address of the /healthz, /readyz and /metrics endpoints ($LOADER_WEB_HOST).",
+    help="Address of the /healthz and /readyz endpoints ($LOADER_WEB_HOST).",
 )
 @click.option(
     "--web-port",
@@ -41,7 +42,16 @@ def worker() -> None:
     show_default=True,
     help="Port of the endpoints ($LOADER_WEB_PORT); 0 turns them off.",
 )
-def run(event: str, specs_dir: Path | None, web_host: str, web_port: int) -> None:
+@click.option(
+    "--processes",
+    envvar="LOADER_WORKER_PROCESSES",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes (consumer-group members) sharing the memory budget; one per core "
+    "uses every core ($LOADER_WORKER_PROCESSES).",
+)
+def run(event: str, specs_dir: Path | None, web_host: str, web_port: int, processes: int) -> None:
     """Consume EVENT's topic and write its files to S3 until SIGTERM or Ctrl-C.
 
     On SIGTERM the worker stops fetching, rolls and commits what it holds
@@ -49,10 +59,17 @@ def run(event: str, specs_dir: Path | None, web_host: str, web_port: int) -> Non
     """
     settings = load_settings()
     [spec] = load_specs(specs_dir or settings.specs_dir, [event])
+    if processes > 1:
+        code = WorkerPool(spec, settings, processes).run(web_host=web_host, web_port=web_port)
+        if code:
+            raise LoaderError(f"a worker process of {spec.name} failed (see its log lines above)")
+        return
     service = WorkerService(StreamWorker(spec, settings))
 
     async def _main() -> None:
-        app = build_app(service, web_host=web_host, web_port=web_port)
+        app = build_app(
+            spec.name, ServiceProbes(service), web_host=web_host, web_port=web_port, service=service
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -55,7 +55,8 @@ class KafkaSettings(_Section):
     sasl_password: SecretStr | None = None
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     """How long the group waits for a silent (crashed) worker before moving its partitions."""
-    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    """How often members heartbeat; a rebalance reaches a member at its next heartbeat."""
 
     def bootstrap_for(self, cluster: str) -> str:
         """The bootstrap servers of ``cluster``, or a ConfigError saying how to set them."""

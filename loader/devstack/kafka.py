@@ -215,7 +215,9 @@ def server_properties(*, port: int, controller_port: int, data_dir: Path) -> str
         "offsets.topic.replication.factor": "1",
         "transaction.state.log.replication.factor": "1",
         "transaction.state.log.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
+        # Members that start together (a worker's processes) join one generation instead of
+        # rebalancing right after; production brokers default to 3000.
+        "group.initial.rebalance.delay.ms": "1000",
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
     }

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import structlog
@@ -33,7 +33,7 @@ from mode import Service
 
 from loader.worker.worker import StreamWorker
 
-__all__ = ["WorkerService", "build_app"]
+__all__ = ["Probes", "ServiceProbes", "WorkerService", "build_app"]
 
 log = structlog.get_logger("loader.worker")
 
@@ -76,14 +76,43 @@ class WorkerService(Service):
             await asyncio.wait_for(self.finished.wait(), timeout=self.worker.shutdown_timeout_s + 15)
 
 
-def build_app(service: WorkerService, *, web_host: str, web_port: int) -> faust.App:
-    """The Faust app around one worker service, with its probes and timers
+class Probes(Protocol):
+    """What the endpoints and the timer ask of whatever runs the worker(s)."""
+
+    def alive(self) -> bool: ...
+    def ready(self) -> bool: ...
+    def details(self) -> dict[str, Any]: ...
+    def tick(self) -> None: ...
+
+
+class ServiceProbes:
+    """Probes of a worker running in this process as a :class:`WorkerService`."""
+
+    def __init__(self, service: WorkerService) -> None:
+        self.service = service
+
+    def alive(self) -> bool:
+        return self.service.error is None and not self.service.finished.is_set()
+
+    def ready(self) -> bool:
+        return self.service.worker.ready.is_set() and not self.service.should_stop
+
+    def details(self) -> dict[str, Any]:
+        return {"partitions": self.service.worker.assigned_partitions()}
+
+    def tick(self) -> None:
+        self.service.worker.log_progress()
+
+
+def build_app(
+    name: str, probes: Probes, *, web_host: str, web_port: int, service: Service | None = None
+) -> faust.App:
+    """The Faust app around the worker(s), with the probes and a progress timer
     (``web_port`` 0: no endpoints, for many workers on one host in tests)."""
-    worker = service.worker
     app = _ShellApp(
-        f"loader-{worker.spec.name}",
+        f"loader-{name}",
         autodiscover=False,
-        datadir=str(Path(tempfile.gettempdir()) / f"loader-{worker.spec.name}"),
+        datadir=str(Path(tempfile.gettempdir()) / f"loader-{name}"),
         web_enabled=web_port > 0,
         web_bind=web_host,
         web_host=web_host,
@@ -92,21 +121,21 @@ def build_app(service: WorkerService, *, web_host: str, web_port: int) -> faust.
         web_tables_enabled=False,
         web_stats_enabled=False,
     )
-    app.service(service)  # type: ignore[arg-type]  # Faust accepts an instance as well as a class
+    if service is not None:
+        app.service(service)  # type: ignore[arg-type]  # Faust accepts an instance as well as a class
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        alive = service.error is None and not service.finished.is_set()
+        alive = probes.alive()
         return web.json({"alive": alive}, status=200 if alive else 503)
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        ready = worker.ready.is_set() and not service.should_stop
-        body = {"ready": ready, "partitions": worker.assigned_partitions()}
-        return web.json(body, status=200 if ready else 503)
+        ready = probes.ready()
+        return web.json({"ready": ready, **probes.details()}, status=200 if ready else 503)
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def progress() -> None:
-        worker.log_progress()
+        probes.tick()
 
     return app

@@ -91,7 +91,7 @@ class StreamWorker:
         store: S3Store | None = None,
         clock: Callable[[], float] = time.monotonic,
         spool_dir: Path | None = None,
-        fetch_max_records: int = 20_000,
+        fetch_max_records: int = 5_000,
         shutdown_timeout_s: float = 30.0,
         revoke_timeout_s: float = 20.0,
         memory_budget_mb: int | None = None,
@@ -136,12 +136,14 @@ class StreamWorker:
         try:
             await admin.start()
             await self._wait_until_reachable(admin)
+            # aiokafka holds a fetch response plus one buffer per partition: size both from
+            # the budget (an eighth for the response, as much again over the partitions).
             fetch_bytes = max(4 * MIB, min(32 * MIB, self.budget_bytes // 8))
             consumer = make_consumer(
                 self.spec,
                 self.settings.kafka,
                 fetch_max_bytes=fetch_bytes,
-                max_partition_fetch_bytes=max(1 * MIB, fetch_bytes // 4),
+                max_partition_fetch_bytes=max(256 * 1024, fetch_bytes // self.spec.kafka.partitions),
             )
             self._consumer = consumer
             self._committer = Committer(consumer, admin, self.spec.consumer_group)
@@ -261,7 +263,9 @@ class StreamWorker:
     def _row_group_records(self) -> int:
         """Row-group size for a new file: fits the budget over the assigned partitions.
         Recorded in the roll's checkpoint, so a rebuild uses the same value."""
-        share = 0.4 * self.budget_bytes / max(1, len(self._partitions))
+        # Open row groups get 30% of the budget: fetch buffers take about a quarter, and writing
+        # a row group briefly holds a second copy of it.
+        share = 0.3 * self.budget_bytes / max(1, len(self._partitions))
         fitting = int(share / max(self._avg_row_bytes, 1.0))
         return max(MIN_ROW_GROUP_RECORDS, min(self.spec.rolling.row_group_records, fitting))
 

@@ -99,3 +99,46 @@ def test_probes_sigterm_and_restart(
     assert sum(ends.values()) == 30_000
     assert not [k for k, n in Counter(rows + dead).items() if n > 1]
     assert set(rows) == {(p, o) for p, end in ends.items() for o in range(end)}
+
+
+def test_process_pool_shares_partitions_exactly_once(
+    dev_stack: DevStack, tmp_path: Path, unique_name: Callable[..., str]
+) -> None:
+    """With --processes 2 both children own partitions, the pool is ready, and SIGTERM loses nothing."""
+    settings = dev_stack.settings
+    name = unique_name("pool", sep="_")
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / f"{name}.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "kafka": {"topic": f"pool.{name}", "partitions": 4},
+                "schema": {"path": str(REPO / "schemas" / "order_created.avsc")},
+                "s3": {"bucket": "pool-events", "prefix": f"events/{name}"},
+                "rolling": {"max_records": 2_000, "max_age_s": 1.0},
+                "snowflake": {"database": "POOL", "schema": "EVENTS", "table": name.upper()},
+            }
+        )
+    )
+    spec = load_spec(specs / f"{name}.yaml")
+    asyncio.run(ensure_topic(spec, settings.kafka))
+    store = S3Store(settings.aws, spec.s3.bucket)
+    store.create_bucket()
+    assert settings.aws.endpoint_url is not None
+    produce(settings, spec, sample_values(spec, 12_000))
+    env = worker_env(settings, settings.aws.endpoint_url) | {"LOADER_WORKER_PROCESSES": "2"}
+    pool = WorkerProcess(name, specs, env, tmp_path / "pool.log", web_port=free_port())
+    _wait_for(lambda: pool.probe("/readyz") == 200, 60, "the pool to be ready")
+    _wait_for(lambda: _caught_up(settings, spec), 90, "the pool to catch up")
+    assigned = [
+        json.loads(line) for line in pool.log_path.read_text().splitlines() if '"partitions_assigned"' in line
+    ]
+    owners = {entry.get("process") for entry in assigned if entry["partitions"]}
+    assert owners == {0, 1}, assigned
+    assert pool.signal(signal.SIGTERM) == 0
+
+    rows, dead, _ranges = offsets_in_s3(store, spec)
+    ends, _ = end_and_committed(settings, spec)
+    assert not [k for k, n in Counter(rows + dead).items() if n > 1]
+    assert set(rows) == {(p, o) for p, end in ends.items() for o in range(end)}

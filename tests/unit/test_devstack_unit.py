@@ -101,7 +101,7 @@ def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
     assert props["log.dirs"] == str(tmp_path / "data")
     assert props["auto.create.topics.enable"] == "false"
     assert props["num.partitions"] == "6"
-    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["group.initial.rebalance.delay.ms"] == "1000"
     for key in (
         "offsets.topic.replication.factor",
         "transaction.state.log.replication.factor",

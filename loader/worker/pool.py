@@ -1,0 +1,152 @@
+"""Several worker processes for one event type, under one supervisor.
+
+One Python process does about one core of work here: aiokafka's record
+unpacking and the processing glue hold the GIL in turn, so threads barely
+overlap (measured: ~0.9 cores, whatever the threading). Processes do. Each
+child is a complete :class:`~loader.worker.worker.StreamWorker`: its own
+consumer-group member with its own partitions and share of the memory
+budget, so the exactly-once protocol is untouched (each child is fenced by
+the group like any other member). It is the same as running more replicas,
+in one pod.
+
+The supervisor forks the children before it starts any thread, serves the
+probes for all of them (alive: every child runs; ready: every child is
+ready), forwards SIGTERM, and exits with the worst status. A child that dies
+takes the pod down with it: the orchestrator restarts it, and the
+checkpoints make that safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from multiprocessing.context import ForkProcess
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any
+
+import structlog
+
+from loader.config.settings import Settings
+from loader.config.spec import EventSpec
+from loader.worker.app import build_app
+from loader.worker.worker import StreamWorker
+
+__all__ = ["WorkerPool"]
+
+log = structlog.get_logger("loader.worker")
+
+CHILD_STOP_GRACE_S = 60.0
+PROCESS_OVERHEAD_MB = 100
+"""What each extra process costs besides its buffers (its own Python heap), taken from the budget."""
+
+
+def _child_main(
+    spec: EventSpec, settings: Settings, budget_mb: int, ready: Synchronized[int], index: int
+) -> None:
+    """Entry point of one child: a stream worker with its own event loop."""
+    structlog.contextvars.bind_contextvars(process=index)
+    worker = StreamWorker(spec, settings, memory_budget_mb=budget_mb)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, worker.stop)
+        # Ctrl-C reaches the whole process group: let the supervisor decide.
+        loop.add_signal_handler(signal.SIGINT, lambda: None)
+
+        async def report() -> None:
+            ticks = 0
+            while True:
+                ready.value = int(worker.ready.is_set())
+                ticks += 1
+                if ticks % 25 == 0:
+                    worker.log_progress()
+                await asyncio.sleep(0.2)
+
+        reporter = asyncio.create_task(report())
+        try:
+            await worker.run()
+        finally:
+            reporter.cancel()
+            ready.value = 0
+
+    try:
+        asyncio.run(main())
+    except Exception:
+        log.exception("worker_failed", event_type=spec.name, process=index)
+        os._exit(1)
+
+
+class WorkerPool:
+    """Children running one event type's worker, and the probes over them."""
+
+    def __init__(self, spec: EventSpec, settings: Settings, processes: int) -> None:
+        self.spec = spec
+        context = multiprocessing.get_context("fork")
+        spare_mb = spec.deployment.memory_budget_mb - PROCESS_OVERHEAD_MB * (processes - 1)
+        budget_mb = max(64, spare_mb // processes)
+        self._ready = [context.Value("b", 0) for _ in range(processes)]
+        self._children: list[ForkProcess] = [
+            context.Process(
+                target=_child_main,
+                args=(spec, settings, budget_mb, self._ready[i], i),
+                name=f"loader-worker-{spec.name}-{i}",
+            )
+            for i in range(processes)
+        ]
+        self._stopping = False
+
+    # Probes ------------------------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        return all(child.is_alive() for child in self._children)
+
+    def ready(self) -> bool:
+        return not self._stopping and all(flag.value for flag in self._ready)
+
+    def details(self) -> dict[str, Any]:
+        return {"processes": len(self._children), "ready_processes": sum(f.value for f in self._ready)}
+
+    def tick(self) -> None:
+        """The children log their own progress."""
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    def run(self, *, web_host: str, web_port: int) -> int:
+        """Fork the children, supervise them until SIGTERM or a child exits; the exit status."""
+        for child in self._children:
+            child.start()  # before any thread exists in this process: fork is safe
+        log.info(
+            "worker_pool_started", event_type=self.spec.name, pids=[child.pid for child in self._children]
+        )
+        return asyncio.run(self._supervise(web_host, web_port))
+
+    async def _supervise(self, web_host: str, web_port: int) -> int:
+        app = build_app(self.spec.name, self, web_host=web_host, web_port=web_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await app.start()
+        try:
+            while not stop.is_set() and self.alive():  # noqa: ASYNC110 - children are processes
+                await asyncio.sleep(0.2)
+            self._stopping = True
+            for child in self._children:
+                if child.is_alive() and child.pid is not None:
+                    os.kill(child.pid, signal.SIGTERM)
+            await asyncio.to_thread(self._join_all)
+        finally:
+            await app.stop()
+        codes = [child.exitcode for child in self._children]
+        log.info("worker_pool_stopped", event_type=self.spec.name, exit_codes=codes)
+        return 0 if all(code == 0 for code in codes) else 1
+
+    def _join_all(self) -> None:
+        for child in self._children:
+            child.join(timeout=CHILD_STOP_GRACE_S)
+            if child.is_alive():
+                log.warning("worker_process_killed", pid=child.pid)
+                child.kill()
+                child.join()
