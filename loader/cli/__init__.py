@@ -8,14 +8,18 @@ problems and 1 for everything else.
 from __future__ import annotations
 
 from loader.cli.app import cli, main
+from loader.cli.dead_letters import dead_letters
 from loader.cli.demo import demo
 from loader.cli.dev import dev
 from loader.cli.pipes import pipes
+from loader.cli.schemas import schemas
 from loader.cli.worker import worker
 
+cli.add_command(dead_letters)
 cli.add_command(demo)
 cli.add_command(dev)
 cli.add_command(pipes)
+cli.add_command(schemas)
 cli.add_command(worker)
 
 __all__ = ["cli", "main"]

@@ -99,16 +99,16 @@ class BatchDecoder:
 
     def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
         """Decode ``records`` (consecutive records of one partition); never raises for bad input."""
+        raw = _values(records)
         if records:
-            clean = self._decode_clean(records)
+            clean = self._decode_clean(records, raw)
             if clean is not None:
                 return clean
         rejected: list[Rejected] = []
         candidates: list[KafkaRecord] = []
         values: list[bytes] = []
-        for record in records:
-            value = record.value
-            reason = _precheck(value)
+        for record, sent in zip(records, raw, strict=True):
+            value, reason = sent, _precheck(sent)
             if reason is None and value is not None and (b"\n" in value or b"\r" in value):
                 value, reason = _compact(value)
             if reason is not None or value is None:
@@ -125,14 +125,19 @@ class BatchDecoder:
         envelope = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         return DecodedBatch(self._to_file_table(envelope, good), rejected)
 
-    def _decode_clean(self, records: Sequence[KafkaRecord]) -> DecodedBatch | None:
+    def _decode_clean(
+        self, records: Sequence[KafkaRecord], values: list[bytes | None]
+    ) -> DecodedBatch | None:
         """The common case in one pass, with no per-record checks: every value present, one
         line each, all valid. None whenever anything is off; the careful path then runs."""
-        values = [r.value for r in records]
         if None in values:
             return None
         joined = b"\n".join(values)  # type: ignore[arg-type]  # no None, checked above
-        if joined.count(b"\n") != len(values) - 1 or b"\r" in joined:
+        lines = len(values)
+        if joined.count(b"\n") != lines - 1 or b"\r" in joined or not _is_utf8(joined):
+            return None
+        # Every line a {...} object: a bare top-level value (``null``) crashes Arrow's reader.
+        if not (joined.startswith(b"{") and joined.endswith(b"}") and joined.count(b"}\n{") == lines - 1):
             return None
         try:
             envelope = self._parse_joined(joined, len(values))
@@ -222,6 +227,43 @@ class BatchDecoder:
         return pa.Table.from_arrays(columns, schema=self.file_schema)
 
 
+HEADER_ENVELOPE = ("event_id", "event_name", "created_at", "source", "schema_version")
+"""Kafka headers that carry the envelope (routing needs no payload decoding); the value is
+then the bare payload. ``schema_version`` is a decimal number in ASCII."""
+
+
+def _values(records: Sequence[KafkaRecord]) -> list[bytes | None]:
+    """Each record's value as an enveloped JSON object (header envelopes wrapped in)."""
+    if not any(r.headers for r in records):
+        return [r.value for r in records]
+    return [_with_header_envelope(r) for r in records]
+
+
+def _with_header_envelope(record: KafkaRecord) -> bytes | None:
+    headers = {key: value for key, value in record.headers if key in HEADER_ENVELOPE}
+    if "event_id" not in headers or record.value is None:
+        return record.value
+    parts = []
+    for key, raw in headers.items():
+        text = raw.decode("utf-8", errors="replace")
+        if key == "schema_version":
+            encoded = text if text.strip().isdigit() else json.dumps(text)
+        else:
+            encoded = json.dumps(text)
+        parts.append(f'"{key}":{encoded}')
+    # Byte concatenation keeps the payload as sent: a malformed one stays malformed.
+    return b"{" + ",".join(parts).encode() + b',"payload":' + record.value + b"}"
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Arrow's JSON reader lets invalid UTF-8 through into string columns: check first."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _precheck(value: bytes | None) -> str | None:
     """Cheap checks that keep the batch parser's input one JSON object per line."""
     if value is None:
@@ -231,6 +273,10 @@ def _precheck(value: bytes | None) -> str | None:
         return "empty value"
     if not stripped.startswith(b"{") or not stripped.endswith(b"}"):
         return "not a JSON object"
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 (byte {exc.start}): JSON must be UTF-8"
     return None
 
 

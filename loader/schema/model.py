@@ -47,7 +47,7 @@ class SchemaField:
     type: FieldType
     nullable: bool
     has_default: bool = False
-    doc: str = ""
+    doc: str = field(default="", compare=False)
 
     @property
     def column(self) -> str:

@@ -7,9 +7,14 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
+from loader.cli import cli
+from loader.consume.kafka import ensure_topic
 from loader.devstack import DevStack
 from loader.provision import provision
 from loader.schema.avro import load_avro_schema
@@ -20,6 +25,7 @@ from loader.warehouse.objects import EventObjects
 from loader.warehouse.runner import SqsLoader
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import make_spec, produce, read_files, sample_values
+from tests.integration.workers import worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +117,34 @@ def test_events_flow_from_kafka_to_the_table(dev_stack: DevStack, unique_name: C
         attributes["ApproximateNumberOfMessagesNotVisible"]
     )
     assert waiting == 1  # only the poison message is left
+
+
+def test_dead_letters_command_lists_rejects(
+    dev_stack: DevStack, tmp_path: Path, unique_name: Callable[..., str]
+) -> None:
+    """`loader dead-letters` counts every rejected record with a readable reason."""
+    settings = dev_stack.settings
+    name = unique_name("dlq", sep="_")
+    spec = make_spec(name, bucket="it-dlq", partitions=1)
+    specs_dir = tmp_path / "specs"
+    specs_dir.mkdir()
+    (specs_dir / f"{name}.yaml").write_text(
+        yaml.safe_dump(spec.model_dump(by_alias=True, mode="json", exclude={"source_path"}))
+    )
+    asyncio.run(ensure_topic(spec, settings.kafka))
+    S3Store(settings.aws, spec.s3.bucket).create_bucket()
+    produced = produce(settings, spec, sample_values(spec, 50) + [(b"bad", value) for value in BROKEN])
+    worker = StreamWorker(spec, settings)
+    _run_worker_until(worker, lambda: worker.stats.rows_written + worker.stats.dead_lettered >= produced)
+
+    assert settings.aws.endpoint_url is not None
+    result = CliRunner().invoke(
+        cli,
+        ["dead-letters", name, "--json", "--specs", str(specs_dir)],
+        env=worker_env(settings, settings.aws.endpoint_url),
+    )
+    assert result.exit_code == 0, result.output
+    [summary] = json.loads(result.output)
+    assert summary["records"] == len(BROKEN)
+    assert sum(summary["by_partition"].values()) == len(BROKEN)
+    assert all(sample["reason"] for sample in summary["samples"])

@@ -23,7 +23,7 @@ def decoder() -> BatchDecoder:
     return BatchDecoder(load_avro_schema(SCHEMAS / "order_created.avsc"))
 
 
-def _records(n: int, start: int = 0) -> list[FakeRecord]:
+def _records(n: int, start: int = 0) -> list[FakeRecord]:  # offsets 100 + i
     samples = SampleEvents("order_created", load_avro_schema(SCHEMAS / "order_created.avsc"), seed=1)
     out = []
     for i in range(start, start + n):
@@ -110,3 +110,41 @@ def test_empty_batch(decoder: BatchDecoder) -> None:
     """An empty batch gives an empty table of the file schema."""
     batch = decoder.decode([])
     assert batch.table.num_rows == 0 and batch.table.schema == decoder.file_schema
+
+
+def test_envelope_in_headers(decoder: BatchDecoder) -> None:
+    """The envelope may travel as Kafka headers with the bare payload as the value."""
+    source = json.loads(_records(1)[0].value or b"")
+    headers = [
+        ("event_id", b"e-42"),
+        ("event_name", b"order_created"),
+        ("source", b"rest-proxy"),
+        ("created_at", b"2026-11-27T08:00:00Z"),
+        ("schema_version", b"1"),
+        ("traceparent", b"00-ab"),
+    ]
+    bare = FakeRecord("orders", 0, 7, 0, b"k", json.dumps(source["payload"]).encode(), tuple(headers))
+    mixed = [*_records(3), bare]
+    batch = decoder.decode(mixed)
+    assert batch.rejected == []
+    row = batch.table.slice(3, 1).to_pylist()[0]
+    assert (row["_EVENT_ID"], row["_SOURCE"], row["_SCHEMA_VERSION"]) == ("e-42", "rest-proxy", 1)
+    assert row["ORDER_ID"] == source["payload"]["order_id"]
+
+
+def test_header_envelope_with_bad_payload_is_a_dead_letter(decoder: BatchDecoder) -> None:
+    """A header-enveloped record with a broken payload is rejected, its raw bytes kept."""
+    bad = FakeRecord(
+        "orders", 0, 9, 0, None, b"{not json", (("event_id", b"e"), ("created_at", b"2026-01-01"))
+    )
+    batch = decoder.decode([*_records(2), bad])
+    assert [r.record.value for r in batch.rejected] == [b"{not json"]
+    assert batch.table.num_rows == 2
+
+
+@pytest.mark.parametrize("value", [b"null", b"1", b"[]", b'"x"', b"true", b"{} null {}", b"{}{}"])
+def test_bare_json_values_are_rejected_not_crashing(decoder: BatchDecoder, value: bytes) -> None:
+    """Bare JSON values (Arrow's reader segfaults on a lone `null`) are dead letters."""
+    batch = decoder.decode([FakeRecord("t", 0, 0, 0, None, value), *_records(2, start=1)])
+    assert [r.record.offset for r in batch.rejected] == [0]
+    assert batch.table.num_rows == 2
