@@ -32,7 +32,7 @@ from loader.devstack import DevStack
 from loader.errors import LoaderError
 from loader.provision import provision
 from loader.samples import SampleEvents
-from loader.schema.avro import load_avro_schema
+from loader.schema.resolve import schema_for
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.objects import EventObjects
 from loader.warehouse.runner import SqsLoader
@@ -99,7 +99,7 @@ async def _run(
     specs = [s.model_copy(update={"rolling": s.rolling.model_copy(update={"max_age_s": 2.0})}) for s in specs]
     with console.status("provisioning topics, bucket, queue, notifications and tables…"):
         queue_url = await provision(settings, specs, queue_name=DEMO_QUEUE)
-        objects = {s.name: EventObjects(s, load_avro_schema(_schema(s)), settings.snowflake) for s in specs}
+        objects = {s.name: EventObjects(s, schema_for(s), settings.snowflake) for s in specs}
         with Warehouse(settings.snowflake) as warehouse:
             for obj in objects.values():
                 for statement in obj.create_statements():
@@ -144,18 +144,12 @@ async def _run(
     return result
 
 
-def _schema(spec: EventSpec) -> Path:
-    if spec.schema_path is None:
-        raise LoaderError(f"{spec.name}: the demo needs typed events (schema.path)")
-    return spec.schema_path
-
-
 def _count(warehouse: Warehouse, objects: EventObjects) -> int:
     return int(warehouse.execute(objects.count_statement())[0][0])
 
 
 async def _produce(settings: Settings, spec: EventSpec, count: int) -> int:
-    samples = SampleEvents(spec.name, load_avro_schema(_schema(spec)), seed=zlib.crc32(spec.name.encode()))
+    samples = SampleEvents(spec.name, schema_for(spec), seed=zlib.crc32(spec.name.encode()))
     producer = make_producer(spec, settings.kafka)
     try:
         await producer.start()

@@ -45,8 +45,31 @@ class SampleEvents:
             "created_at": created.isoformat().replace("+00:00", "Z"),
             "source": self.source,
             "schema_version": self.schema.version,
-            "payload": {f.name: self._value(f) for f in self.schema.fields},
+            "payload": self._payload(),
         }
+
+    def _payload(self) -> dict[str, Any]:
+        if [f.type.kind for f in self.schema.fields] == ["variant"]:
+            return self._click()  # a raw event type: free-form JSON, as clients send it
+        return {f.name: self._value(f) for f in self.schema.fields}
+
+    def _click(self) -> dict[str, Any]:
+        rng = self._rng
+        click: dict[str, Any] = {
+            "session_id": f"ses_{rng.randint(1, 90_000):06d}",
+            "platform": rng.choice(_PLATFORMS),
+            "screen": rng.choice(_SCREENS),
+            "element": rng.choice(_ELEMENTS),
+            "app_version": f"{rng.randint(4, 6)}.{rng.randint(0, 30)}.{rng.randint(0, 9)}",
+        }
+        if rng.random() < 0.7:
+            click["user_id"] = f"usr_{rng.randint(1, 50_000):06d}"
+        if rng.random() < 0.4:
+            click["context"] = {
+                "store_id": f"sto_{rng.randint(1, 5_000):06d}",
+                "position": rng.randint(0, 40),
+            }
+        return click
 
     def encoded(self, index: int) -> tuple[bytes, bytes]:
         """The ``index``-th event as a (key, value) pair of bytes, ready to produce."""

@@ -27,7 +27,7 @@ def pipes() -> None:
 def create(events: tuple[str, ...], specs_dir: Path | None) -> None:
     """Create the missing table, file format and stage of EVENTS (default: all)."""
     # Imported here: the Snowflake connector is heavy, and workers never need it.
-    from loader.schema.avro import load_avro_schema  # noqa: PLC0415
+    from loader.schema.resolve import schema_for  # noqa: PLC0415
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
 
@@ -35,11 +35,7 @@ def create(events: tuple[str, ...], specs_dir: Path | None) -> None:
     specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
     with Warehouse(settings.snowflake) as warehouse:
         for spec in specs:
-            if spec.schema_path is None:
-                continue
-            for statement in EventObjects(
-                spec, load_avro_schema(spec.schema_path), settings.snowflake
-            ).create_statements():
+            for statement in EventObjects(spec, schema_for(spec), settings.snowflake).create_statements():
                 warehouse.execute(statement)
             click.echo(f"{spec.name}: ready")
 

@@ -23,7 +23,15 @@ import pyarrow.json as pj
 from loader.schema.model import EventSchema, FieldType
 from loader.schema.types import arrow_schema, arrow_type
 
-__all__ = ["BatchDecoder", "DecodedBatch", "KafkaRecord", "Rejected"]
+__all__ = [
+    "BatchDecoder",
+    "DecodedBatch",
+    "Decoder",
+    "KafkaRecord",
+    "Rejected",
+    "envelope_values",
+    "precheck",
+]
 
 ENVELOPE_FIELDS = ("event_id", "event_name", "created_at", "source", "schema_version")
 REQUIRED_ENVELOPE = ("event_id", "created_at")
@@ -46,6 +54,15 @@ class KafkaRecord(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+class Decoder(Protocol):
+    """Turns a batch of one partition's records into file rows and rejects."""
+
+    @property
+    def file_schema(self) -> pa.Schema: ...
+
+    def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch: ...
 
 
 @dataclass(frozen=True)
@@ -99,7 +116,7 @@ class BatchDecoder:
 
     def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
         """Decode ``records`` (consecutive records of one partition); never raises for bad input."""
-        raw = _values(records)
+        raw = envelope_values(records)
         if records:
             clean = self._decode_clean(records, raw)
             if clean is not None:
@@ -108,7 +125,7 @@ class BatchDecoder:
         candidates: list[KafkaRecord] = []
         values: list[bytes] = []
         for record, sent in zip(records, raw, strict=True):
-            value, reason = sent, _precheck(sent)
+            value, reason = sent, precheck(sent)
             if reason is None and value is not None and (b"\n" in value or b"\r" in value):
                 value, reason = _compact(value)
             if reason is not None or value is None:
@@ -232,7 +249,7 @@ HEADER_ENVELOPE = ("event_id", "event_name", "created_at", "source", "schema_ver
 then the bare payload. ``schema_version`` is a decimal number in ASCII."""
 
 
-def _values(records: Sequence[KafkaRecord]) -> list[bytes | None]:
+def envelope_values(records: Sequence[KafkaRecord]) -> list[bytes | None]:
     """Each record's value as an enveloped JSON object (header envelopes wrapped in)."""
     if not any(r.headers for r in records):
         return [r.value for r in records]
@@ -264,7 +281,7 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-def _precheck(value: bytes | None) -> str | None:
+def precheck(value: bytes | None) -> str | None:
     """Cheap checks that keep the batch parser's input one JSON object per line."""
     if value is None:
         return "tombstone: the record has no value"

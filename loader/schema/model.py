@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["EventSchema", "FieldType", "SchemaField"]
+__all__ = ["RAW_PAYLOAD", "EventSchema", "FieldType", "SchemaField", "raw_schema"]
 
 Kind = Literal[
     "int",
@@ -55,6 +55,10 @@ class SchemaField:
         return self.name.upper()
 
 
+RAW_PAYLOAD = "payload"
+"""The one field of a raw (schema-less) event: its whole payload, as a VARIANT column."""
+
+
 @dataclass(frozen=True)
 class EventSchema:
     """A versioned event schema (payload fields only; the envelope is fixed)."""
@@ -62,3 +66,9 @@ class EventSchema:
     name: str
     version: int
     fields: tuple[SchemaField, ...] = field(default_factory=tuple)
+
+
+def raw_schema(event_name: str) -> EventSchema:
+    """The schema of a raw event type: the envelope columns plus the payload as one VARIANT."""
+    payload = SchemaField(name=RAW_PAYLOAD, type=FieldType(kind="variant"), nullable=False)
+    return EventSchema(name=event_name, version=1, fields=(payload,))

@@ -47,7 +47,8 @@ def arrow_type(field_type: FieldType) -> pa.DataType:
         "string": pa.string(),
         "timestamp": pa.timestamp("us", tz="UTC"),
         "date": pa.date32(),
-        "variant": pa.string(),
+        # JSON text, marked as JSON in Parquet (logical type JSON): it lands as a VARIANT.
+        "variant": pa.json_(),
     }
     if kind in simple:
         return simple[kind]

@@ -22,7 +22,7 @@ from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.errors import LoaderError
 from loader.notify.sqs import parse_notification
-from loader.schema.avro import load_avro_schema
+from loader.schema.resolve import schema_for
 from loader.store.s3 import S3Store, aws_client, storage_errors
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import load_files
@@ -77,9 +77,7 @@ class SqsLoader:
         self._warehouse = Warehouse(settings.snowflake)
         self._stores: dict[str, S3Store] = {}
         self._objects = {
-            spec.name: EventObjects(spec, load_avro_schema(spec.schema_path), settings.snowflake)
-            for spec in self.specs
-            if spec.schema_path is not None
+            spec.name: EventObjects(spec, schema_for(spec), settings.snowflake) for spec in self.specs
         }
         self._visibility_s = visibility_timeout_s
         self._wait_s = wait_time_s

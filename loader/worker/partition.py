@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 
 from loader.checkpoint.marker import PendingFile
 from loader.config.spec import EventSpec
-from loader.encode.decode import BatchDecoder, KafkaRecord
+from loader.encode.decode import Decoder, KafkaRecord
 from loader.store.layout import FileRange, data_key, dead_letter_key
 from loader.worker.spool import ClosedFile, SpoolFile
 
@@ -85,7 +85,7 @@ class PartitionState:
         self,
         tp: TopicPartition,
         spec: EventSpec,
-        decoder: BatchDecoder,
+        decoder: Decoder,
         *,
         next_offset: int | None,
         pending: PendingFile | None,

@@ -36,9 +36,8 @@ from loader.checkpoint.committer import Committer
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.consume.kafka import client_kwargs, make_consumer
-from loader.encode.decode import BatchDecoder
+from loader.encode import decoder_for
 from loader.errors import ConfigError, FencedError, KafkaError, StorageError
-from loader.schema.avro import load_avro_schema
 from loader.store.s3 import S3Store
 from loader.worker.partition import PartitionState, Roll
 
@@ -96,12 +95,10 @@ class StreamWorker:
         revoke_timeout_s: float = 20.0,
         memory_budget_mb: int | None = None,
     ) -> None:
-        if spec.schema_path is None:
-            raise ConfigError(f"{spec.name}: raw (schema-less) events are not supported yet")
         self.spec = spec
         self.settings = settings
         self.store = store or S3Store(settings.aws, spec.s3.bucket)
-        self.decoder = BatchDecoder(load_avro_schema(spec.schema_path))
+        self.decoder = decoder_for(spec)
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self.budget_bytes = (memory_budget_mb or spec.deployment.memory_budget_mb) * MIB

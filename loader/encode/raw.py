@@ -1,0 +1,117 @@
+"""Decoding raw (schema-less) events: typed envelope columns, the payload kept as JSON.
+
+Mobile and web clients send events nobody validated upstream; they land with
+their envelope in typed columns and their payload whole, in one VARIANT
+column, to be shaped downstream. Arrow's reader needs a schema, so this path
+parses each record with orjson (about a microsecond each) and re-encodes the
+payload compactly. It has the same contract as the typed decoder: every
+record ends as a row or a reject with its reason, and nothing raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from loader.encode.decode import DecodedBatch, KafkaRecord, Rejected, envelope_values, precheck
+from loader.schema.model import raw_schema
+from loader.schema.types import arrow_schema
+
+__all__ = ["RawDecoder"]
+
+
+class RawDecoder:
+    """Decodes JSON-enveloped events whose payload has no schema."""
+
+    def __init__(self, event_name: str) -> None:
+        self.schema = raw_schema(event_name)
+        self.file_schema = arrow_schema(self.schema)
+
+    def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
+        """Decode ``records`` (consecutive records of one partition); never raises for bad input."""
+        good: list[KafkaRecord] = []
+        rows: list[tuple[str, Any, datetime, Any, Any, str]] = []
+        rejected: list[Rejected] = []
+        for record, value in zip(records, envelope_values(records), strict=True):
+            row, reason = _parse(value)
+            if row is None:
+                rejected.append(Rejected(record, reason))
+            else:
+                good.append(record)
+                rows.append(row)
+        return DecodedBatch(self._table(good, rows), rejected)
+
+    def _table(
+        self, records: list[KafkaRecord], rows: list[tuple[str, Any, datetime, Any, Any, str]]
+    ) -> pa.Table:
+        if not records:
+            return self.file_schema.empty_table()
+        event_ids, names, created, sources, versions, payloads = zip(*rows, strict=True)
+        n = len(records)
+        return pa.Table.from_arrays(
+            [
+                pa.array(payloads, pa.json_()),
+                pa.array(event_ids, pa.string()),
+                pa.array(names, pa.string()),
+                pa.array(created, pa.timestamp("us", tz="UTC")),
+                pa.array(sources, pa.string()),
+                pa.array(versions, pa.int64()),
+                pa.repeat(pa.scalar(records[0].topic, pa.string()), n),
+                pa.repeat(pa.scalar(records[0].partition, pa.int32()), n),
+                pa.array([r.offset for r in records], pa.int64()),
+                pa.array([r.timestamp for r in records], pa.timestamp("ms", tz="UTC")),
+                pa.array([r.key for r in records], pa.binary()),
+            ],
+            schema=self.file_schema,
+        )
+
+
+class _RejectedError(Exception):
+    """Why a record cannot become a row."""
+
+
+def _parse(value: bytes | None) -> tuple[tuple[str, Any, datetime, Any, Any, str] | None, str]:
+    """The row of one raw event, or (None, reason)."""
+    try:
+        return _row(value), ""
+    except _RejectedError as exc:
+        return None, str(exc)
+
+
+def _row(value: bytes | None) -> tuple[str, Any, datetime, Any, Any, str]:
+    reason = precheck(value)
+    if reason is not None or value is None:
+        raise _RejectedError(reason or "no value")
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise _RejectedError(f"malformed JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise _RejectedError("not a JSON object")
+    event_id, created_at, payload = event.get("event_id"), event.get("created_at"), event.get("payload")
+    if not isinstance(event_id, str) or not event_id:
+        raise _RejectedError("missing required envelope field 'event_id'")
+    if not isinstance(created_at, str):
+        raise _RejectedError("missing required envelope field 'created_at'")
+    try:
+        created = datetime.fromisoformat(created_at)
+    except ValueError:
+        raise _RejectedError(f"created_at is not an ISO-8601 timestamp: {created_at[:40]!r}") from None
+    if payload is None:
+        raise _RejectedError("missing payload")
+    version = event.get("schema_version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise _RejectedError(f"schema_version must be an integer (got {version!r})")
+    name, source = event.get("event_name"), event.get("source")
+    return (
+        event_id,
+        name if isinstance(name, str) else None,
+        created if created.tzinfo is not None else created.replace(tzinfo=UTC),
+        source if isinstance(source, str) else None,
+        version,
+        orjson.dumps(payload).decode(),
+    )
