@@ -43,18 +43,19 @@ def sample_values(spec: EventSpec, count: int, seed: int = 1, start: int = 0) ->
     return [samples.encoded(i) for i in range(start, start + count)]
 
 
-def produce(
-    settings: Settings, spec: EventSpec, messages: Iterable[tuple[bytes | None, bytes | None]]
-) -> int:
-    """Produce (key, value) pairs to the spec's topic; returns how many."""
+Message = tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+def produce(settings: Settings, spec: EventSpec, messages: Iterable[Message]) -> int:
+    """Produce (key, value[, headers]) messages to the spec's topic; returns how many."""
 
     async def _run() -> int:
         producer = make_producer(spec, settings.kafka)
         count = 0
         try:
             await producer.start()
-            for key, value in messages:
-                await producer.send(spec.kafka.topic, value, key=key)
+            for key, value, *headers in messages:
+                await producer.send(spec.kafka.topic, value, key=key, headers=headers[0] if headers else None)
                 count += 1
             await producer.flush()
         finally:
