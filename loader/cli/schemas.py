@@ -1,15 +1,18 @@
-"""``loader schemas …``: checks for CI (and, later, registration at deploy time)."""
+"""``loader schemas …``: checks for CI, registration at deploy time."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from loader.cli.app import specs_option
 from loader.config.settings import load_settings
+from loader.config.spec import load_specs
 from loader.errors import ConfigError
 from loader.schema.check import check_schemas
+from loader.schema.registry import register_schema
 
 __all__ = ["schemas"]
 
@@ -36,3 +39,31 @@ def check(specs_dir: Path | None, against: str) -> None:
         raise ConfigError(f"{len(report.problems)} schema problem(s): see above")
     changed = f", {len(report.changed)} changed since {against}" if against else ""
     click.echo(f"ok: {len(report.checked)} schemas valid{changed}, all backward compatible")
+
+
+@schemas.command("register")
+@click.argument("events", nargs=-1)
+@specs_option
+@click.option(
+    "--url",
+    envvar="LOADER_SCHEMA_REGISTRY_URL",
+    required=True,
+    help="Confluent-compatible schema registry ($LOADER_SCHEMA_REGISTRY_URL).",
+)
+@click.option(
+    "--user",
+    envvar="LOADER_SCHEMA_REGISTRY_USER",
+    default=None,
+    help="Basic-auth user; the password comes from $LOADER_SCHEMA_REGISTRY_PASSWORD.",
+)
+def register(events: tuple[str, ...], specs_dir: Path | None, url: str, user: str | None) -> None:
+    """Register the schemas of EVENTS (default: all typed ones) at deploy time, never at run time."""
+    settings = load_settings()
+    specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
+    password = os.environ.get("LOADER_SCHEMA_REGISTRY_PASSWORD")
+    for spec in specs:
+        if spec.schema_path is None:
+            click.echo(f"{spec.name}: raw event type, nothing to register")
+            continue
+        registration = register_schema(spec, url, username=user, password=password)
+        click.echo(f"{spec.name}: registered as {registration.subject}, id {registration.schema_id}")
