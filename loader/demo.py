@@ -34,6 +34,7 @@ from loader.provision import provision
 from loader.samples import SampleEvents
 from loader.schema.resolve import schema_for
 from loader.warehouse.connection import Warehouse
+from loader.warehouse.manager import PipeManager
 from loader.warehouse.objects import EventObjects
 from loader.warehouse.runner import SqsLoader
 from loader.worker.worker import StreamWorker
@@ -101,9 +102,9 @@ async def _run(
         queue_url = await provision(settings, specs, queue_name=DEMO_QUEUE)
         objects = {s.name: EventObjects(s, schema_for(s), settings.snowflake) for s in specs}
         with Warehouse(settings.snowflake) as warehouse:
-            for obj in objects.values():
-                for statement in obj.create_statements():
-                    warehouse.execute(statement)
+            manager = PipeManager(warehouse, settings)
+            for spec in specs:
+                manager.apply(spec)
             before = {name: _count(warehouse, obj) for name, obj in objects.items()}
     result = DemoResult()
     with console.status(f"producing {count} events for each of {len(specs)} event types…"):

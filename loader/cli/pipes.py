@@ -12,6 +12,7 @@ import click
 from loader.cli.app import specs_option
 from loader.config.settings import load_settings
 from loader.config.spec import load_specs
+from loader.errors import ConfigError
 
 __all__ = ["pipes"]
 
@@ -21,23 +22,41 @@ def pipes() -> None:
     """Snowflake tables, stages and pipes, and the SQS-triggered loader."""
 
 
-@pipes.command("create")
-@click.argument("events", nargs=-1)
-@specs_option
-def create(events: tuple[str, ...], specs_dir: Path | None) -> None:
-    """Create the missing table, file format and stage of EVENTS (default: all)."""
+def _plans(events: tuple[str, ...], specs_dir: Path | None, *, apply: bool) -> None:
     # Imported here: the Snowflake connector is heavy, and workers never need it.
-    from loader.schema.resolve import schema_for  # noqa: PLC0415
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
-    from loader.warehouse.objects import EventObjects  # noqa: PLC0415
+    from loader.warehouse.manager import PipeManager  # noqa: PLC0415
 
     settings = load_settings()
     specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
+    refused = 0
     with Warehouse(settings.snowflake) as warehouse:
+        manager = PipeManager(warehouse, settings)
         for spec in specs:
-            for statement in EventObjects(spec, schema_for(spec), settings.snowflake).create_statements():
-                warehouse.execute(statement)
-            click.echo(f"{spec.name}: ready")
+            plan = manager.plan(spec)
+            click.echo(plan.render())
+            refused += bool(plan.refusals)
+            if apply and not plan.refusals:
+                manager.apply(spec)
+                click.echo(f"-- {spec.name}: applied")
+    if refused:
+        raise ConfigError(f"{refused} event type(s) have changes that would break their tables: see above")
+
+
+@pipes.command("plan")
+@click.argument("events", nargs=-1)
+@specs_option
+def plan(events: tuple[str, ...], specs_dir: Path | None) -> None:
+    """Print the statements that would bring the warehouse in line with the specs (changes nothing)."""
+    _plans(events, specs_dir, apply=False)
+
+
+@pipes.command("apply")
+@click.argument("events", nargs=-1)
+@specs_option
+def apply(events: tuple[str, ...], specs_dir: Path | None) -> None:
+    """Create or evolve tables, file formats, stages and pipes of EVENTS (default: all); idempotent."""
+    _plans(events, specs_dir, apply=True)
 
 
 @pipes.command("run")

@@ -41,7 +41,11 @@ class FileLoad:
 
 
 def load_files(
-    warehouse: Warehouse, store: S3Store, objects: EventObjects, keys: Sequence[str]
+    warehouse: Warehouse,
+    store: S3Store,
+    objects: EventObjects,
+    keys: Sequence[str],
+    pipe_copy: str | None = None,
 ) -> list[FileLoad]:
     """COPY ``keys`` (data keys of this event) into its table; one FileLoad per key."""
     if not keys:
@@ -56,7 +60,7 @@ def load_files(
             store.download_file(key, partial)
             partial.replace(target)
     warehouse.execute(objects.use_statement())
-    rows = warehouse.execute(objects.copy_statement([objects.relative_path(k) for k in keys]))
+    rows = warehouse.execute(objects.copy_statement([objects.relative_path(k) for k in keys], pipe_copy))
     by_file: dict[str, FileLoad] = {}
     for row in rows:
         if len(row) < 4:

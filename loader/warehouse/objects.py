@@ -1,8 +1,10 @@
 """The Snowflake objects one event spec implies, as SQL.
 
 Table (typed columns + row metadata), Parquet file format, stage on the
-event's data prefix, and the COPY that loads named files. Every identifier
-goes through :func:`~loader.config.identifiers.quote_ident`; file names
+event's data prefix, and the pipe: a Snowpipe with ``AUTO_INGEST`` on real
+Snowflake, or, in ``copy`` mode, a row in the ``LOADER_PIPES`` table that the
+SQS-triggered loader reads (one source of truth for both). Every identifier
+goes through :func:`~loader.config.identifiers.quote_ident`; every string
 through :func:`~loader.config.identifiers.quote_literal`.
 """
 
@@ -15,9 +17,23 @@ from loader.config.identifiers import quote_ident, quote_literal
 from loader.config.settings import SnowflakeSettings
 from loader.config.spec import EventSpec
 from loader.schema.model import EventSchema
-from loader.schema.types import snowflake_columns
+from loader.schema.types import METADATA_COLUMNS, snowflake_type
 
-__all__ = ["EventObjects"]
+__all__ = ["PIPES_TABLE", "Column", "EventObjects"]
+
+PIPES_TABLE = "LOADER_PIPES"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column as the manager compares it."""
+
+    name: str
+    type: str
+    nullable: bool
+
+    def ddl(self) -> str:
+        return f"{quote_ident(self.name)} {self.type}{'' if self.nullable else ' NOT NULL'}"
 
 
 @dataclass(frozen=True)
@@ -28,21 +44,47 @@ class EventObjects:
     schema: EventSchema
     settings: SnowflakeSettings
 
-    def _qualified(self, name: str) -> str:
+    # -- names -----------------------------------------------------------------------------------
+
+    @property
+    def schema_name(self) -> str:
         sf = self.spec.snowflake
-        return f"{quote_ident(sf.database)}.{quote_ident(sf.schema_)}.{quote_ident(name)}"
+        return f"{quote_ident(sf.database)}.{quote_ident(sf.schema_)}"
+
+    def _qualified(self, name: str) -> str:
+        return f"{self.schema_name}.{quote_ident(name)}"
 
     @property
     def table(self) -> str:
         return self._qualified(self.spec.snowflake.table)
 
     @property
+    def file_format_name(self) -> str:
+        return f"{self.spec.snowflake.table}_PARQUET"
+
+    @property
     def file_format(self) -> str:
-        return self._qualified(f"{self.spec.snowflake.table}_PARQUET")
+        return self._qualified(self.file_format_name)
+
+    @property
+    def stage_name(self) -> str:
+        return f"{self.spec.snowflake.table}_STAGE"
 
     @property
     def stage(self) -> str:
-        return self._qualified(f"{self.spec.snowflake.table}_STAGE")
+        return self._qualified(self.stage_name)
+
+    @property
+    def pipe_name(self) -> str:
+        return f"{self.spec.snowflake.table}_PIPE"
+
+    @property
+    def pipe(self) -> str:
+        return self._qualified(self.pipe_name)
+
+    @property
+    def pipes_table(self) -> str:
+        return self._qualified(PIPES_TABLE)
 
     def stage_url(self) -> str:
         """Where the stage points: the data prefix in S3, or its local mirror for fakesnow."""
@@ -51,37 +93,101 @@ class EventObjects:
             return f"file://{local.resolve()}/{self.spec.s3.bucket}/{self.spec.data_prefix}"
         return f"s3://{self.spec.s3.bucket}/{self.spec.data_prefix}"
 
-    def create_statements(self) -> list[str]:
-        """Statements that create whatever is missing (idempotent)."""
-        sf = self.spec.snowflake
-        columns = ",\n  ".join(f"{quote_ident(name)} {typ}" for name, typ in snowflake_columns(self.schema))
-        stage_options = ""
+    # -- desired state ---------------------------------------------------------------------------
+
+    def columns(self) -> list[Column]:
+        """The table's columns: one per schema field (required ones NOT NULL), then metadata."""
+        payload = [Column(f.column, snowflake_type(f.type), f.nullable) for f in self.schema.fields]
+        metadata = [Column(name, sf, nullable) for name, _, sf, nullable in METADATA_COLUMNS]
+        return payload + metadata
+
+    def create_database(self) -> str:
+        return f"CREATE DATABASE IF NOT EXISTS {quote_ident(self.spec.snowflake.database)}"
+
+    def create_schema(self) -> str:
+        return f"CREATE SCHEMA IF NOT EXISTS {self.schema_name}"
+
+    def create_table(self) -> str:
+        columns = ",\n  ".join(column.ddl() for column in self.columns())
+        return f"CREATE TABLE IF NOT EXISTS {self.table} (\n  {columns}\n)"
+
+    def add_column(self, column: Column) -> str:
+        # Added columns stay nullable: rows loaded before have no value for them.
+        return f"ALTER TABLE {self.table} ADD COLUMN {quote_ident(column.name)} {column.type}"
+
+    def create_file_format(self) -> str:
+        return f"CREATE FILE FORMAT IF NOT EXISTS {self.file_format} TYPE = PARQUET"
+
+    def create_stage(self, *, replace: bool = False) -> str:
+        options = ""
         if self.settings.local_stage_dir is None and self.settings.storage_integration:
-            stage_options = f" STORAGE_INTEGRATION = {quote_ident(self.settings.storage_integration)}"
-        return [
-            f"CREATE DATABASE IF NOT EXISTS {quote_ident(sf.database)}",
-            f"CREATE SCHEMA IF NOT EXISTS {quote_ident(sf.database)}.{quote_ident(sf.schema_)}",
-            f"CREATE TABLE IF NOT EXISTS {self.table} (\n  {columns}\n)",
-            f"CREATE FILE FORMAT IF NOT EXISTS {self.file_format} TYPE = PARQUET",
-            f"CREATE STAGE IF NOT EXISTS {self.stage} URL = {quote_literal(self.stage_url())}"
-            f"{stage_options} FILE_FORMAT = {self.file_format}",
-        ]
+            options = f" STORAGE_INTEGRATION = {quote_ident(self.settings.storage_integration)}"
+        verb = "CREATE OR REPLACE STAGE" if replace else "CREATE STAGE IF NOT EXISTS"
+        url = quote_literal(self.stage_url())
+        return f"{verb} {self.stage} URL = {url}{options} FILE_FORMAT = {self.file_format}"
 
-    def use_statement(self) -> str:
-        """Make the event's schema current (fakesnow resolves its load history through it)."""
-        sf = self.spec.snowflake
-        return f"USE SCHEMA {quote_ident(sf.database)}.{quote_ident(sf.schema_)}"
-
-    def copy_statement(self, relative_paths: Sequence[str]) -> str:
-        """COPY of the named files (paths relative to the stage) into the event's table."""
-        files = ", ".join(quote_literal(p) for p in relative_paths)
+    def pipe_copy(self) -> str:
+        """The pipe's COPY: every file of the stage, columns matched by name, explicit ON_ERROR."""
         return (
             f"COPY INTO {self.table} FROM @{self.stage}"
-            f" FILES = ({files})"
             f" FILE_FORMAT = (FORMAT_NAME = {quote_literal(self.file_format)})"
             " MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE"
             f" ON_ERROR = {self.spec.snowflake.on_error}"
         )
+
+    def create_pipe(self, *, replace: bool = False) -> str:
+        verb = "CREATE OR REPLACE PIPE" if replace else "CREATE PIPE IF NOT EXISTS"
+        return f"{verb} {self.pipe} AUTO_INGEST = TRUE AS {self.pipe_copy()}"
+
+    def create_pipes_table(self) -> str:
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.pipes_table} (PIPE_NAME VARCHAR NOT NULL,"
+            " EVENT VARCHAR NOT NULL, BUCKET VARCHAR NOT NULL, DATA_PREFIX VARCHAR NOT NULL,"
+            " COPY_STATEMENT VARCHAR NOT NULL, SCHEMA_VERSION NUMBER(10,0))"
+        )
+
+    def record_pipe(self) -> list[str]:
+        """Replace this pipe's row in ``LOADER_PIPES`` (copy mode's pipe definition)."""
+        values = ", ".join(
+            [
+                quote_literal(self.pipe_name),
+                quote_literal(self.spec.name),
+                quote_literal(self.spec.s3.bucket),
+                quote_literal(self.spec.data_prefix),
+                quote_literal(self.pipe_copy()),
+                str(int(self.schema.version)),
+            ]
+        )
+        # Names are validated and quoted, values are quoted literals.
+        return [
+            f"DELETE FROM {self.pipes_table} WHERE PIPE_NAME = {quote_literal(self.pipe_name)}",  # noqa: S608
+            f"INSERT INTO {self.pipes_table} (PIPE_NAME, EVENT, BUCKET, DATA_PREFIX, COPY_STATEMENT,"  # noqa: S608
+            f" SCHEMA_VERSION) VALUES ({values})",
+        ]
+
+    def create_statements(self) -> list[str]:
+        """Statements that create whatever is missing (idempotent; no pipe)."""
+        return [
+            self.create_database(),
+            self.create_schema(),
+            self.create_table(),
+            self.create_file_format(),
+            self.create_stage(),
+        ]
+
+    # -- loading and queries ---------------------------------------------------------------------
+
+    def use_statement(self) -> str:
+        """Make the event's schema current (fakesnow resolves its load history through it)."""
+        return f"USE SCHEMA {self.schema_name}"
+
+    def copy_statement(self, relative_paths: Sequence[str], pipe_copy: str | None = None) -> str:
+        """The pipe's COPY (as recorded, or as the spec implies) for the named files only
+        (paths relative to the stage)."""
+        files = ", ".join(quote_literal(p) for p in relative_paths)
+        copy = pipe_copy or self.pipe_copy()
+        head, tail = copy.split(" FILE_FORMAT = ", 1)
+        return f"{head} FILES = ({files}) FILE_FORMAT = {tail}"
 
     def count_statement(self) -> str:
         """How many rows the table holds."""

@@ -11,6 +11,7 @@ messages have their visibility extended so no other loader picks them up.
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ from typing import Any
 
 import structlog
 
+from loader.config.identifiers import quote_literal
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
-from loader.errors import LoaderError
+from loader.errors import LoaderError, WarehouseError
 from loader.notify.sqs import parse_notification
 from loader.schema.resolve import schema_for
 from loader.store.s3 import S3Store, aws_client, storage_errors
@@ -31,6 +33,8 @@ from loader.warehouse.objects import EventObjects
 __all__ = ["LoaderStats", "SqsLoader"]
 
 log = structlog.get_logger("loader.pipes")
+
+PIPE_CACHE_S = 60.0
 
 
 @dataclass
@@ -79,6 +83,7 @@ class SqsLoader:
         self._objects = {
             spec.name: EventObjects(spec, schema_for(spec), settings.snowflake) for spec in self.specs
         }
+        self._copies: dict[str, tuple[float, str]] = {}
         self._visibility_s = visibility_timeout_s
         self._wait_s = wait_time_s
 
@@ -140,7 +145,10 @@ class SqsLoader:
             for event_name, keys in by_event.items():
                 objects = self._objects[event_name]
                 try:
-                    results = load_files(self._warehouse, self._store(objects.spec.s3.bucket), objects, keys)
+                    pipe_copy = self._recorded_copy(objects)
+                    results = load_files(
+                        self._warehouse, self._store(objects.spec.s3.bucket), objects, keys, pipe_copy
+                    )
                 except LoaderError as exc:
                     self.stats.failures += 1
                     log.warning(
@@ -173,6 +181,29 @@ class SqsLoader:
             if all(key in done for _, key in item.keys):
                 with storage_errors("delete a notification"):
                     self._sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=item.receipt)
+
+    def _recorded_copy(self, objects: EventObjects) -> str:
+        """The pipe's COPY as the manager recorded it in LOADER_PIPES (the one source of truth),
+        re-read at most once a minute so that an apply is picked up without a restart."""
+        cached = self._copies.get(objects.pipe_name)
+        if cached is not None and time.monotonic() - cached[0] < PIPE_CACHE_S:
+            return cached[1]
+        try:
+            rows = self._warehouse.execute(
+                f"SELECT COPY_STATEMENT FROM {objects.pipes_table}"  # noqa: S608 - quoted names and literal
+                f" WHERE PIPE_NAME = {quote_literal(objects.pipe_name)}"
+            )
+        except WarehouseError as exc:
+            if exc.transient:
+                raise
+            rows = []
+        if not rows:
+            raise LoaderError(
+                f"no pipe recorded for {objects.spec.name}: run `loader pipes apply {objects.spec.name}`",
+                transient=True,
+            )
+        self._copies[objects.pipe_name] = (time.monotonic(), str(rows[0][0]))
+        return str(rows[0][0])
 
     def _store(self, bucket: str) -> S3Store:
         if bucket not in self._stores:

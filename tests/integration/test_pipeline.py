@@ -21,6 +21,7 @@ from loader.schema.avro import load_avro_schema
 from loader.store.layout import parse_key
 from loader.store.s3 import S3Store, aws_client
 from loader.warehouse.connection import Warehouse
+from loader.warehouse.manager import PipeManager
 from loader.warehouse.objects import EventObjects
 from loader.warehouse.runner import SqsLoader
 from loader.worker.worker import StreamWorker
@@ -57,8 +58,7 @@ def test_events_flow_from_kafka_to_the_table(dev_stack: DevStack, unique_name: C
     queue_url = asyncio.run(provision(settings, [spec], queue_name=unique_name("q")))
     objects = EventObjects(spec, load_avro_schema(spec.schema_path), settings.snowflake)  # type: ignore[arg-type]
     with Warehouse(settings.snowflake) as warehouse:
-        for statement in objects.create_statements():
-            warehouse.execute(statement)
+        PipeManager(warehouse, settings).apply(spec)
 
     good = sample_values(spec, 2500)
     produced = produce(settings, spec, good + [(b"bad", value) for value in BROKEN] + [(b"tomb", None)])

@@ -264,7 +264,7 @@ def test_stage_volume_shared_by_fakesnow_and_loader(services: dict[str, dict[str
 
 
 def test_start_order_uses_health_and_completion(services: dict[str, dict[str, Any]]) -> None:
-    """Workers wait for topics and LocalStack, the loader for `pipes create`; every condition can be met."""
+    """Workers wait for topics and LocalStack, the loader for `pipes apply`; every condition can be met."""
     for name, svc in services.items():
         for dep, spec in (svc.get("depends_on") or {}).items():
             condition = spec["condition"]
@@ -278,7 +278,7 @@ def test_start_order_uses_health_and_completion(services: dict[str, dict[str, An
         deps = services[worker]["depends_on"]
         assert deps[topics]["condition"] == "service_completed_successfully", worker
         assert deps[localstack]["condition"] == "service_healthy", worker
-    init, _ = _only(services, ["pipes", "create"])
+    init, _ = _only(services, ["pipes", "apply"])
     _, loader = _only(services, ["pipes", "run"])
     assert loader["depends_on"][init]["condition"] == "service_completed_successfully"
     assert loader["depends_on"][localstack]["condition"] == "service_healthy"
