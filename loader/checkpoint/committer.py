@@ -1,7 +1,7 @@
 """Offset commits that carry the roll protocol, fenced by the consumer group.
 
-Every commit goes through the group coordinator with this member's
-generation: once the group has rebalanced, a commit from the old generation
+Every commit goes to the group coordinator with the generation the partition was
+assigned under: once the group has rebalanced, a commit from the old generation
 is refused and surfaces here as :class:`~loader.errors.FencedError`. That is
 what keeps a zombie worker from recording (and so from uploading) a file the
 partition's new owner will not also produce identically.
@@ -9,16 +9,19 @@ partition's new owner will not also produce identically.
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+
+import aiokafka.errors as kafka_errors
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.errors import KafkaError as AioKafkaError
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.protocol.commit import OffsetCommitRequest
 
 from loader.checkpoint.marker import PendingFile, decode_marker
 from loader.errors import FencedError, KafkaError
 
-__all__ = ["Committed", "Committer"]
+__all__ = ["Committed", "Committer", "Generation"]
 
 
 class Committed:
@@ -34,32 +37,88 @@ class Committed:
         return f"Committed(offset={self.offset}, pending={self.pending})"
 
 
+@dataclass(frozen=True)
+class Generation:
+    """The group generation and member id a partition was assigned under."""
+
+    generation_id: int
+    member_id: str
+
+
+_FENCED = {
+    kafka_errors.UnknownMemberIdError,
+    kafka_errors.IllegalGenerationError,
+    kafka_errors.RebalanceInProgressError,
+}
+_RETRY = {
+    kafka_errors.GroupCoordinatorNotAvailableError,
+    kafka_errors.NotCoordinatorForGroupError,
+    kafka_errors.RequestTimedOutError,
+    kafka_errors.GroupLoadInProgressError,
+}
+
+
 class Committer:
-    """Writes and reads the roll protocol's commits for one consumer group."""
+    """Writes and reads the roll protocol's commits for one consumer group.
+
+    Commits carry the generation *pinned when the partition was assigned*,
+    not whatever the consumer holds at send time: after aiokafka resets an
+    evicted member to generation -1, its commits would otherwise go out as
+    "admin" commits, which a broker accepts once the group is empty, and a
+    zombie could record a roll the new owner never makes.
+    """
 
     def __init__(self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient, group_id: str) -> None:
         self._consumer = consumer
         self._admin = admin
         self._group_id = group_id
 
-    async def record_pending(self, tp: TopicPartition, pending: PendingFile) -> None:
+    def current_generation(self) -> Generation:
+        """The consumer's generation now (read when partitions are assigned)."""
+        coordinator = self._consumer._coordinator
+        return Generation(coordinator.generation, coordinator.member_id)
+
+    async def record_pending(self, tp: TopicPartition, pending: PendingFile, generation: Generation) -> None:
         """Durably record a roll before its upload (offset stays at its first record)."""
-        await self._commit(tp, pending.first, pending.encode())
+        await self._commit(tp, pending.first, pending.encode(), generation)
 
-    async def record_done(self, tp: TopicPartition, last_offset: int) -> None:
+    async def record_done(self, tp: TopicPartition, last_offset: int, generation: Generation) -> None:
         """The file covering up to ``last_offset`` is in S3: move the position past it."""
-        await self._commit(tp, last_offset + 1, "")
+        await self._commit(tp, last_offset + 1, "", generation)
 
-    async def _commit(self, tp: TopicPartition, offset: int, metadata: str) -> None:
-        try:
-            await self._consumer.commit({tp: OffsetAndMetadata(offset, metadata)})
-        except (CommitFailedError, IllegalStateError) as exc:
-            raise FencedError(f"{tp.topic}[{tp.partition}]: commit refused, the group rebalanced") from exc
-        except AioKafkaError as exc:
-            raise KafkaError(
-                f"{tp.topic}[{tp.partition}]: commit failed: {exc}",
-                transient=bool(getattr(exc, "retriable", False)),
-            ) from exc
+    async def _commit(self, tp: TopicPartition, offset: int, metadata: str, generation: Generation) -> None:
+        where = f"{tp.topic}[{tp.partition}]"
+        if generation.generation_id < 0 or not generation.member_id:
+            raise FencedError(f"{where}: no group generation to commit under")
+        coordinator = self._consumer._coordinator
+        request = OffsetCommitRequest(
+            self._group_id,
+            generation.generation_id,
+            generation.member_id,
+            OffsetCommitRequest.DEFAULT_RETENTION_TIME,
+            [(tp.topic, [(tp.partition, offset, metadata)])],
+        )
+        delay = 0.1
+        while True:
+            try:
+                await coordinator.ensure_coordinator_known()
+                response = await coordinator._send_req(request)
+                error = kafka_errors.for_code(response.topics[0][1][0][1])
+            except kafka_errors.KafkaError as exc:
+                if not exc.retriable:
+                    raise KafkaError(f"{where}: commit failed: {exc}", transient=False) from exc
+                error = type(exc)
+            if error is kafka_errors.NoError:
+                return
+            if error in _FENCED:
+                coordinator.request_rejoin()
+                raise FencedError(f"{where}: commit refused ({error.__name__}): the group moved on")
+            if error not in _RETRY and not getattr(error, "retriable", False):
+                raise KafkaError(f"{where}: commit failed: {error.__name__}", transient=False)
+            if error is kafka_errors.NotCoordinatorForGroupError:
+                coordinator.coordinator_dead()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def fetch(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Committed]:
         """Committed offsets and pending-roll records of ``partitions``."""

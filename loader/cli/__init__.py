@@ -12,6 +12,7 @@ from loader.cli.dead_letters import dead_letters
 from loader.cli.demo import demo
 from loader.cli.dev import dev
 from loader.cli.pipes import pipes
+from loader.cli.reconcile import reconcile
 from loader.cli.schemas import schemas
 from loader.cli.worker import worker
 
@@ -19,6 +20,7 @@ cli.add_command(dead_letters)
 cli.add_command(demo)
 cli.add_command(dev)
 cli.add_command(pipes)
+cli.add_command(reconcile)
 cli.add_command(schemas)
 cli.add_command(worker)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiokafka import TopicPartition
 
+from loader.checkpoint.committer import Generation
 from loader.checkpoint.marker import PendingFile
 from loader.config.spec import EventSpec
 from loader.encode.decode import Decoder, KafkaRecord
@@ -36,6 +37,8 @@ class Roll:
     pending: PendingFile
     recovery: bool
     """True when finishing a roll recorded by an earlier owner (already recorded)."""
+    generation: Generation
+    """The group generation the partition was assigned under: its commits are fenced by it."""
 
 
 def pending_for(spec: EventSpec, covered: FileRange, row_group_records: int) -> PendingFile:
@@ -89,11 +92,13 @@ class PartitionState:
         *,
         next_offset: int | None,
         pending: PendingFile | None,
+        generation: Generation,
         spool_dir: Path | None,
         row_group_records: Callable[[], int],
     ) -> None:
         self.tp = tp
         self.spec = spec
+        self.generation = generation
         self.next_offset = next_offset
         self.recovering = pending
         self.spool: SpoolFile | None = None
@@ -140,7 +145,7 @@ class PartitionState:
         if inside < len(records) or records[-1].offset >= pending.last:
             spool = self._recovery_spool or self._open(pending.first, pending.bucket, pending.rg)
             spool.last_offset = pending.last
-            rolls.append(Roll(self.tp, spool.close(), pending, recovery=True))
+            rolls.append(Roll(self.tp, spool.close(), pending, recovery=True, generation=self.generation))
             self._recovery_spool = None
             self.recovering = None
         return records[inside:]
@@ -192,6 +197,7 @@ class PartitionState:
                 closed,
                 pending_for(self.spec, closed.covered, closed.row_group_records),
                 recovery=False,
+                generation=self.generation,
             )
         )
 

@@ -23,6 +23,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -92,7 +93,7 @@ class StreamWorker:
         spool_dir: Path | None = None,
         fetch_max_records: int = 5_000,
         shutdown_timeout_s: float = 30.0,
-        revoke_timeout_s: float = 20.0,
+        revoke_timeout_s: float | None = None,
         memory_budget_mb: int | None = None,
     ) -> None:
         self.spec = spec
@@ -106,7 +107,14 @@ class StreamWorker:
         self._spool_dir = spool_dir
         self._fetch_max_records = fetch_max_records
         self.shutdown_timeout_s = shutdown_timeout_s
-        self._revoke_timeout_s = revoke_timeout_s
+        # Finishing in-flight rolls on revocation must not outlast the group session: a member
+        # that stops heartbeating is evicted (and its rolls fenced) anyway.
+        session_s = settings.kafka.session_timeout_ms / 1000
+        self._revoke_timeout_s = revoke_timeout_s if revoke_timeout_s is not None else session_s / 2
+        # Decoding and S3 get their own threads: uploads stuck in retries during an S3 outage
+        # must never delay processing, or the revocation that waits for it.
+        self._processing_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="process")
+        self._io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s3")
         self._partitions: dict[TopicPartition, PartitionState] = {}
         self._chains: dict[TopicPartition, asyncio.Task[None]] = {}
         self._queued: Counter[TopicPartition] = Counter()
@@ -167,6 +175,9 @@ class StreamWorker:
             await admin.close()
             for state in self._partitions.values():
                 state.discard()
+            self._processing_pool.shutdown(wait=True)
+            # Uploads still retrying belong to cancelled rolls: their next owner redoes them.
+            self._io_pool.shutdown(wait=False, cancel_futures=True)
             self._log.info("worker_stopped", **vars(self.stats))
         return self.stats
 
@@ -211,8 +222,14 @@ class StreamWorker:
                 f"topic {self.spec.kafka.topic!r} does not exist on the {self.spec.kafka.cluster!r} cluster: "
                 "create it (or fix kafka.topic in the spec)"
             )
-        if not await asyncio.to_thread(self.store.bucket_exists):
+        if not await self._in_io(self.store.bucket_exists):
             raise ConfigError(f"bucket {self.spec.s3.bucket!r} does not exist: create it or fix s3.bucket")
+
+    async def _in_processing(self, call: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._processing_pool, call, *args)
+
+    async def _in_io(self, call: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._io_pool, call, *args)
 
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:
@@ -223,7 +240,7 @@ class StreamWorker:
     async def _process_batches(self, batches: dict[TopicPartition, list[Any]]) -> None:
         now = self._clock()
         async with self._lock:
-            rolls = await asyncio.to_thread(self._process, batches, now)
+            rolls = await self._in_processing(self._process, batches, now)
         for roll in rolls:
             self._schedule(roll)
 
@@ -271,7 +288,7 @@ class StreamWorker:
         if not any(s.expired(now) for s in self._partitions.values()):
             return
         async with self._lock:
-            rolls = await asyncio.to_thread(self._close, lambda s: s.expired(now))
+            rolls = await self._in_processing(self._close, lambda s: s.expired(now))
         for roll in rolls:
             self._schedule(roll)
 
@@ -298,12 +315,12 @@ class StreamWorker:
             self._check_not_fenced(tp)
             assert self._committer is not None
             if not roll.recovery:
-                await self._committer.record_pending(tp, pending)
+                await self._committer.record_pending(tp, pending, roll.generation)
                 await self._with_s3_retries(self._upload_files, roll)
             elif not await self._with_s3_retries(self.store.exists, pending.key):
                 # A recovered roll may already be in S3: only the final commit was missing.
                 await self._with_s3_retries(self._upload_files, roll)
-            await self._committer.record_done(tp, pending.last)
+            await self._committer.record_done(tp, pending.last, roll.generation)
         except FencedError as exc:
             # Whatever we dropped is re-read by the owner after the rebalance that follows.
             self._fenced.add(tp)
@@ -354,7 +371,7 @@ class StreamWorker:
         delay = 0.5
         while True:
             try:
-                return await asyncio.to_thread(call, *args)
+                return await self._in_io(call, *args)
             except StorageError as exc:
                 if not exc.transient:
                     raise
@@ -386,7 +403,7 @@ class StreamWorker:
     async def _drain(self) -> None:
         """Shutdown: roll every open file, then wait for the chains up to the deadline."""
         async with self._lock:
-            rolls = await asyncio.to_thread(self._close, lambda _s: True)
+            rolls = await self._in_processing(self._close, lambda _s: True)
         for roll in rolls:
             self._schedule(roll)
         await self._wait_for_chains(set(self._chains), self.shutdown_timeout_s, "shutdown")
@@ -430,6 +447,8 @@ class StreamWorker:
     async def _recover(self, assigned: set[TopicPartition]) -> None:
         assert self._committer is not None
         assert self._consumer is not None
+        # aiokafka has set the new generation before calling us: pin it for these partitions.
+        generation = self._committer.current_generation()
         committed = await self._committer.fetch(sorted(assigned))
         for tp in sorted(assigned):
             entry = committed[tp]
@@ -449,6 +468,7 @@ class StreamWorker:
                 self.decoder,
                 next_offset=next_offset,
                 pending=pending,
+                generation=generation,
                 spool_dir=self._spool_dir,
                 row_group_records=self._row_group_records,
             )

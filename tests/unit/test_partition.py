@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
+from loader.checkpoint.committer import Generation
 from loader.config.spec import EventSpec, load_specs
 from loader.encode.decode import BatchDecoder
 from loader.samples import SampleEvents
@@ -42,7 +43,12 @@ def _events(count: int, start: int = 0) -> list[FakeRecord]:
 
 
 def _state(spec: EventSpec, tmp_path: Path, **kwargs: object) -> PartitionState:
-    defaults: dict[str, object] = {"next_offset": None, "pending": None, "row_group_records": lambda: 7}
+    defaults: dict[str, object] = {
+        "next_offset": None,
+        "pending": None,
+        "row_group_records": lambda: 7,
+        "generation": Generation(3, "member-1"),
+    }
     return PartitionState(TP, spec, BatchDecoder(SCHEMA), spool_dir=tmp_path, **(defaults | kwargs))  # type: ignore[arg-type]
 
 

@@ -1,0 +1,86 @@
+"""Reconcile: a notification lost on purpose does not lose data, and nothing loads twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import unquote_plus
+
+import pytest
+
+from loader.devstack import DevStack
+from loader.provision import provision
+from loader.store.s3 import S3Store, aws_client
+from loader.warehouse.connection import Warehouse
+from loader.warehouse.manager import PipeManager
+from loader.warehouse.reconcile import reconcile
+from loader.warehouse.runner import SqsLoader
+from loader.worker.worker import StreamWorker
+from tests.integration.helpers import make_spec, produce, sample_values
+
+pytestmark = pytest.mark.integration
+
+
+def test_reconcile_loads_the_file_whose_notification_was_lost(
+    dev_stack: DevStack, unique_name: Callable[..., str]
+) -> None:
+    """Drop one notification, let the loader load the rest, reconcile loads the dropped file once."""
+    settings = dev_stack.settings
+    spec = make_spec(unique_name("rec", sep="_"), bucket="it-reconcile", partitions=2, max_records=500)
+    queue_url = asyncio.run(provision(settings, [spec], queue_name=unique_name("rq")))
+    produced = produce(settings, spec, sample_values(spec, 2_000))
+    worker = StreamWorker(spec, settings)
+
+    async def run_worker() -> None:
+        task = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + 60
+        while worker.stats.rows_written < produced and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        worker.stop()
+        await task
+
+    asyncio.run(run_worker())
+
+    # Lose one notification on purpose.
+    sqs = aws_client("sqs", settings.aws)
+    dropped = None
+    while dropped is None:
+        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=2)[
+            "Messages"
+        ]:
+            body = json.loads(message["Body"])
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            if "Records" in body:
+                dropped = unquote_plus(body["Records"][0]["s3"]["object"]["key"])
+
+    with Warehouse(settings.snowflake) as warehouse:
+        manager = PipeManager(warehouse, settings)
+        manager.apply(spec)
+        objects = manager.objects(spec)
+        loader = SqsLoader(settings, [spec], queue_url=queue_url, wait_time_s=1)
+        stop = threading.Event()
+        thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while loader.stats.files_loaded < worker.stats.files_written - 1 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        stop.set()
+        thread.join(timeout=30)
+        loader.close()
+        assert warehouse.execute(objects.count_statement())[0][0] < produced  # the dropped file is missing
+
+        store = S3Store(settings.aws, spec.s3.bucket)
+        dry = reconcile(warehouse, store, objects, dry_run=True)
+        assert len(dry.missing) == 1
+        assert dry.missing == [dropped]
+        report = reconcile(warehouse, store, objects)
+        assert len(report.loaded) == 1
+        assert report.failed == []
+        again = reconcile(warehouse, store, objects)
+        assert again.missing == []
+        assert again.already_loaded == report.files_in_s3
+        rows = warehouse.execute(f'SELECT "_PARTITION", "_OFFSET" FROM {objects.table}')
+    assert len(rows) == len(set(rows)) == produced
