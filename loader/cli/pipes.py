@@ -85,3 +85,51 @@ def run(events: tuple[str, ...], specs_dir: Path | None, queue_url: str | None) 
         loader.run(stop)
     finally:
         loader.close()
+
+
+@pipes.command("status")
+@click.argument("events", nargs=-1)
+@specs_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(events: tuple[str, ...], specs_dir: Path | None, as_json: bool) -> None:
+    """Per pipe: files in S3, loaded, pending, the last file loaded, and load errors."""
+    import json  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from loader.schema.resolve import schema_for  # noqa: PLC0415
+    from loader.store.s3 import S3Store  # noqa: PLC0415
+    from loader.warehouse.connection import Warehouse  # noqa: PLC0415
+    from loader.warehouse.objects import EventObjects  # noqa: PLC0415
+    from loader.warehouse.status import pipe_status  # noqa: PLC0415
+
+    settings = load_settings()
+    specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
+    with Warehouse(settings.snowflake) as warehouse:
+        statuses = [
+            pipe_status(
+                warehouse,
+                S3Store(settings.aws, s.s3.bucket),
+                EventObjects(s, schema_for(s), settings.snowflake),
+            )
+            for s in specs
+        ]
+    if as_json:
+        click.echo(json.dumps([s.to_json() for s in statuses], indent=2))
+        return
+    table = Table(title="pipes")
+    for column in ("event type", "pipe", "mode", "in S3", "loaded", "pending", "last file loaded", "errors"):
+        table.add_column(column)
+    for s in statuses:
+        table.add_row(
+            s.event,
+            s.pipe,
+            s.mode,
+            str(s.files_in_s3),
+            str(s.files_loaded),
+            str(s.files_pending),
+            f"{s.last_file_loaded or '-'} ({s.last_load_time or 'never'})",
+            str(len(s.errors)),
+        )
+    Console().print(table)

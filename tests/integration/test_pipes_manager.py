@@ -126,7 +126,7 @@ def test_apply_is_idempotent_and_evolves_additively(
 def test_plan_and_apply_commands(
     dev_stack: DevStack, tmp_path: Path, unique_name: Callable[..., str]
 ) -> None:
-    """`loader pipes plan` prints statements without running them; `apply` runs them once."""
+    """`pipes plan` prints statements without running them, `apply` runs them once, `status` reports."""
     settings = dev_stack.settings
     name = unique_name("cmd", sep="_")
     spec = _spec(tmp_path, name, json.loads((REPO / "schemas" / "store_updated.avsc").read_text()))
@@ -156,3 +156,13 @@ def test_plan_and_apply_commands(
     assert applied.exit_code == 0, applied.output
     again = runner.invoke(cli, ["pipes", "plan", "--specs", str(specs)], env=env)
     assert f"-- {name}: no changes" in again.output
+    S3Store(settings.aws, spec.s3.bucket).create_bucket()
+    status = runner.invoke(cli, ["pipes", "status", "--json", "--specs", str(specs)], env=env)
+    assert status.exit_code == 0, status.output
+    [pipe] = json.loads(status.output)
+    assert (pipe["pipe"], pipe["mode"], pipe["files_pending"], pipe["errors"]) == (
+        f"{name.upper()}_PIPE",
+        "copy",
+        0,
+        [],
+    )

@@ -18,6 +18,7 @@ from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 from loader.warehouse.reconcile import reconcile
 from loader.warehouse.runner import SqsLoader
+from loader.warehouse.status import pipe_status
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import make_spec, produce, sample_values
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 def test_reconcile_loads_the_file_whose_notification_was_lost(
     dev_stack: DevStack, unique_name: Callable[..., str]
 ) -> None:
-    """Drop one notification, let the loader load the rest, reconcile loads the dropped file once."""
+    """Drop one notification: status shows one file pending, reconcile loads it once, then none pend."""
     settings = dev_stack.settings
     spec = make_spec(unique_name("rec", sep="_"), bucket="it-reconcile", partitions=2, max_records=500)
     queue_url = asyncio.run(provision(settings, [spec], queue_name=unique_name("rq")))
@@ -73,12 +74,18 @@ def test_reconcile_loads_the_file_whose_notification_was_lost(
         assert warehouse.execute(objects.count_statement())[0][0] < produced  # the dropped file is missing
 
         store = S3Store(settings.aws, spec.s3.bucket)
+        before = pipe_status(warehouse, store, objects)
+        assert before.files_pending == 1
+        assert before.files_in_s3 == worker.stats.files_written
+        assert before.last_file_loaded is not None
+        assert before.errors == []
         dry = reconcile(warehouse, store, objects, dry_run=True)
         assert len(dry.missing) == 1
         assert dry.missing == [dropped]
         report = reconcile(warehouse, store, objects)
         assert len(report.loaded) == 1
         assert report.failed == []
+        assert pipe_status(warehouse, store, objects).files_pending == 0
         again = reconcile(warehouse, store, objects)
         assert again.missing == []
         assert again.already_loaded == report.files_in_s3
