@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
 import time
@@ -11,14 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 from aiokafka.errors import KafkaError
 
-from loader.config.spec import load_spec
-from loader.consume.kafka import ensure_topic
 from loader.devstack import DevStack
-from loader.store.s3 import S3Store
-from tests.integration.helpers import REPO, produce, sample_values
+from tests.integration.helpers import produce, sample_values, spec_on_disk
 from tests.integration.workers import WorkerProcess, end_and_committed, offsets_in_s3, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
@@ -35,23 +30,9 @@ def test_broker_restarts_lose_and_duplicate_nothing(
     settings = dev_stack.settings
     name = unique_name("restart", sep="_")
     specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / f"{name}.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": name,
-                "kafka": {"topic": f"restart.{name}", "partitions": 4},
-                "schema": {"path": str(REPO / "schemas" / "order_created.avsc")},
-                "s3": {"bucket": "restart-events", "prefix": f"events/{name}"},
-                "rolling": {"max_records": 2_500, "max_age_s": 1.0},
-                "snowflake": {"database": "RESTART", "schema": "EVENTS", "table": name.upper()},
-            }
-        )
+    spec, store = spec_on_disk(
+        settings, specs, name, bucket="restart-events", partitions=4, max_records=2_500
     )
-    spec = load_spec(specs / f"{name}.yaml")
-    asyncio.run(ensure_topic(spec, settings.kafka))
-    store = S3Store(settings.aws, spec.s3.bucket)
-    store.create_bucket()
     assert settings.aws.endpoint_url is not None
     values = sample_values(spec, RECORDS)
     chunks = [values[i : i + 1_000] for i in range(0, RECORDS, 1_000)]

@@ -7,7 +7,6 @@ worker runs as a separate process. The seed is printed; rerun a failure with
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import random
@@ -19,18 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
-from loader.config.spec import load_spec
-from loader.consume.kafka import ensure_topic
 from loader.devstack import DevStack
 from loader.schema.avro import load_avro_schema
-from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import load_files
 from loader.warehouse.objects import EventObjects
 from tests.chaos.faulty_s3 import FaultyS3Proxy
-from tests.integration.helpers import REPO, produce, sample_values
+from tests.integration.helpers import produce, sample_values, spec_on_disk
 from tests.integration.workers import WorkerProcess, end_and_committed, offsets_in_s3, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1200)]
@@ -59,24 +54,16 @@ def test_kill_nine_rebalances_and_s3_errors_lose_and_duplicate_nothing(
     settings = dev_stack.settings
     name = unique_name("chaos", sep="_")
     specs_dir = tmp_path / "specs"
-    specs_dir.mkdir()
-    (specs_dir / f"{name}.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": name,
-                "kafka": {"topic": f"chaos.{name}", "partitions": PARTITIONS},
-                "schema": {"path": str(REPO / "schemas" / "order_created.avsc")},
-                "s3": {"bucket": "chaos-events", "prefix": f"events/{name}"},
-                "rolling": {"max_records": 4_000, "max_age_s": 1.0, "row_group_records": 1_500},
-                "snowflake": {"database": "CHAOS", "schema": "EVENTS", "table": name.upper()},
-                "deployment": {"memory_budget_mb": 256},
-            }
-        )
+    spec, store = spec_on_disk(
+        settings,
+        specs_dir,
+        name,
+        bucket="chaos-events",
+        partitions=PARTITIONS,
+        deployment={"memory_budget_mb": 256},
+        max_records=4_000,
+        row_group_records=1_500,
     )
-    spec = load_spec(specs_dir / f"{name}.yaml")
-    asyncio.run(ensure_topic(spec, settings.kafka))
-    store = S3Store(settings.aws, spec.s3.bucket)
-    store.create_bucket()
     messages = _messages(sample_values(spec, RECORDS, seed=seed))
 
     assert settings.aws.endpoint_url is not None

@@ -10,10 +10,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from loader.config.settings import Settings
-from loader.config.spec import EventSpec
-from loader.consume.kafka import make_producer
+from loader.config.spec import EventSpec, load_spec
+from loader.consume.kafka import ensure_topic, make_producer
 from loader.samples import SampleEvents
 from loader.schema.avro import load_avro_schema
 from loader.store.s3 import S3Store
@@ -35,6 +36,31 @@ def make_spec(
             "snowflake": {"database": "TESTS", "schema": "EVENTS", "table": name.upper()},
         }
     )
+
+
+def spec_on_disk(
+    settings: Settings,
+    specs_dir: Path,
+    name: str,
+    *,
+    bucket: str,
+    partitions: int,
+    deployment: dict[str, Any] | None = None,
+    **rolling: Any,
+) -> tuple[EventSpec, S3Store]:
+    """A throwaway event type written as a spec file (worker processes read it), with its
+    topic and bucket created."""
+    specs_dir.mkdir(exist_ok=True)
+    spec = make_spec(name, partitions=partitions, bucket=bucket, **rolling)
+    document = spec.model_dump(by_alias=True, mode="json", exclude={"source_path"})
+    if deployment:
+        document["deployment"] = deployment
+    (specs_dir / f"{name}.yaml").write_text(yaml.safe_dump(document))
+    spec = load_spec(specs_dir / f"{name}.yaml")
+    asyncio.run(ensure_topic(spec, settings.kafka))
+    store = S3Store(settings.aws, spec.s3.bucket)
+    store.create_bucket()
+    return spec, store
 
 
 def sample_values(spec: EventSpec, count: int, seed: int = 1, start: int = 0) -> list[tuple[bytes, bytes]]:

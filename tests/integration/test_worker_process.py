@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
@@ -11,14 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from loader.config.settings import Settings
-from loader.config.spec import EventSpec, load_spec
-from loader.consume.kafka import ensure_topic
+from loader.config.spec import EventSpec
 from loader.devstack import DevStack, free_port
-from loader.store.s3 import S3Store
-from tests.integration.helpers import REPO, produce, sample_values
+from tests.integration.helpers import produce, sample_values, spec_on_disk
 from tests.integration.workers import WorkerProcess, end_and_committed, offsets_in_s3, worker_env
 
 pytestmark = pytest.mark.integration
@@ -45,23 +41,7 @@ def test_probes_sigterm_and_restart(
     settings = dev_stack.settings
     name = unique_name("proc", sep="_")
     specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / f"{name}.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": name,
-                "kafka": {"topic": f"proc.{name}", "partitions": 3},
-                "schema": {"path": str(REPO / "schemas" / "order_created.avsc")},
-                "s3": {"bucket": "proc-events", "prefix": f"events/{name}"},
-                "rolling": {"max_records": 3_000, "max_age_s": 1.0},
-                "snowflake": {"database": "PROC", "schema": "EVENTS", "table": name.upper()},
-            }
-        )
-    )
-    spec = load_spec(specs / f"{name}.yaml")
-    asyncio.run(ensure_topic(spec, settings.kafka))
-    store = S3Store(settings.aws, spec.s3.bucket)
-    store.create_bucket()
+    spec, store = spec_on_disk(settings, specs, name, bucket="proc-events", partitions=3, max_records=3_000)
     assert settings.aws.endpoint_url is not None
     env = worker_env(settings, settings.aws.endpoint_url)
     values = sample_values(spec, 30_000)
@@ -108,23 +88,7 @@ def test_process_pool_shares_partitions_exactly_once(
     settings = dev_stack.settings
     name = unique_name("pool", sep="_")
     specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / f"{name}.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": name,
-                "kafka": {"topic": f"pool.{name}", "partitions": 4},
-                "schema": {"path": str(REPO / "schemas" / "order_created.avsc")},
-                "s3": {"bucket": "pool-events", "prefix": f"events/{name}"},
-                "rolling": {"max_records": 2_000, "max_age_s": 1.0},
-                "snowflake": {"database": "POOL", "schema": "EVENTS", "table": name.upper()},
-            }
-        )
-    )
-    spec = load_spec(specs / f"{name}.yaml")
-    asyncio.run(ensure_topic(spec, settings.kafka))
-    store = S3Store(settings.aws, spec.s3.bucket)
-    store.create_bucket()
+    spec, store = spec_on_disk(settings, specs, name, bucket="pool-events", partitions=4, max_records=2_000)
     assert settings.aws.endpoint_url is not None
     produce(settings, spec, sample_values(spec, 12_000))
     env = worker_env(settings, settings.aws.endpoint_url) | {"LOADER_WORKER_PROCESSES": "2"}
