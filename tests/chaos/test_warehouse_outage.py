@@ -1,0 +1,93 @@
+"""Decoupling: the warehouse goes away, ingestion to S3 goes on, loads catch up exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from loader.devstack import DevStack
+from loader.provision import provision
+from loader.store.s3 import S3Store
+from loader.warehouse.connection import Warehouse
+from loader.warehouse.manager import PipeManager
+from loader.warehouse.runner import SqsLoader
+from loader.worker.worker import StreamWorker
+from tests.chaos.tcp_outage import TcpOutageProxy
+from tests.integration.helpers import make_spec, produce, read_files, sample_values
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
+
+
+def test_ingestion_goes_on_while_the_warehouse_is_down(
+    dev_stack: DevStack, unique_name: Callable[..., str]
+) -> None:
+    """While Snowflake is unreachable the worker keeps writing to S3; afterwards every row lands once."""
+    settings = dev_stack.settings
+    if dev_stack.service("fakesnow") is None or settings.snowflake.port is None:
+        pytest.skip("needs the local fakesnow server started by the dev stack")
+    spec = make_spec(unique_name("outage", sep="_"), bucket="it-outage", partitions=3, max_records=400)
+    queue_url = asyncio.run(provision(settings, [spec], queue_name=unique_name("oq")))
+    values = sample_values(spec, 3_000)
+    with Warehouse(settings.snowflake) as direct, TcpOutageProxy(settings.snowflake.port) as proxy:
+        manager = PipeManager(direct, settings)
+        manager.apply(spec)
+        objects = manager.objects(spec)
+
+        def rows() -> int:
+            return int(direct.execute(objects.count_statement())[0][0])
+
+        through_proxy = settings.model_copy(
+            update={
+                "snowflake": settings.snowflake.model_copy(
+                    update={"port": proxy.port, "login_timeout_s": 5, "network_timeout_s": 20}
+                )
+            }
+        )
+        loader = SqsLoader(through_proxy, [spec], queue_url=queue_url, wait_time_s=1, visibility_timeout_s=5)
+        stop = threading.Event()
+        loader_thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
+        loader_thread.start()
+        worker = StreamWorker(spec, settings)
+
+        async def scenario() -> tuple[int, int, int]:  # rows during, rows after, loads during
+            task = asyncio.create_task(worker.run())
+
+            async def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
+                deadline = time.monotonic() + timeout_s
+                while not predicate():
+                    assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                    assert not task.done(), task
+                    await asyncio.sleep(0.3)
+
+            await asyncio.to_thread(produce, settings, spec, values[:1_500])
+            await wait_for(lambda: rows() == 1_500, "the first half in the table")
+            proxy.down()  # the warehouse is unreachable from the loader from here on
+            loads_before = loader.stats.files_loaded
+            await asyncio.to_thread(produce, settings, spec, values[1_500:])
+            await wait_for(lambda: worker.stats.rows_written == 3_000, "every record in S3 during the outage")
+            await asyncio.sleep(6)  # the loader keeps failing: no message may be lost meanwhile
+            during = rows()
+            loads_during = loader.stats.files_loaded - loads_before
+            proxy.up()
+            await wait_for(lambda: rows() >= 3_000, "the loads to catch up", timeout_s=240)
+            await asyncio.sleep(3)  # let any duplicate load show up
+            worker.stop()
+            await task
+            return during, rows(), loads_during
+
+        try:
+            during, after, loads_during = asyncio.run(scenario())
+        finally:
+            stop.set()
+            loader_thread.join(timeout=60)
+            loader.close()
+        loaded = direct.execute(f'SELECT "_PARTITION", "_OFFSET" FROM {objects.table}')
+    assert during == 1_500  # nothing reached the table while it was down
+    assert loads_during == 0
+    in_s3 = read_files(S3Store(settings.aws, spec.s3.bucket), spec.data_prefix)
+    assert sum(table.num_rows for table in in_s3.values()) == 3_000
+    assert after == len(loaded) == len(set(loaded)) == 3_000
