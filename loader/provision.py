@@ -29,9 +29,8 @@ def ensure_queue(settings: Settings, name: str, *, max_receive_count: int = 5) -
     sqs = aws_client("sqs", settings.aws)
     with storage_errors(f"create queue {name}"):
         dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
+    dlq_arn = queue_arn(settings, dlq_url)
+    with storage_errors(f"create queue {name}"):
         redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
         url: str = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": redrive})["QueueUrl"]
     return url

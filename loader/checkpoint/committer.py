@@ -9,7 +9,6 @@ partition's new owner will not also produce identically.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import aiokafka.errors as kafka_errors
@@ -20,6 +19,7 @@ from aiokafka.protocol.commit import OffsetCommitRequest
 
 from loader.checkpoint.marker import PendingFile, decode_marker
 from loader.errors import FencedError, KafkaError
+from loader.retry import Backoff
 
 __all__ = ["Committed", "Committer", "Generation"]
 
@@ -98,7 +98,7 @@ class Committer:
             OffsetCommitRequest.DEFAULT_RETENTION_TIME,
             [(tp.topic, [(tp.partition, offset, metadata)])],
         )
-        delay = 0.1
+        backoff = Backoff(first_s=0.1, max_s=5.0)
         while True:
             try:
                 await coordinator.ensure_coordinator_known()
@@ -117,8 +117,7 @@ class Committer:
                 raise KafkaError(f"{where}: commit failed: {error.__name__}", transient=False)
             if error is kafka_errors.NotCoordinatorForGroupError:
                 coordinator.coordinator_dead()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await backoff.wait()
 
     async def fetch(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Committed]:
         """Committed offsets and pending-roll records of ``partitions``."""

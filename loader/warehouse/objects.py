@@ -201,6 +201,7 @@ class EventObjects:
             f' ORDER BY "_PARTITION", "_OFFSET" LIMIT {int(limit)}'
         )
 
-    def relative_path(self, key: str) -> str:
-        """A data key relative to the stage's location."""
-        return key.removeprefix(self.spec.data_prefix)
+    def relative_path(self, name: str) -> str:
+        """A data key, or a file name from the load history (a full s3:// or file:// URL),
+        relative to the stage's location."""
+        return name.split(self.spec.data_prefix, 1)[-1]

@@ -62,8 +62,7 @@ def loaded_files(warehouse: Warehouse, objects: EventObjects) -> set[str]:
         f" WHERE TABLE_NAME = {quote_literal(objects.spec.snowflake.table)}"
         " AND STATUS IN ('LOADED', 'PARTIALLY_LOADED')"
     )
-    prefix = objects.spec.data_prefix
-    return {str(row[0]).split(prefix, 1)[-1] for row in rows}
+    return {objects.relative_path(str(row[0])) for row in rows}
 
 
 def reconcile(

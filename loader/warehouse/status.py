@@ -65,7 +65,7 @@ def pipe_status(warehouse: Warehouse, store: S3Store, objects: EventObjects) -> 
     status.files_loaded = len(loaded)
     if loaded:
         latest = max(loaded, key=lambda row: row[2])
-        status.last_file_loaded = str(latest[0]).split(objects.spec.data_prefix, 1)[-1]
+        status.last_file_loaded = objects.relative_path(str(latest[0]))
         status.last_load_time = latest[2].isoformat() if hasattr(latest[2], "isoformat") else str(latest[2])
     status.errors = [
         {"file": str(row[0]), "status": str(row[1]), "error": str(row[3])}
@@ -75,6 +75,6 @@ def pipe_status(warehouse: Warehouse, store: S3Store, objects: EventObjects) -> 
     keys = data_keys(store, objects, None, None)
     status.files_in_s3 = len(keys)
     if mode != "auto-ingest":
-        done = {str(row[0]).split(objects.spec.data_prefix, 1)[-1] for row in loaded}
+        done = {objects.relative_path(str(row[0])) for row in loaded}
         status.files_pending = sum(1 for k in keys if objects.relative_path(k) not in done)
     return status

@@ -99,6 +99,8 @@ class PartitionState:
         self.tp = tp
         self.spec = spec
         self.generation = generation
+        self.records_taken = 0
+        """Records this owner processed (a refetched duplicate is not counted twice)."""
         self.next_offset = next_offset
         self.recovering = pending
         self.spool: SpoolFile | None = None
@@ -123,6 +125,7 @@ class PartitionState:
         if not records:
             return []
         self.next_offset = records[-1].offset + 1
+        self.records_taken += len(records)
         rolls: list[Roll] = []
         if self.recovering is not None:
             records = self._recover(records, rolls)

@@ -19,7 +19,6 @@ drops unrecorded work, which the next owner re-reads.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from loader.config.spec import EventSpec
 from loader.consume.kafka import client_kwargs, make_consumer
 from loader.encode import decoder_for
 from loader.errors import ConfigError, FencedError, KafkaError, StorageError
+from loader.retry import Backoff
 from loader.store.s3 import S3Store
 from loader.worker.partition import PartitionState, Roll
 
@@ -198,16 +198,17 @@ class StreamWorker:
     async def _wait_until_reachable(self, admin: AIOKafkaAdminClient) -> None:
         """Retry the readiness preconditions while Kafka or S3 fail transiently (the worker
         stays alive and not ready); a missing topic or bucket is a configuration error."""
-        delay = 0.5
+        backoff = Backoff()
         while not self._stopping.is_set():
             try:
                 await self._check_reachable(admin)
             except (KafkaError, StorageError) as exc:
                 if not exc.transient:
                     raise
-                self._log.warning("waiting_for_dependencies", error=str(exc), delay_s=round(delay, 2))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                self._log.warning(
+                    "waiting_for_dependencies", error=str(exc), delay_s=round(backoff.next_s, 2)
+                )
+                await backoff.wait()
             else:
                 return
 
@@ -250,10 +251,9 @@ class StreamWorker:
             state = self._partitions.get(tp)
             if state is None or tp in self._fenced:
                 continue  # revoked meanwhile, or waiting for the rebalance that follows a fence
-            before = state.next_offset
+            taken = state.records_taken
             rolls += state.ingest(records, now)
-            if state.next_offset is not None:
-                self.stats.records_read += sum(1 for r in records if before is None or r.offset >= before)
+            self.stats.records_read += state.records_taken - taken
         self._learn_row_size(rolls)
         self._relieve_memory(rolls)
         return rolls
@@ -368,7 +368,7 @@ class StreamWorker:
         """Run a blocking S3 call in a thread; transient failures (after botocore's own
         retries) are retried here with capped exponential backoff, until it works or the
         roll is cancelled. Terminal ones (no bucket, access denied) propagate."""
-        delay = 0.5
+        backoff = Backoff(jitter=True)
         while True:
             try:
                 return await self._in_io(call, *args)
@@ -376,9 +376,8 @@ class StreamWorker:
                 if not exc.transient:
                     raise
                 self.stats.upload_retries += 1
-                self._log.warning("s3_retry", error=str(exc), delay_s=round(delay, 2))
-                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
-                delay = min(delay * 2, 30.0)
+                self._log.warning("s3_retry", error=str(exc), delay_s=round(backoff.next_s, 2))
+                await backoff.wait()
 
     def _upload_files(self, roll: Roll) -> None:
         """Dead letters first, then data: a data file in S3 implies its dead letters are too."""
