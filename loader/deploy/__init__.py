@@ -1,0 +1,1 @@
+"""Deployment artefacts derived from the specs: Helm values and manifests."""
