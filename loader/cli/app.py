@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import click
 from loader.errors import ConfigError, LoaderError
 from loader.logs import configure_logging
 
-__all__ = ["cli", "main", "specs_option"]
+__all__ = ["MOMENT", "cli", "main", "specs_option"]
 
 
 class _LoaderGroup(click.Group):
@@ -49,6 +50,24 @@ specs_option = click.option(
     default=None,
     help="Folder of event specs (default: $LOADER_SPECS_DIR or ./pipelines).",
 )
+
+
+class _Moment(click.ParamType):
+    """An ISO-8601 date or time, UTC unless it says otherwise."""
+
+    name = "moment"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 date or time (e.g. 2026-11-27T08)", param, ctx)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+MOMENT = _Moment()
 
 
 def main() -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
 
-from loader.cli.app import specs_option
+from loader.cli.app import MOMENT, specs_option
 from loader.config.settings import load_settings
 from loader.config.spec import load_specs
 from loader.errors import LoaderError
@@ -15,26 +15,22 @@ from loader.errors import LoaderError
 __all__ = ["reconcile"]
 
 
-def _moment(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO-8601 date or time (e.g. 2026-11-27T08)", param_hint=option
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 @click.command()
 @click.argument("events", nargs=-1)
 @specs_option
-@click.option("--since", default=None, help="First time partition to check (ISO-8601, UTC), inclusive.")
-@click.option("--until", default=None, help="Time partition to stop before (ISO-8601, UTC), exclusive.")
+@click.option(
+    "--since", type=MOMENT, default=None, help="First time partition to check (ISO-8601, UTC), inclusive."
+)
+@click.option(
+    "--until", type=MOMENT, default=None, help="Time partition to stop before (ISO-8601, UTC), exclusive."
+)
 @click.option("--dry-run", is_flag=True, help="Report what is missing, load nothing.")
 def reconcile(
-    events: tuple[str, ...], specs_dir: Path | None, since: str | None, until: str | None, dry_run: bool
+    events: tuple[str, ...],
+    specs_dir: Path | None,
+    since: datetime | None,
+    until: datetime | None,
+    dry_run: bool,
 ) -> None:
     """Compare EVENTS' files in S3 with the warehouse's load history and load what is missing."""
     from loader.schema.resolve import schema_for  # noqa: PLC0415 - heavy imports, only here
@@ -43,7 +39,6 @@ def reconcile(
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
     from loader.warehouse.reconcile import reconcile as run_reconcile  # noqa: PLC0415
 
-    start, stop = _moment(since, "--since"), _moment(until, "--until")
     settings = load_settings()
     specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
     failures = 0
@@ -54,8 +49,8 @@ def reconcile(
                 warehouse,
                 S3Store(settings.aws, spec.s3.bucket),
                 objects,
-                since=start,
-                until=stop,
+                since=since,
+                until=until,
                 dry_run=dry_run,
             )
             action = "would load" if dry_run else "loaded"

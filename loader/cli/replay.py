@@ -2,12 +2,181 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from loader.cli.app import MOMENT, specs_option
+from loader.config.settings import Settings, load_settings
+from loader.config.spec import EventSpec, load_specs
+from loader.errors import ConfigError, LoaderError
 
 __all__ = ["replay"]
 
+since_option = click.option(
+    "--since", type=MOMENT, default=None, help="First time partition (ISO-8601, UTC), inclusive."
+)
+until_option = click.option(
+    "--until", type=MOMENT, default=None, help="Time partition to stop before (ISO-8601, UTC), exclusive."
+)
+dry_run_option = click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
 
-@click.group("replay")
+
+def _progress(what: str) -> Progress:
+    """A progress bar on stderr (standard output stays for the summary)."""
+    return Progress(
+        TextColumn(f"[bold]{what}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+
+def _one_spec(event: str, specs_dir: Path | None) -> tuple[Settings, EventSpec]:
+    settings = load_settings()
+    (spec,) = load_specs(specs_dir or settings.specs_dir, [event])
+    return settings, spec
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.1f} MiB"
+
+
+@click.group()
 def replay() -> None:
-    """Not implemented yet."""
-    raise click.UsageError("not implemented yet")
+    """Replay an event's archived files from S3: into a table, or back onto Kafka."""
+
+
+@replay.command("load")
+@click.argument("event")
+@specs_option
+@since_option
+@until_option
+@click.option("--into", "into", default=None, help="Load into this table (created like the event's) instead.")
+@click.option("--force", is_flag=True, help="Reload files the table has loaded before (their rows repeat).")
+@click.option("--yes", is_flag=True, help="Do not ask before a forced reload that repeats rows.")
+@dry_run_option
+def load(  # click passes options by name
+    *,
+    event: str,
+    specs_dir: Path | None,
+    since: datetime | None,
+    until: datetime | None,
+    into: str | None,
+    force: bool,
+    yes: bool,
+    dry_run: bool,
+) -> None:
+    """Reload EVENT's files of a time range into its table, or into another table with --into.
+
+    Files the target table has loaded before are skipped (a reload into the event's
+    own table loads only what is missing); --force reloads them too."""
+    from loader.replay.reload import plan_reload, run_reload  # noqa: PLC0415 - heavy imports, only here
+    from loader.schema.resolve import schema_for  # noqa: PLC0415
+    from loader.store.s3 import S3Store  # noqa: PLC0415
+    from loader.warehouse.connection import Warehouse  # noqa: PLC0415
+    from loader.warehouse.objects import EventObjects  # noqa: PLC0415
+
+    settings, spec = _one_spec(event, specs_dir)
+    objects = EventObjects(spec, schema_for(spec), settings.snowflake)
+    store = S3Store(settings.aws, spec.s3.bucket)
+    with Warehouse(settings.snowflake) as warehouse:
+        plan = plan_reload(warehouse, store, objects, since=since, until=until, into=into, force=force)
+        target = objects.table_named(plan.table)
+        created = "" if plan.table_exists else " (a new table, created like the event's)"
+        click.echo(f"{spec.name} → {target}{created}")
+        click.echo(
+            f"  {len(plan.files)} files in range, "
+            f"{len(plan.already_loaded)} already loaded into {plan.table}; "
+            f"{'would load' if dry_run else 'loading'} {len(plan.to_load)} ({_mib(plan.bytes_to_load)})"
+        )
+        if plan.duplicated:
+            click.echo(
+                f"warning: --force reloads {plan.duplicated} files whose rows {plan.table} already holds: "
+                "those rows will appear twice",
+                err=True,
+            )
+        if dry_run or not plan.to_load:
+            return
+        if plan.duplicated and not yes:
+            if not sys.stdin.isatty():
+                raise ConfigError("a forced reload repeats rows: pass --yes to confirm it")
+            click.confirm(f"Repeat the rows of {plan.duplicated} files in {plan.table}?", abort=True)
+        with _progress(f"loading {spec.name}") as progress:
+            task = progress.add_task("load", total=len(plan.to_load))
+            report = run_reload(warehouse, store, objects, plan, lambda files: progress.advance(task, files))
+    click.echo(
+        f"loaded {len(report.loaded)} files ({report.rows:,} rows) into {plan.table}, "
+        f"{len(report.skipped)} skipped as loaded before, {len(report.failed)} failed"
+    )
+    if report.failed:
+        raise LoaderError(f"{len(report.failed)} file(s) failed to load: see the log for the reasons")
+
+
+@replay.command("publish")
+@click.argument("event")
+@specs_option
+@since_option
+@until_option
+@click.option("--topic", required=True, help="The topic to publish to (it must exist).")
+@click.option(
+    "--keep-partitions",
+    is_flag=True,
+    help="Send each record to the partition it was read from (default: partition by key).",
+)
+@click.option("--force", is_flag=True, help="Allow publishing into the event's own topic (rows load twice).")
+@dry_run_option
+def publish(  # click passes options by name
+    *,
+    event: str,
+    specs_dir: Path | None,
+    since: datetime | None,
+    until: datetime | None,
+    topic: str,
+    keep_partitions: bool,
+    force: bool,
+    dry_run: bool,
+) -> None:
+    """Re-publish EVENT's archived records of a time range to TOPIC, with their original
+    keys, headers and timestamps."""
+    from loader.replay.publish import plan_publish  # noqa: PLC0415 - heavy imports, only here
+    from loader.replay.publish import publish as run_publish  # noqa: PLC0415
+    from loader.schema.resolve import schema_for  # noqa: PLC0415
+    from loader.store.s3 import S3Store  # noqa: PLC0415
+
+    settings, spec = _one_spec(event, specs_dir)
+    store = S3Store(settings.aws, spec.s3.bucket)
+    plan = plan_publish(store, spec, topic=topic, since=since, until=until, force=force)
+    click.echo(
+        f"{spec.name} → topic {topic}: {len(plan.files)} files ({_mib(plan.bytes)}), {plan.records:,} records"
+        + (" (dry run: nothing sent)" if dry_run else "")
+    )
+    if topic == spec.kafka.topic:
+        click.echo(f"warning: {topic} is {spec.name}'s own topic: these records will load again", err=True)
+    if dry_run or not plan.files:
+        return
+    schema = schema_for(spec)
+
+    async def send(progress: Progress, task: Any) -> int:
+        return await run_publish(
+            plan,
+            store,
+            spec,
+            schema,
+            settings.kafka,
+            keep_partitions=keep_partitions,
+            on_file=lambda records: progress.advance(task),
+        )
+
+    with _progress(f"publishing {spec.name}") as progress:
+        task = progress.add_task("publish", total=len(plan.files))
+        sent = asyncio.run(send(progress, task))
+    click.echo(f"published {sent:,} records from {len(plan.files)} files to {topic}")

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from loader.encode.headers import headers_column
 from loader.schema.model import EventSchema, FieldType
 from loader.schema.types import arrow_schema, arrow_type
 
@@ -53,7 +54,7 @@ class KafkaRecord(Protocol):
     @property
     def value(self) -> bytes | None: ...
     @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
 class Decoder(Protocol):
@@ -240,6 +241,7 @@ class BatchDecoder:
             pa.array([r.offset for r in records], pa.int64()),
             pa.array([r.timestamp for r in records], pa.timestamp("ms", tz="UTC")),
             pa.array([r.key for r in records], pa.binary()),
+            headers_column(records),
         ]
         return pa.Table.from_arrays(columns, schema=self.file_schema)
 
@@ -257,7 +259,8 @@ def envelope_values(records: Sequence[KafkaRecord]) -> list[bytes | None]:
 
 
 def _with_header_envelope(record: KafkaRecord) -> bytes | None:
-    headers = {key: value for key, value in record.headers if key in HEADER_ENVELOPE}
+    # A header sent with a null value (Kafka allows it) counts as absent.
+    headers = {key: value for key, value in record.headers if key in HEADER_ENVELOPE and value is not None}
     if "event_id" not in headers or record.value is None:
         return record.value
     parts = []

@@ -18,6 +18,7 @@ import orjson
 import pyarrow as pa
 
 from loader.encode.decode import DecodedBatch, KafkaRecord, Rejected, envelope_values, precheck
+from loader.encode.headers import headers_column
 from loader.schema.model import raw_schema
 from loader.schema.types import arrow_schema
 
@@ -65,6 +66,7 @@ class RawDecoder:
                 pa.array([r.offset for r in records], pa.int64()),
                 pa.array([r.timestamp for r in records], pa.timestamp("ms", tz="UTC")),
                 pa.array([r.key for r in records], pa.binary()),
+                headers_column(records),
             ],
             schema=self.file_schema,
         )

@@ -32,6 +32,8 @@ METADATA_COLUMNS: tuple[tuple[str, pa.DataType, str, bool], ...] = (
     ("_OFFSET", pa.int64(), "NUMBER(38,0)", False),
     ("_KAFKA_TIMESTAMP", pa.timestamp("ms", tz="UTC"), "TIMESTAMP_TZ", False),
     ("_KEY", pa.binary(), "BINARY", True),
+    # The record's Kafka headers as a JSON array (see loader.encode.headers); null without any.
+    ("_HEADERS", pa.json_(), "VARIANT", True),
 )
 
 

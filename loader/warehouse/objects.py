@@ -107,9 +107,15 @@ class EventObjects:
     def create_schema(self) -> str:
         return f"CREATE SCHEMA IF NOT EXISTS {self.schema_name}"
 
-    def create_table(self) -> str:
+    def table_named(self, name: str) -> str:
+        """Another table in the event's schema (a replay target), validated and quoted."""
+        return self._qualified(name)
+
+    def create_table(self, name: str | None = None) -> str:
+        """The event's table, or a table of the same shape named ``name``."""
         columns = ",\n  ".join(column.ddl() for column in self.columns())
-        return f"CREATE TABLE IF NOT EXISTS {self.table} (\n  {columns}\n)"
+        table = self.table if name is None else self.table_named(name)
+        return f"CREATE TABLE IF NOT EXISTS {table} (\n  {columns}\n)"
 
     def add_column(self, column: Column) -> str:
         # Added columns stay nullable: rows loaded before have no value for them.
@@ -126,13 +132,18 @@ class EventObjects:
         url = quote_literal(self.stage_url())
         return f"{verb} {self.stage} URL = {url}{options} FILE_FORMAT = {self.file_format}"
 
-    def pipe_copy(self) -> str:
-        """The pipe's COPY: every file of the stage, columns matched by name, explicit ON_ERROR."""
+    def pipe_copy(self, *, into: str | None = None, force: bool = False) -> str:
+        """The pipe's COPY: every file of the stage, columns matched by name, explicit ON_ERROR.
+
+        A replay may copy ``into`` another table of the schema, and ``force`` a reload of
+        files the table has loaded before (their rows then appear twice)."""
+        table = self.table if into is None else self.table_named(into)
         return (
-            f"COPY INTO {self.table} FROM @{self.stage}"
+            f"COPY INTO {table} FROM @{self.stage}"
             f" FILE_FORMAT = (FORMAT_NAME = {quote_literal(self.file_format)})"
             " MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE"
             f" ON_ERROR = {self.spec.snowflake.on_error}"
+            + (" FORCE = TRUE" if force else "")
         )
 
     def create_pipe(self, *, replace: bool = False) -> str:

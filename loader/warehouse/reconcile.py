@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from loader.config.identifiers import quote_literal
+from loader.config.spec import EventSpec
 from loader.store.layout import parse_key
-from loader.store.s3 import S3Store
+from loader.store.s3 import ObjectInfo, S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import load_files
 from loader.warehouse.objects import EventObjects
 
-__all__ = ["ReconcileReport", "reconcile"]
+__all__ = ["ReconcileReport", "data_files", "loaded_files", "reconcile"]
 
 BATCH_FILES = 200
 
@@ -37,12 +38,12 @@ class ReconcileReport:
     failed: list[str] = field(default_factory=list)
 
 
-def data_keys(
-    store: S3Store, objects: EventObjects, since: datetime | None, until: datetime | None
-) -> list[str]:
-    """The event's data files whose time partition falls in [since, until)."""
-    keys = []
-    for info in store.list_objects(objects.spec.data_prefix):
+def data_files(
+    store: S3Store, spec: EventSpec, since: datetime | None, until: datetime | None
+) -> list[ObjectInfo]:
+    """The event's data files whose time partition falls in [since, until), in key order."""
+    files = []
+    for info in store.list_objects(spec.data_prefix):
         parsed = parse_key(info.key)
         if parsed is None or parsed.kind != "data":
             continue
@@ -50,16 +51,16 @@ def data_keys(
             continue
         if until is not None and parsed.time_partition >= until:
             continue
-        keys.append(info.key)
-    return keys
+        files.append(info)
+    return files
 
 
-def loaded_files(warehouse: Warehouse, objects: EventObjects) -> set[str]:
-    """Stage-relative paths the table's load history lists as loaded."""
+def loaded_files(warehouse: Warehouse, objects: EventObjects, table: str | None = None) -> set[str]:
+    """Stage-relative paths the load history lists as loaded into the event's table (or ``table``)."""
     warehouse.execute(objects.use_statement())
     rows = warehouse.execute(
         "SELECT FILE_NAME FROM INFORMATION_SCHEMA.LOAD_HISTORY"  # noqa: S608 - a quoted literal
-        f" WHERE TABLE_NAME = {quote_literal(objects.spec.snowflake.table)}"
+        f" WHERE TABLE_NAME = {quote_literal(table or objects.spec.snowflake.table)}"
         " AND STATUS IN ('LOADED', 'PARTIALLY_LOADED')"
     )
     return {objects.relative_path(str(row[0])) for row in rows}
@@ -77,7 +78,7 @@ def reconcile(
 ) -> ReconcileReport:
     """Load every data file of the range that the warehouse has not loaded (unless ``dry_run``)."""
     report = ReconcileReport(event=objects.spec.name)
-    keys = data_keys(store, objects, since, until)
+    keys = [info.key for info in data_files(store, objects.spec, since, until)]
     report.files_in_s3 = len(keys)
     loaded = loaded_files(warehouse, objects)
     report.missing = [k for k in keys if objects.relative_path(k) not in loaded]

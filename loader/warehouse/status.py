@@ -16,7 +16,7 @@ from loader.config.identifiers import quote_literal
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.objects import EventObjects
-from loader.warehouse.reconcile import data_keys
+from loader.warehouse.reconcile import data_files
 
 __all__ = ["PipeStatus", "pipe_status"]
 
@@ -72,7 +72,7 @@ def pipe_status(warehouse: Warehouse, store: S3Store, objects: EventObjects) -> 
         for row in history
         if str(row[1]) not in ("LOADED", "PARTIALLY_LOADED", "LOAD_SKIPPED")
     ]
-    keys = data_keys(store, objects, None, None)
+    keys = [info.key for info in data_files(store, objects.spec, None, None)]
     status.files_in_s3 = len(keys)
     if mode != "auto-ingest":
         done = {objects.relative_path(str(row[0])) for row in loaded}

@@ -11,10 +11,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from aiokafka import TopicPartition
 
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec, load_spec
-from loader.consume.kafka import ensure_topic, make_producer
+from loader.consume.kafka import ensure_topic, make_consumer, make_producer
 from loader.samples import SampleEvents
 from loader.schema.avro import load_avro_schema
 from loader.store.s3 import S3Store
@@ -96,3 +97,27 @@ def read_files(store: S3Store, prefix: str) -> dict[str, pa.Table]:
     return {
         info.key: pq.read_table(io.BytesIO(store.get_bytes(info.key))) for info in store.list_objects(prefix)
     }
+
+
+def read_topic(settings: Settings, spec: EventSpec, topic: str) -> list[Any]:
+    """Every record of ``topic`` (with the spec's partition count) up to its current end
+    (aiokafka ConsumerRecords, in partition order)."""
+
+    async def _run() -> list[Any]:
+        consumer = make_consumer(spec, settings.kafka, group_id=None)
+        records: list[Any] = []
+        try:
+            await consumer.start()
+            partitions = [TopicPartition(topic, p) for p in range(spec.kafka.partitions)]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            for tp in partitions:
+                while await consumer.position(tp) < ends[tp]:
+                    batch = await consumer.getmany(tp, timeout_ms=1000)
+                    records.extend(batch.get(tp, []))
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(_run())

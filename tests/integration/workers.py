@@ -96,6 +96,25 @@ def worker_env(settings: Settings, aws_endpoint: str) -> dict[str, str]:
     return env
 
 
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for running ``loader`` commands against the session's services."""
+    assert settings.aws.endpoint_url is not None
+    sf = settings.snowflake
+    return (
+        worker_env(settings, settings.aws.endpoint_url)
+        | {
+            "LOADER_SNOWFLAKE__ACCOUNT": sf.account or "",
+            "LOADER_SNOWFLAKE__USER": sf.user or "",
+            "LOADER_SNOWFLAKE__PASSWORD": sf.password.get_secret_value() if sf.password else "",
+            "LOADER_SNOWFLAKE__HOST": sf.host or "",
+            "LOADER_SNOWFLAKE__PORT": str(sf.port),
+            "LOADER_SNOWFLAKE__PROTOCOL": sf.protocol,
+            "LOADER_SNOWFLAKE__LOCAL_STAGE_DIR": str(sf.local_stage_dir),
+        }
+        | extra
+    )
+
+
 def end_and_committed(settings: Settings, spec: EventSpec) -> tuple[dict[int, int], dict[int, int]]:
     """Per partition: the log end offset, and the group's committed offset (-1 if none)."""
 

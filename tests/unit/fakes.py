@@ -16,4 +16,4 @@ class FakeRecord:
     timestamp: int
     key: bytes | None
     value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
+    headers: Sequence[tuple[str, bytes | None]] = field(default_factory=tuple)

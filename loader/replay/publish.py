@@ -1,0 +1,148 @@
+"""Re-publish an event's archived records from S3 to a Kafka topic.
+
+Each data file's rows become the records they were consumed as: same key,
+headers and Kafka timestamp, and a value that decodes to the same row (see
+:mod:`loader.encode.reencode`). Files go out in (partition, offset) order and
+the producer is idempotent, so a partition's records keep their order and a
+retried send is not duplicated. By default records are partitioned by key,
+as the original producer's default partitioner did; ``keep_partitions`` sends
+each to the partition it was read from instead. Publishing into the event's
+own topic loads its records a second time (new offsets are new rows), so it
+is refused unless forced.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError as AioKafkaError
+
+from loader.config.settings import KafkaSettings
+from loader.config.spec import EventSpec
+from loader.consume.kafka import client_kwargs, make_producer
+from loader.encode.reencode import RecordEncoder
+from loader.errors import ConfigError, KafkaError
+from loader.schema.model import EventSchema
+from loader.store.footer import parquet_footer
+from loader.store.layout import parse_key
+from loader.store.s3 import ObjectInfo, S3Store
+from loader.warehouse.reconcile import data_files
+
+__all__ = ["PublishPlan", "plan_publish", "publish"]
+
+
+@dataclass(frozen=True)
+class PublishPlan:
+    """The files of the range, in send order, and how many records they hold."""
+
+    event: str
+    topic: str
+    files: list[ObjectInfo]
+    records: int
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def plan_publish(
+    store: S3Store,
+    spec: EventSpec,
+    *,
+    topic: str,
+    since: datetime | None,
+    until: datetime | None,
+    force: bool = False,
+) -> PublishPlan:
+    """The files to send (partition, then offset order) and their record count from the footers."""
+    if topic == spec.kafka.topic and not force:
+        raise ConfigError(
+            f"{topic} is {spec.name}'s own topic: its workers would load every record again as new rows. "
+            "Publish to another topic, or pass --force if duplicates in the table are what you want"
+        )
+
+    def order(info: ObjectInfo) -> tuple[str, int, int]:
+        parsed = parse_key(info.key)
+        assert parsed is not None  # data_files lists parsed data keys only
+        return parsed.topic, parsed.partition, parsed.first_offset
+
+    files = sorted(data_files(store, spec, since, until), key=order)
+    records = sum(parquet_footer(store, f.key).num_rows for f in files)
+    return PublishPlan(event=spec.name, topic=topic, files=files, records=records)
+
+
+async def topic_partitions(spec: EventSpec, settings: KafkaSettings, topic: str) -> int:
+    """How many partitions ``topic`` has; a clear error when it does not exist."""
+    admin = AIOKafkaAdminClient(**client_kwargs(spec, settings))
+    try:
+        await admin.start()
+        if topic not in await admin.list_topics():
+            raise ConfigError(
+                f"topic {topic} does not exist: create it first (with as many partitions as "
+                f"{spec.kafka.topic}, {spec.kafka.partitions}, to keep each key's records in order)"
+            )
+        (described,) = await admin.describe_topics([topic])
+        return len(described["partitions"])
+    except AioKafkaError as exc:
+        raise KafkaError(f"cannot read the metadata of topic {topic}: {exc}") from exc
+    finally:
+        await admin.close()
+
+
+async def publish(
+    plan: PublishPlan,
+    store: S3Store,
+    spec: EventSpec,
+    schema: EventSchema,
+    settings: KafkaSettings,
+    *,
+    keep_partitions: bool = False,
+    on_file: Callable[[int], None] = lambda records: None,
+) -> int:
+    """Send every record of the plan's files to its topic; returns how many were sent."""
+    partitions = await topic_partitions(spec, settings, plan.topic)
+    encoder = RecordEncoder(schema, raw=spec.schema_ref.mode == "raw")
+    producer = make_producer(spec, settings, enable_idempotence=True, acks="all")
+    sent = 0
+    try:
+        await producer.start()
+        with tempfile.TemporaryDirectory(prefix="loader-replay-") as scratch:
+            for info in plan.files:
+                local = Path(scratch) / "file.parquet"
+                store.download_file(info.key, local)
+                deliveries = []
+                for batch in pq.ParquetFile(local).iter_batches(batch_size=10_000):
+                    for record in encoder.records(batch):
+                        partition = None
+                        if keep_partitions:
+                            if record.partition >= partitions:
+                                raise ConfigError(
+                                    f"--keep-partitions: {info.key} holds partition {record.partition} "
+                                    f"but {plan.topic} has {partitions} partitions"
+                                )
+                            partition = record.partition
+                        deliveries.append(
+                            await producer.send(
+                                plan.topic,
+                                record.value,
+                                key=record.key,
+                                partition=partition,
+                                timestamp_ms=record.timestamp_ms,
+                                headers=record.headers,
+                            )
+                        )
+                for delivery in deliveries:
+                    await delivery  # every record of the file is acknowledged before the next file
+                sent += len(deliveries)
+                on_file(len(deliveries))
+    except AioKafkaError as exc:
+        raise KafkaError(f"publishing to {plan.topic} failed after {sent} records: {exc}") from exc
+    finally:
+        await producer.stop()
+    return sent
