@@ -1,0 +1,335 @@
+"""The Helm chart, rendered by a real ``helm template`` from ``loader deploy render``'s values.
+
+Every built-in kind is validated against the Kubernetes schemas (strict: no
+unknown fields); the CRDs (KEDA's ScaledObject, the Prometheus Operator's
+ServiceMonitor) are checked structurally against what the chart must wire.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from loader.cli import cli
+from loader.config.spec import EventSpec, load_specs
+from loader.deploy.helm import find_helm
+from loader.worker.pool import CHILD_STOP_GRACE_S
+
+HELM = find_helm()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        HELM is None,
+        reason="helm is not on the PATH nor at ~/.cache/event-loader/bin/helm (.ci/run installs it)",
+    ),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "event-loader"
+EXAMPLES = ROOT / "pipelines"
+SECRET = "event-loader-credentials"
+KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
+CRDS = {"ScaledObject": "keda.sh/v1alpha1", "ServiceMonitor": "monitoring.coreos.com/v1"}
+ENV_VALUES = [
+    f"existingSecret={SECRET}",
+    "kafka.bootstrapServers=broker-1:9092\\,broker-2:9092",
+    "env.LOADER_AWS__REGION=eu-west-1",
+]
+
+Manifests = list[dict[str, Any]]
+
+
+def _deploy_render(*args: str) -> None:
+    """Run `loader deploy render` on the example specs; it must succeed."""
+    result = CliRunner().invoke(cli, ["deploy", "render", "--specs", str(EXAMPLES), *args])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def specs() -> list[EventSpec]:
+    return load_specs(EXAMPLES)
+
+
+@pytest.fixture(scope="module")
+def values_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The values `loader deploy render` writes for the example specs."""
+    path = tmp_path_factory.mktemp("helm") / "values.yaml"
+    _deploy_render("--image", "ghcr.io/acme/event-loader:1.4.0", "-o", str(path))
+    return path
+
+
+def _helm(*args: str) -> subprocess.CompletedProcess[str]:
+    assert HELM is not None
+    return subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module")
+def render(values_file: Path) -> Callable[..., Manifests]:
+    """``helm template`` of the chart with the rendered values and ``--set`` overrides."""
+
+    def run(*settings: str) -> Manifests:
+        sets = [arg for setting in settings for arg in ("--set", setting)]
+        done = _helm("template", "rel", str(CHART), "--namespace", "events", "-f", str(values_file), *sets)
+        assert done.returncode == 0, done.stderr
+        return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+    return run
+
+
+def _of_kind(manifests: Manifests, kind: str, component: str | None = None) -> Manifests:
+    return [
+        m
+        for m in manifests
+        if m["kind"] == kind
+        and (component is None or m["metadata"]["labels"].get("app.kubernetes.io/component") == component)
+    ]
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def _worker_for(manifests: Manifests, spec: EventSpec) -> dict[str, Any]:
+    [deployment] = [
+        d
+        for d in _of_kind(manifests, "Deployment", "worker")
+        if d["spec"]["template"]["spec"]["containers"][0]["args"][2] == spec.name
+    ]
+    return deployment
+
+
+def test_helm_lint_is_clean(values_file: Path) -> None:
+    """`helm lint --strict` passes with the rendered values, with and without the optional parts."""
+    for extra in (
+        [],
+        ["--set", f"serviceMonitor.enabled=true,autoscaling.enabled=true,{ENV_VALUES[1]}"],
+    ):
+        done = _helm("lint", "--strict", str(CHART), "-f", str(values_file), *extra)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout
+
+
+@pytest.mark.parametrize("service_monitor", [False, True])
+@pytest.mark.parametrize("autoscaling", [False, True])
+def test_manifests_are_valid_kubernetes(
+    render: Callable[..., Manifests], service_monitor: bool, autoscaling: bool
+) -> None:
+    """Every built-in kind validates strictly; the CRDs appear exactly when switched on."""
+    manifests = render(
+        *ENV_VALUES,
+        f"serviceMonitor.enabled={str(service_monitor).lower()}",
+        f"autoscaling.enabled={str(autoscaling).lower()}",
+    )
+    kinds = {m["kind"] for m in manifests}
+    assert {"Deployment", "Service", "PodDisruptionBudget", "ConfigMap", "ServiceAccount"} <= kinds
+    assert ("ServiceMonitor" in kinds) == service_monitor
+    assert ("ScaledObject" in kinds) == autoscaling
+    for manifest in manifests:
+        if manifest["kind"] in CRDS:
+            assert manifest["apiVersion"] == CRDS[manifest["kind"]]
+            continue
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_one_worker_deployment_per_spec(render: Callable[..., Manifests], specs: list[EventSpec]) -> None:
+    """Each spec gets one Deployment running its event, with its spec mounted and its replicas."""
+    manifests = render(*ENV_VALUES)
+    workers = _of_kind(manifests, "Deployment", "worker")
+    assert len(workers) == len(specs)
+    config_maps = {c["metadata"]["name"]: c for c in _of_kind(manifests, "ConfigMap")}
+    for spec in specs:
+        deployment = _worker_for(manifests, spec)
+        pod = deployment["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert container["args"][:3] == ["worker", "run", spec.name]
+        assert container["image"] == "ghcr.io/acme/event-loader:1.4.0"
+        assert 1 <= deployment["spec"]["replicas"] == spec.deployment.replicas <= spec.kafka.partitions
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["LOADER_SPECS_DIR"] == "/etc/event-loader/pipelines"
+        assert env["LOADER_AWS__REGION"] == "eu-west-1"
+        # The mounted spec is this event's, with its topic.
+        [source] = next(v for v in pod["volumes"] if v["name"] == "specs")["projected"]["sources"]
+        mounted = config_maps[source["configMap"]["name"]]["data"]
+        items = {i["path"]: i["key"] for i in source["configMap"]["items"]}
+        assert items[f"pipelines/{spec.name}.yaml"] == "spec.yaml"
+        assert yaml.safe_load(mounted["spec.yaml"])["kafka"]["topic"] == spec.kafka.topic
+        assert (f"schemas/{spec.name}.avsc" in items) == (spec.schema_path is not None)
+
+
+def test_mounted_specs_load_in_the_pod_layout(
+    render: Callable[..., Manifests], specs: list[EventSpec], tmp_path: Path
+) -> None:
+    """The loader's specs volume, written out as the kubelet would, loads as the same specs."""
+    manifests = render(*ENV_VALUES)
+    [loader] = _of_kind(manifests, "Deployment", "loader")
+    config_maps = {c["metadata"]["name"]: c["data"] for c in _of_kind(manifests, "ConfigMap")}
+    [volume] = [v for v in loader["spec"]["template"]["spec"]["volumes"] if v["name"] == "specs"]
+    [mount] = [
+        m for m in loader["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["name"] == "specs"
+    ]
+    root = tmp_path / mount["mountPath"].lstrip("/")
+    for source in volume["projected"]["sources"]:
+        for item in source["configMap"]["items"]:
+            target = root / item["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(config_maps[source["configMap"]["name"]][item["key"]])
+    env = {e["name"]: e["value"] for e in loader["spec"]["template"]["spec"]["containers"][0]["env"]}
+    loaded = load_specs(tmp_path / env["LOADER_SPECS_DIR"].lstrip("/"))
+    assert [(s.name, s.kafka.topic, s.s3.prefix, s.snowflake.table) for s in loaded] == [
+        (s.name, s.kafka.topic, s.s3.prefix, s.snowflake.table) for s in specs
+    ]
+
+
+def test_workers_probe_health_and_readiness_and_stop_gracefully(
+    render: Callable[..., Manifests], specs: list[EventSpec]
+) -> None:
+    """Liveness hits /healthz, readiness /readyz on the served port; the grace period outlasts the drain."""
+    manifests = render(*ENV_VALUES)
+    for spec in specs:
+        pod = _worker_for(manifests, spec)["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        [port] = container["ports"]
+        assert container["args"][container["args"].index("--web-port") + 1] == str(port["containerPort"])
+        for probe, path in (
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+            ("startupProbe", "/healthz"),
+        ):
+            assert container[probe]["httpGet"] == {"path": path, "port": port["name"]}
+        assert pod["terminationGracePeriodSeconds"] > CHILD_STOP_GRACE_S
+
+
+def test_pods_are_locked_down(render: Callable[..., Manifests]) -> None:
+    """Every pod runs non-root, read-only, without capabilities, and writes only to emptyDirs."""
+    manifests = render(*ENV_VALUES)
+    for deployment in _of_kind(manifests, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["automountServiceAccountToken"] is False
+        [container] = pod["containers"]
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        writable = [m for m in container["volumeMounts"] if not m.get("readOnly")]
+        assert {m["mountPath"] for m in writable} >= {"/tmp"}
+        assert all("emptyDir" in volumes[m["name"]] for m in writable)
+        # Credentials only by reference to the existing Secret.
+        assert container["envFrom"] == [{"secretRef": {"name": SECRET}}]
+
+
+def test_pdb_and_service_select_their_events_pods(
+    render: Callable[..., Manifests], specs: list[EventSpec]
+) -> None:
+    """Each event's PDB and Service select its Deployment's pods and no other event's."""
+    manifests = render(*ENV_VALUES)
+    workers = _of_kind(manifests, "Deployment", "worker")
+    for kind, selector_of in (
+        ("PodDisruptionBudget", lambda m: m["spec"]["selector"]["matchLabels"]),
+        ("Service", lambda m: m["spec"]["selector"]),
+    ):
+        objects = _of_kind(manifests, kind, "worker")
+        assert len(objects) == len(specs)
+        for obj in objects:
+            selected = [
+                d for d in workers if _matches(selector_of(obj), d["spec"]["template"]["metadata"]["labels"])
+            ]
+            assert [d["metadata"]["name"] for d in selected] == [obj["metadata"]["name"]]
+            if kind == "PodDisruptionBudget":
+                assert selector_of(obj) == selected[0]["spec"]["selector"]["matchLabels"]
+
+
+def test_scaled_object_scales_on_lag_up_to_the_partitions(
+    render: Callable[..., Manifests], specs: list[EventSpec]
+) -> None:
+    """With the autoscaler on, KEDA owns replicas: from the spec's count up to the partition count."""
+    manifests = render(*ENV_VALUES, "autoscaling.enabled=true", "autoscaling.lagThreshold=5000")
+    scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in _of_kind(manifests, "ScaledObject")}
+    assert len(scaled) == len(specs)
+    for spec in specs:
+        deployment = _worker_for(manifests, spec)
+        assert "replicas" not in deployment["spec"]
+        obj = scaled[deployment["metadata"]["name"]]["spec"]
+        assert obj["maxReplicaCount"] == spec.kafka.partitions
+        assert obj["minReplicaCount"] == spec.deployment.replicas
+        [trigger] = obj["triggers"]
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["topic"] == spec.kafka.topic
+        assert trigger["metadata"]["consumerGroup"] == spec.consumer_group
+        assert trigger["metadata"]["bootstrapServers"] == "broker-1:9092,broker-2:9092"
+        assert trigger["metadata"]["lagThreshold"] == "5000"
+        assert all(isinstance(v, str) for v in trigger["metadata"].values())
+
+
+def test_autoscaler_without_brokers_is_refused(values_file: Path) -> None:
+    """KEDA needs the brokers: the chart says which value to set instead of rendering a broken trigger."""
+    done = _helm("template", "rel", str(CHART), "-f", str(values_file), "--set", "autoscaling.enabled=true")
+    assert done.returncode != 0
+    assert "set kafka.bootstrapServers" in done.stderr
+
+
+def test_service_monitors_scrape_metrics_ports(render: Callable[..., Manifests]) -> None:
+    """The ServiceMonitors select the workers' and loader's Services by a port they expose, at /metrics."""
+    manifests = render(*ENV_VALUES, "serviceMonitor.enabled=true", "serviceMonitor.labels.release=prometheus")
+    monitors = _of_kind(manifests, "ServiceMonitor")
+    services = _of_kind(manifests, "Service")
+    assert {m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors} == {"worker", "loader"}
+    for monitor in monitors:
+        assert monitor["metadata"]["labels"]["release"] == "prometheus"
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["events"]}
+        [endpoint] = monitor["spec"]["endpoints"]
+        assert endpoint["path"] == "/metrics"
+        selected = [
+            s
+            for s in services
+            if _matches(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+        ]
+        assert selected
+        for service in selected:
+            assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_loader_deployment_serves_metrics_and_can_be_turned_off(render: Callable[..., Manifests]) -> None:
+    """The loader runs `pipes run` with its metrics port exposed, and disappears when disabled."""
+    [loader] = _of_kind(render(*ENV_VALUES), "Deployment", "loader")
+    [container] = loader["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["pipes", "run"]
+    port = container["args"][container["args"].index("--metrics-port") + 1]
+    assert container["ports"] == [{"name": "metrics", "containerPort": int(port), "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert not _of_kind(render(*ENV_VALUES, "loader.enabled=false"), "Deployment", "loader")
+
+
+def test_hand_edited_replicas_above_partitions_fail(values_file: Path, tmp_path: Path) -> None:
+    """Values edited past the partition count fail to render, naming the event and the limit."""
+    values = yaml.safe_load(values_file.read_text())
+    values["events"][0]["replicas"] = values["events"][0]["partitions"] + 1
+    edited = tmp_path / "values.yaml"
+    edited.write_text(yaml.safe_dump(values))
+    done = _helm("template", "rel", str(CHART), "-f", str(edited))
+    assert done.returncode != 0
+    assert f"event {values['events'][0]['name']}: replicas 7 exceeds its 6 partitions" in done.stderr
+
+
+def test_cli_renders_manifests_with_helm(tmp_path: Path, specs: list[EventSpec]) -> None:
+    """`loader deploy render --manifests` runs helm and writes one worker Deployment per spec."""
+    env_values = tmp_path / "env.yaml"
+    env_values.write_text(yaml.safe_dump({"existingSecret": SECRET}))
+    out = tmp_path / "manifests.yaml"
+    _deploy_render("--manifests", "--chart", str(CHART), "-f", str(env_values), "-o", str(out))
+    manifests = [doc for doc in yaml.safe_load_all(out.read_text()) if doc]
+    workers = _of_kind(manifests, "Deployment", "worker")
+    assert sorted(d["spec"]["template"]["spec"]["containers"][0]["args"][2] for d in workers) == sorted(
+        s.name for s in specs
+    )
+    assert all(d["spec"]["template"]["spec"]["containers"][0]["envFrom"] for d in workers)
