@@ -2,12 +2,73 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from loader.cli.app import specs_option
+from loader.config.settings import load_settings
+from loader.scaffold import DEFAULT_BUCKET, scaffold
 
 __all__ = ["new_event"]
 
 
 @click.command("new-event")
-def new_event() -> None:
-    """Not implemented yet."""
-    raise click.UsageError("not implemented yet")
+@click.argument("name")
+@specs_option
+@click.option(
+    "--schemas",
+    "schemas_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of Avro schemas (default: schemas/ beside the specs folder).",
+)
+@click.option("--topic", default=None, help="Kafka topic of the events (default: NAME).")
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 10_000),
+    default=6,
+    show_default=True,
+    help="Partitions of the topic when it is created locally.",
+)
+@click.option("--bucket", default=DEFAULT_BUCKET, show_default=True, help="S3 bucket of the Parquet files.")
+@click.option("--raw", is_flag=True, help="Raw JSON events: no schema, the payload is one VARIANT column.")
+@click.option("--force", is_flag=True, help="Overwrite the spec and schema if they exist.")
+def new_event(
+    name: str,
+    *,  # click passes options by name
+    specs_dir: Path | None,
+    schemas_dir: Path | None,
+    topic: str | None,
+    partitions: int,
+    bucket: str,
+    raw: bool,
+    force: bool,
+) -> None:
+    """Write NAME's spec (every field explained) and an example schema, valid as they are."""
+    specs = specs_dir or load_settings().specs_dir
+    written = scaffold(
+        name,
+        specs_dir=specs,
+        schemas_dir=schemas_dir or specs.parent / "schemas",
+        topic=topic,
+        partitions=partitions,
+        bucket=bucket,
+        raw=raw,
+        force=force,
+    )
+    click.echo(f"wrote {written.spec_path}")
+    if written.schema_path is not None:
+        click.echo(f"wrote {written.schema_path}")
+    option = "" if specs_dir is None else f" --specs {specs_dir}"
+    steps = [
+        f"describe the payload's fields in {written.schema_path}, then `loader schemas check{option}`"
+        if written.schema_path is not None
+        else f"the payload lands whole in the PAYLOAD column; review {written.spec_path}",
+        f"`loader plan {name}{option}`: the topic, S3 layout, table DDL and deployment it implies",
+        f"`loader pipes apply {name}{option}`: create the table, file format, stage and pipe",
+        f"`loader worker run {name}{option}`: load the topic into S3, and from there into the table",
+    ]
+    click.echo("next steps:")
+    for number, step in enumerate(steps, 1):
+        click.echo(f"  {number}. {step}")

@@ -25,7 +25,7 @@ from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import load_files
 from loader.warehouse.manager import PipeManager
 from tests.integration.helpers import REPO
-from tests.integration.workers import worker_env
+from tests.integration.workers import cli_env
 from tests.unit.fakes import FakeRecord
 
 pytestmark = pytest.mark.integration
@@ -135,19 +135,7 @@ def test_plan_and_apply_commands(
     (specs / f"{name}.yaml").write_text(
         json.dumps(spec.model_dump(by_alias=True, mode="json", exclude={"source_path"}))
     )
-    assert settings.aws.endpoint_url is not None
-    env = worker_env(settings, settings.aws.endpoint_url)
-    env |= {
-        "LOADER_SNOWFLAKE__ACCOUNT": settings.snowflake.account or "",
-        "LOADER_SNOWFLAKE__USER": settings.snowflake.user or "",
-        "LOADER_SNOWFLAKE__PASSWORD": settings.snowflake.password.get_secret_value()
-        if settings.snowflake.password
-        else "",
-        "LOADER_SNOWFLAKE__HOST": settings.snowflake.host or "",
-        "LOADER_SNOWFLAKE__PORT": str(settings.snowflake.port),
-        "LOADER_SNOWFLAKE__PROTOCOL": settings.snowflake.protocol,
-        "LOADER_SNOWFLAKE__LOCAL_STAGE_DIR": str(settings.snowflake.local_stage_dir),
-    }
+    env = cli_env(settings)
     runner = CliRunner()
     planned = runner.invoke(cli, ["pipes", "plan", "--specs", str(specs)], env=env)
     assert planned.exit_code == 0, planned.output

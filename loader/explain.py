@@ -1,0 +1,202 @@
+"""Everything one event spec implies, before anything exists (``loader plan EVENT``).
+
+Kafka topic and group, S3 layout with example keys, the Snowflake statements
+a first ``loader pipes apply`` would run, and the worker's Helm values. It is
+worked out offline, by the same code that later creates each piece (the
+layout's keys, the pipe manager's plan, the chart's values), so what it shows
+cannot drift from what happens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from loader.config.settings import Settings
+from loader.config.spec import MIB, EventSpec
+from loader.deploy.render import event_values, values_yaml
+from loader.store.layout import FileRange, data_key, dead_letter_key, time_bucket
+from loader.warehouse.connection import Warehouse
+from loader.warehouse.manager import PipeManager
+
+__all__ = ["EventPlan", "KafkaPlan", "S3Plan", "SnowflakePlan", "plan_event"]
+
+
+@dataclass(frozen=True)
+class KafkaPlan:
+    """Where the worker reads."""
+
+    cluster: str
+    topic: str
+    partitions: int
+    consumer_group: str
+
+
+@dataclass(frozen=True)
+class S3Plan:
+    """Where the worker writes, and when it rolls a file."""
+
+    bucket: str
+    prefix: str
+    data_prefix: str
+    dead_letter_prefix: str
+    time_partition: str
+    example_data_key: str
+    """The key of partition 0's first full file, were its first record produced now."""
+    example_dead_letter_key: str
+    notification: str
+    """Where S3 reports each new data file, so that it gets loaded."""
+    rolling: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SnowflakePlan:
+    """Where the rows land, and the statements that create it."""
+
+    load_mode: str
+    table: str
+    schema_version: int
+    columns: list[dict[str, Any]]
+    statements: list[str]
+    """What ``loader pipes apply`` runs against a warehouse where none of it exists yet."""
+
+
+@dataclass(frozen=True)
+class EventPlan:
+    """One event type's pipeline, piece by piece."""
+
+    event: str
+    description: str
+    owner: str
+    spec_path: str | None
+    schema_mode: str
+    schema_path: str | None
+    kafka: KafkaPlan
+    s3: S3Plan
+    snowflake: SnowflakePlan
+    deployment: dict[str, Any]
+    """The event's entry in the Helm chart's ``events`` value."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as plain data, for ``--json`` and scripts."""
+        return dataclasses.asdict(self)
+
+    def render(self) -> str:
+        """The plan as text for people: one section per stage of the pipeline."""
+        kafka, s3, sf = self.kafka, self.s3, self.snowflake
+        rolling = s3.rolling
+        about = " - ".join(part for part in (self.description, self.owner and f"owner {self.owner}") if part)
+        schema = f"{self.schema_mode}, version {sf.schema_version}"
+        if self.schema_path:
+            schema += f", {self.schema_path}"
+        statements = [line for statement in sf.statements for line in f"{statement};".splitlines()]
+        sections = [
+            _section(
+                f"event type {self.event}" + (f": {about}" if about else ""),
+                [("spec", self.spec_path or "-"), ("schema", schema)],
+            ),
+            _section(
+                "Kafka",
+                [
+                    ("cluster", kafka.cluster),
+                    ("topic", f"{kafka.topic} ({kafka.partitions} partitions)"),
+                    ("consumer group", kafka.consumer_group),
+                ],
+            ),
+            _section(
+                "S3",
+                [
+                    ("data", f"s3://{s3.bucket}/{s3.data_prefix} ({s3.time_partition} folders)"),
+                    ("dead letters", f"s3://{s3.bucket}/{s3.dead_letter_prefix}"),
+                    ("example data key", s3.example_data_key),
+                    ("example dead letters", s3.example_dead_letter_key),
+                    (
+                        "roll a file at",
+                        f"{rolling['max_records']:,} records, {rolling['max_file_bytes'] / MIB:g} MiB "
+                        f"or {rolling['max_age_s']:g} s after its first record, whichever comes first "
+                        f"({rolling['row_group_records']:,} records per row group)",
+                    ),
+                    ("notifications", s3.notification),
+                ],
+            ),
+            _section(
+                f"Snowflake (load mode {sf.load_mode})",
+                [("table", f"{sf.table}, {len(sf.columns)} columns")],
+                ["-- what `loader pipes apply` runs where none of it exists yet:", *statements],
+            ),
+            _section("Deployment (Helm values)", [], values_yaml({"events": [self.deployment]}).splitlines()),
+        ]
+        return "\n\n".join(sections)
+
+
+def _section(title: str, pairs: list[tuple[str, str]], lines: list[str] | None = None) -> str:
+    """A heading, aligned ``label  value`` pairs, then free lines, all indented under it."""
+    width = max((len(label) for label, _ in pairs), default=0)
+    body = [f"{label:<{width}}  {value}" for label, value in pairs] + (lines or [])
+    return "\n".join([title, *(f"  {line}" for line in body)])
+
+
+class _EmptyWarehouse(Warehouse):
+    """A warehouse in which nothing exists yet: planning against it gives exactly the statements of
+    a first apply, and it never connects."""
+
+    def execute(self, sql: str) -> list[tuple[Any, ...]]:
+        return []
+
+
+def _notification(spec: EventSpec, settings: Settings) -> str:
+    source = f"s3:ObjectCreated:* on s3://{spec.s3.bucket}/{spec.data_prefix}"
+    if settings.snowflake.load_mode == "auto-ingest":
+        return f"{source} -> the Snowpipe's notification channel (AUTO_INGEST)"
+    queue = settings.aws.notifications_queue_url or "$LOADER_AWS__NOTIFICATIONS_QUEUE_URL (not set)"
+    return f"{source} -> SQS {queue} -> `loader pipes run`"
+
+
+def plan_event(spec: EventSpec, settings: Settings, *, now: datetime | None = None) -> EventPlan:
+    """Everything ``spec`` implies with ``settings`` (nothing is contacted); example keys are for
+    records produced at ``now`` (default: the current time)."""
+    moment = now or datetime.now(UTC)
+    manager = PipeManager(_EmptyWarehouse(settings.snowflake), settings)
+    objects = manager.objects(spec)
+    first_file = FileRange(
+        topic=spec.kafka.topic,
+        partition=0,
+        first_offset=0,
+        last_offset=spec.rolling.max_records - 1,
+        bucket=time_bucket(spec, int(moment.timestamp() * 1000)),
+    )
+    return EventPlan(
+        event=spec.name,
+        description=spec.description,
+        owner=spec.owner,
+        spec_path=str(spec.source_path) if spec.source_path else None,
+        schema_mode=spec.schema_ref.mode,
+        schema_path=str(spec.schema_path) if spec.schema_path else None,
+        kafka=KafkaPlan(
+            cluster=spec.kafka.cluster,
+            topic=spec.kafka.topic,
+            partitions=spec.kafka.partitions,
+            consumer_group=spec.consumer_group,
+        ),
+        s3=S3Plan(
+            bucket=spec.s3.bucket,
+            prefix=spec.s3.prefix,
+            data_prefix=spec.data_prefix,
+            dead_letter_prefix=spec.dead_letter_prefix,
+            time_partition=spec.s3.time_partition,
+            example_data_key=data_key(spec, first_file),
+            example_dead_letter_key=dead_letter_key(spec, first_file),
+            notification=_notification(spec, settings),
+            rolling=spec.rolling.model_dump(mode="json"),
+        ),
+        snowflake=SnowflakePlan(
+            load_mode=settings.snowflake.load_mode,
+            table=objects.table,
+            schema_version=objects.schema.version,
+            columns=[dataclasses.asdict(column) for column in objects.columns()],
+            statements=[step.sql for step in manager.plan(spec).steps],
+        ),
+        deployment=event_values(spec),
+    )

@@ -1,0 +1,193 @@
+"""`loader plan EVENT`: what one spec implies, worked out offline, as text and as JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlglot
+from click.testing import CliRunner
+
+from loader.cli import cli
+from loader.config.settings import AwsSettings, Settings, SnowflakeSettings
+from loader.config.spec import EventSpec, load_specs
+from loader.explain import plan_event
+from loader.scaffold import scaffold
+from loader.store.layout import parse_key
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).parents[2]
+NOW = datetime(2026, 11, 27, 8, 42, 10, tzinfo=UTC)
+# Nothing listens on port 9 of loopback: a plan that tried to reach Snowflake would fail.
+UNREACHABLE = {"account": "acct", "user": "loader", "host": "127.0.0.1", "port": 9, "protocol": "http"}
+
+
+def _scaffolded(tmp_path: Path, *, raw: bool = False) -> EventSpec:
+    scaffold("payment_captured", specs_dir=tmp_path / "pipelines", schemas_dir=tmp_path / "schemas", raw=raw)
+    [spec] = load_specs(tmp_path / "pipelines")
+    return spec
+
+
+def _settings(**snowflake: object) -> Settings:
+    return Settings(snowflake=SnowflakeSettings.model_validate({**UNREACHABLE, **snowflake}))
+
+
+@pytest.mark.parametrize("load_mode", ["copy", "auto-ingest"])
+@pytest.mark.parametrize("raw", [False, True])
+def test_every_statement_parses_as_snowflake_sql(tmp_path: Path, load_mode: str, raw: bool) -> None:
+    """The plan's statements parse with sqlglot's Snowflake dialect, for either load mode."""
+    plan = plan_event(_scaffolded(tmp_path, raw=raw), _settings(load_mode=load_mode), now=NOW)
+    assert plan.snowflake.statements
+    for statement in plan.snowflake.statements:
+        sqlglot.parse_one(statement, read="snowflake")
+
+
+def test_copy_mode_creates_the_table_and_records_the_pipe(tmp_path: Path) -> None:
+    """In copy mode a fresh apply creates database, schema, typed table, format and stage, and records
+    the pipe's COPY in LOADER_PIPES; no Snowpipe."""
+    statements = plan_event(_scaffolded(tmp_path), _settings(), now=NOW).snowflake.statements
+    assert statements[:2] == [
+        'CREATE DATABASE IF NOT EXISTS "ANALYTICS"',
+        'CREATE SCHEMA IF NOT EXISTS "ANALYTICS"."EVENTS"',
+    ]
+    table = next(
+        s for s in statements if s.startswith('CREATE TABLE IF NOT EXISTS "ANALYTICS"."EVENTS"."PAYMENT')
+    )
+    assert '"ID" VARCHAR NOT NULL' in table
+    assert '"NOTE" VARCHAR,' in table
+    assert '"CREATED_AT" TIMESTAMP_TZ NOT NULL' in table
+    assert '"_OFFSET" NUMBER(38,0) NOT NULL' in table
+    assert any(
+        s.startswith('CREATE FILE FORMAT IF NOT EXISTS "ANALYTICS"."EVENTS"."PAYMENT_CAPTURED_PARQUET"')
+        for s in statements
+    )
+    [stage] = [s for s in statements if s.startswith("CREATE STAGE")]
+    assert "URL = 's3://delivery-events/events/payment_captured/data/'" in stage
+    assert any(s.startswith('INSERT INTO "ANALYTICS"."EVENTS"."LOADER_PIPES"') for s in statements)
+    assert not any("CREATE PIPE" in s for s in statements)
+
+
+def test_auto_ingest_mode_creates_a_snowpipe(tmp_path: Path) -> None:
+    """With auto-ingest the pipe is a Snowpipe with AUTO_INGEST, and the stage uses the integration."""
+    settings = _settings(load_mode="auto-ingest", storage_integration="S3_EVENTS")
+    plan = plan_event(_scaffolded(tmp_path), settings, now=NOW)
+    [pipe] = [s for s in plan.snowflake.statements if s.startswith("CREATE PIPE")]
+    assert '"PAYMENT_CAPTURED_PIPE" AUTO_INGEST = TRUE AS COPY INTO' in pipe
+    assert "ON_ERROR = ABORT_STATEMENT" in pipe
+    assert any('STORAGE_INTEGRATION = "S3_EVENTS"' in s for s in plan.snowflake.statements)
+    assert not any("LOADER_PIPES" in s for s in plan.snowflake.statements)
+    assert "notification channel" in plan.s3.notification
+
+
+def test_example_keys_are_for_the_given_moment(tmp_path: Path) -> None:
+    """The example keys sit in the time partition of ``now``, for partition 0's first full file."""
+    plan = plan_event(_scaffolded(tmp_path), _settings(), now=NOW)
+    assert plan.s3.example_data_key == (
+        "events/payment_captured/data/dt=2026-11-27/hour=08/payment_captured/"
+        "p0000-00000000000000000000-00000000000001999999.parquet"
+    )
+    assert plan.s3.example_dead_letter_key.startswith(
+        "events/payment_captured/dead-letter/dt=2026-11-27/hour=08/"
+    )
+    parsed = parse_key(plan.s3.example_data_key)
+    assert parsed is not None
+    assert (parsed.partition, parsed.first_offset, parsed.last_offset) == (0, 0, 1_999_999)
+
+
+def test_day_partitioned_keys_have_no_hour_folder() -> None:
+    """A spec with day folders gets day keys."""
+    spec = load_specs(REPO / "pipelines", ["order_created"])[0]
+    daily = spec.model_copy(update={"s3": spec.s3.model_copy(update={"time_partition": "day"})})
+    key = plan_event(daily, _settings(), now=NOW).s3.example_data_key
+    assert key.startswith("events/order_created/data/dt=2026-11-27/orders.order_created/p0000-")
+
+
+def test_kafka_and_deployment_come_from_the_spec(tmp_path: Path) -> None:
+    """Topic, partitions, group and the worker's Helm values follow the spec."""
+    spec = load_specs(REPO / "pipelines", ["store_updated"])[0]
+    plan = plan_event(spec, _settings(), now=NOW)
+    assert (plan.kafka.topic, plan.kafka.partitions, plan.kafka.consumer_group) == (
+        "stores.store_updated",
+        6,
+        "loader.store_updated",
+    )
+    assert plan.deployment["name"] == "store_updated"
+    assert plan.deployment["replicas"] == spec.deployment.replicas
+    assert plan.deployment["memoryBudgetMb"] == spec.deployment.memory_budget_mb
+    assert plan.deployment["resources"]["limits"]["memory"].endswith("Mi")
+
+
+def test_copy_mode_names_the_notifications_queue() -> None:
+    """The queue that triggers the loader is named when it is configured, and asked for when not."""
+    spec = load_specs(REPO / "pipelines", ["order_created"])[0]
+    queue = "http://127.0.0.1:9/123456789012/loader-notifications"
+    configured = Settings(
+        aws=AwsSettings(notifications_queue_url=queue),
+        snowflake=SnowflakeSettings.model_validate(UNREACHABLE),
+    )
+    assert queue in plan_event(spec, configured, now=NOW).s3.notification
+    assert (
+        "LOADER_AWS__NOTIFICATIONS_QUEUE_URL (not set)"
+        in plan_event(spec, _settings(), now=NOW).s3.notification
+    )
+
+
+def test_local_stage_dir_points_the_stage_at_files(tmp_path: Path) -> None:
+    """With a local stage folder (fakesnow), the stage's URL is its file:// mirror."""
+    plan = plan_event(_scaffolded(tmp_path), _settings(local_stage_dir=str(tmp_path / "stage")), now=NOW)
+    [stage] = [s for s in plan.snowflake.statements if s.startswith("CREATE STAGE")]
+    assert f"URL = 'file://{tmp_path / 'stage'}/delivery-events/events/payment_captured/data/'" in stage
+
+
+def test_plan_command_prints_every_section(tmp_path: Path) -> None:
+    """`loader plan` prints the Kafka, S3, Snowflake and deployment sections with their content."""
+    _scaffolded(tmp_path)
+    result = CliRunner().invoke(
+        cli,
+        ["plan", "payment_captured", "--specs", str(tmp_path / "pipelines")],
+        env={"LOADER_SNOWFLAKE__LOAD_MODE": "auto-ingest"},
+    )
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for expected in (
+        "event type payment_captured",
+        "Kafka\n  cluster         default\n  topic           payment_captured (6 partitions)",
+        "consumer group  loader.payment_captured",
+        "S3\n  data                  s3://delivery-events/events/payment_captured/data/ (hour folders)",
+        "example data key      events/payment_captured/data/dt=",
+        "Snowflake (load mode auto-ingest)",
+        'CREATE TABLE IF NOT EXISTS "ANALYTICS"."EVENTS"."PAYMENT_CAPTURED" (',
+        "CREATE PIPE IF NOT EXISTS",
+        "Deployment (Helm values)\n",
+        "  - name: payment_captured\n",
+    ):
+        assert expected in out, expected
+
+
+def test_plan_command_json(tmp_path: Path) -> None:
+    """`loader plan --json` prints one JSON object with every section, statements included."""
+    _scaffolded(tmp_path)
+    result = CliRunner().invoke(
+        cli, ["plan", "payment_captured", "--json", "--specs", str(tmp_path / "pipelines")]
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert set(plan) >= {"event", "kafka", "s3", "snowflake", "deployment"}
+    assert plan["kafka"]["topic"] == "payment_captured"
+    assert plan["s3"]["rolling"]["max_records"] == 2_000_000
+    assert plan["snowflake"]["load_mode"] == "copy"
+    assert {c["name"]: c["nullable"] for c in plan["snowflake"]["columns"]}["ID"] is False
+    for statement in plan["snowflake"]["statements"]:
+        sqlglot.parse_one(statement, read="snowflake")
+    assert plan["deployment"]["topic"] == "payment_captured"
+
+
+def test_plan_command_unknown_event_lists_known_ones() -> None:
+    """Asking for an event without a spec is a message naming the ones there are."""
+    result = CliRunner().invoke(cli, ["plan", "nope", "--specs", str(REPO / "pipelines")])
+    assert result.exit_code == 2
+    assert "known: app_click, order_created, store_updated" in result.output
+    assert "Traceback" not in result.output
