@@ -4,12 +4,15 @@ Every commit goes to the group coordinator with the generation the partition was
 assigned under: once the group has rebalanced, a commit from the old generation
 is refused and surfaces here as :class:`~loader.errors.FencedError`. That is
 what keeps a zombie worker from recording (and so from uploading) a file the
-partition's new owner will not also produce identically.
+partition's new owner will not also produce identically. Every error a
+commit or an offset fetch meets (refusals included) is counted by its class in
+``loader_errors_total{component="kafka"}`` when the committer has metrics.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiokafka.errors as kafka_errors
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,6 +23,9 @@ from aiokafka.protocol.commit import OffsetCommitRequest
 from loader.checkpoint.marker import PendingFile, decode_marker
 from loader.errors import FencedError, KafkaError
 from loader.retry import Backoff
+
+if TYPE_CHECKING:
+    from loader.metrics import EventMetrics
 
 __all__ = ["Committed", "Committer", "Generation"]
 
@@ -68,10 +74,22 @@ class Committer:
     zombie could record a roll the new owner never makes.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient, group_id: str) -> None:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        admin: AIOKafkaAdminClient,
+        group_id: str,
+        *,
+        metrics: EventMetrics | None = None,
+    ) -> None:
         self._consumer = consumer
         self._admin = admin
         self._group_id = group_id
+        self._metrics = metrics
+
+    def _count(self, error: type[BaseException]) -> None:
+        if self._metrics is not None:
+            self._metrics.error("kafka", error.__name__)
 
     def current_generation(self) -> Generation:
         """The consumer's generation now (read when partitions are assigned)."""
@@ -105,11 +123,14 @@ class Committer:
                 response = await coordinator._send_req(request)
                 error = kafka_errors.for_code(response.topics[0][1][0][1])
             except kafka_errors.KafkaError as exc:
+                self._count(type(exc))
                 if not exc.retriable:
                     raise KafkaError(f"{where}: commit failed: {exc}", transient=False) from exc
                 error = type(exc)
-            if error is kafka_errors.NoError:
-                return
+            else:
+                if error is kafka_errors.NoError:
+                    return
+                self._count(error)
             if error in _FENCED:
                 coordinator.request_rejoin()
                 raise FencedError(f"{where}: commit refused ({error.__name__}): the group moved on")
@@ -124,6 +145,7 @@ class Committer:
         try:
             found = await self._admin.list_consumer_group_offsets(self._group_id, partitions=partitions)
         except AioKafkaError as exc:
+            self._count(type(exc))
             raise KafkaError(f"cannot read committed offsets of {self._group_id}: {exc}") from exc
         result = {}
         for tp in partitions:

@@ -67,13 +67,45 @@ def apply(events: tuple[str, ...], specs_dir: Path | None) -> None:
     default=None,
     help="SQS queue of the bucket notifications (default: $LOADER_AWS__NOTIFICATIONS_QUEUE_URL).",
 )
-def run(events: tuple[str, ...], specs_dir: Path | None, queue_url: str | None) -> None:
+@click.option(
+    "--metrics-host",
+    envvar="LOADER_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the Prometheus /metrics endpoint ($LOADER_METRICS_HOST).",
+)
+@click.option(
+    "--metrics-port",
+    envvar="LOADER_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    default=9102,
+    show_default=True,
+    help="Port of the /metrics endpoint ($LOADER_METRICS_PORT); 0 turns it off.",
+)
+def run(
+    events: tuple[str, ...],
+    specs_dir: Path | None,
+    queue_url: str | None,
+    metrics_host: str,
+    metrics_port: int,
+) -> None:
     """Load every file the bucket notifications name into its table, until SIGTERM."""
+    from loader import metrics  # noqa: PLC0415 - only the loader serves them from here
     from loader.warehouse.runner import SqsLoader  # noqa: PLC0415 - heavy, see above
 
     settings = load_settings()
     specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
     loader = SqsLoader(settings, specs, queue_url=queue_url)
+    server = None
+    if metrics_port:
+        try:
+            server = metrics.serve(metrics_port, metrics_host, metrics.exposition())
+        except OSError as exc:
+            loader.close()
+            raise ConfigError(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc} "
+                "(choose another --metrics-port, or 0 to turn them off)"
+            ) from None
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
@@ -85,6 +117,9 @@ def run(events: tuple[str, ...], specs_dir: Path | None, queue_url: str | None) 
         loader.run(stop)
     finally:
         loader.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 @pipes.command("status")

@@ -12,6 +12,7 @@ from loader.cli.app import specs_option
 from loader.config.settings import load_settings
 from loader.config.spec import load_specs
 from loader.errors import LoaderError
+from loader.metrics import exposition
 from loader.worker.app import ServiceProbes, WorkerService, build_app
 from loader.worker.pool import WorkerPool
 from loader.worker.worker import StreamWorker
@@ -32,7 +33,7 @@ def worker() -> None:
     envvar="LOADER_WEB_HOST",
     default="127.0.0.1",
     show_default=True,
-    help="Address of the /healthz and /readyz endpoints ($LOADER_WEB_HOST).",
+    help="Address of the /healthz, /readyz and /metrics endpoints ($LOADER_WEB_HOST).",
 )
 @click.option(
     "--web-port",
@@ -68,7 +69,12 @@ def run(event: str, specs_dir: Path | None, web_host: str, web_port: int, proces
 
     async def _main() -> None:
         app = build_app(
-            spec.name, ServiceProbes(service), web_host=web_host, web_port=web_port, service=service
+            spec.name,
+            ServiceProbes(service),
+            web_host=web_host,
+            web_port=web_port,
+            registry=exposition(),
+            service=service,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

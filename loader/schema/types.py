@@ -12,6 +12,7 @@ import pyarrow as pa
 from loader.schema.model import EventSchema, FieldType, SchemaField
 
 __all__ = [
+    "CREATED_AT",
     "METADATA_COLUMNS",
     "arrow_schema",
     "arrow_type",
@@ -19,12 +20,15 @@ __all__ = [
     "snowflake_type",
 ]
 
+CREATED_AT = "_CREATED_AT"
+"""When the event happened, per its producer: what freshness is measured on."""
+
 # Row-metadata columns the worker writes next to the payload's fields:
 # (name, Arrow type, Snowflake type, nullable). Where each row came from.
 METADATA_COLUMNS: tuple[tuple[str, pa.DataType, str, bool], ...] = (
     ("_EVENT_ID", pa.string(), "VARCHAR", True),
     ("_EVENT_NAME", pa.string(), "VARCHAR", True),
-    ("_CREATED_AT", pa.timestamp("us", tz="UTC"), "TIMESTAMP_TZ", True),
+    (CREATED_AT, pa.timestamp("us", tz="UTC"), "TIMESTAMP_TZ", True),
     ("_SOURCE", pa.string(), "VARCHAR", True),
     ("_SCHEMA_VERSION", pa.int64(), "NUMBER(38,0)", True),
     ("_TOPIC", pa.string(), "VARCHAR", False),

@@ -5,14 +5,20 @@ mode); what still fails after them becomes a :class:`~loader.errors.StorageError
 whose ``transient`` flag says whether retrying later can help. Uploads go
 through boto3's transfer manager, which switches to multipart uploads above
 ``multipart_threshold`` bytes.
+
+A store given an event's metrics counts every failed attempt in
+``loader_errors_total{component="s3"}`` by :func:`attempt_error_kind`,
+including those botocore retries away: throttling that never surfaces as an
+error is still what an operator needs to see.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 import botocore.config
@@ -22,7 +28,10 @@ from boto3.s3.transfer import TransferConfig
 from loader.config.settings import AwsSettings
 from loader.errors import StorageError
 
-__all__ = ["ObjectInfo", "S3Store", "aws_client", "storage_errors"]
+if TYPE_CHECKING:
+    from loader.metrics import EventMetrics
+
+__all__ = ["ObjectInfo", "S3Store", "attempt_error_kind", "aws_client", "storage_errors"]
 
 MIB = 1024 * 1024
 _TERMINAL_CODES = {
@@ -36,6 +45,17 @@ _TERMINAL_CODES = {
     "AWS.SimpleQueueService.NonExistentQueue",
     "QueueDoesNotExist",
 }
+_THROTTLING_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "RequestThrottledException",
+}
+_TIMEOUTS = (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError)
+_CONNECTION = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError)
 
 
 @dataclass(frozen=True)
@@ -45,6 +65,7 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
+    last_modified: datetime | None = None
 
 
 def aws_client(service: str, settings: AwsSettings, *, max_attempts: int = 8) -> Any:
@@ -65,6 +86,42 @@ def aws_client(service: str, settings: AwsSettings, *, max_attempts: int = 8) ->
     # A fresh session per client: boto3's default session is not thread-safe.
     session: Any = boto3.session.Session()
     return session.client(service, **kwargs)
+
+
+def attempt_error_kind(
+    exception: BaseException | None, status: int | None, parsed: dict[str, Any] | None
+) -> str | None:
+    """What went wrong with one HTTP attempt, as a bounded name (``throttling``, ``timeout``,
+    ``connection``, the AWS error code or the exception's class); None if nothing did. A 404
+    is an answer (``exists``), not an error."""
+    if exception is not None:
+        if isinstance(exception, _TIMEOUTS):
+            return "timeout"
+        if isinstance(exception, _CONNECTION):
+            return "connection"
+        return type(exception).__name__
+    if status is None or status < 400 or status == 404:
+        return None
+    code = str((parsed or {}).get("Error", {}).get("Code") or status)
+    return "throttling" if code in _THROTTLING_CODES else code
+
+
+def _count_attempts(metrics: EventMetrics) -> Callable[..., None]:
+    """A handler of botocore's per-attempt ``response-received`` event."""
+
+    def on_response(
+        *,
+        exception: BaseException | None = None,
+        response_dict: dict[str, Any] | None = None,
+        parsed_response: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> None:
+        status = response_dict.get("status_code") if response_dict else None
+        kind = attempt_error_kind(exception, status, parsed_response)
+        if kind is not None:
+            metrics.error("s3", kind)
+
+    return on_response
 
 
 class storage_errors:  # noqa: N801 - used as a lower-case context manager, like contextlib's
@@ -92,9 +149,18 @@ class storage_errors:  # noqa: N801 - used as a lower-case context manager, like
 class S3Store:
     """The few S3 operations the loader needs, on one bucket."""
 
-    def __init__(self, settings: AwsSettings, bucket: str, *, multipart_threshold: int = 64 * MIB) -> None:
+    def __init__(
+        self,
+        settings: AwsSettings,
+        bucket: str,
+        *,
+        multipart_threshold: int = 64 * MIB,
+        metrics: EventMetrics | None = None,
+    ) -> None:
         self.bucket = bucket
         self._client = aws_client("s3", settings)
+        if metrics is not None:
+            self._client.meta.events.register("response-received.s3.*", _count_attempts(metrics))
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=16 * MIB, max_concurrency=4
         )
@@ -120,27 +186,45 @@ class S3Store:
             body: bytes = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
             return body
 
+    def get_tail(self, key: str, size: int) -> bytes:
+        """The last ``size`` bytes of an object (a Parquet footer without the whole file)."""
+        with storage_errors(f"get s3://{self.bucket}/{key}"):
+            response = self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=-{size}")
+            body: bytes = response["Body"].read()
+            return body
+
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object under ``prefix``, in key order."""
         with storage_errors(f"list s3://{self.bucket}/{prefix}"):
             paginator = self._client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    yield ObjectInfo(key=item["Key"], size=item["Size"], etag=item["ETag"].strip('"'))
+                    etag = item["ETag"].strip('"')
+                    yield ObjectInfo(item["Key"], item["Size"], etag, item.get("LastModified"))
 
     def exists(self, key: str) -> bool:
-        """Whether an object is there (recovery checks before rebuilding a file)."""
-        with storage_errors(f"head s3://{self.bucket}/{key}"):
+        """Whether an object is there (recovery checks before rebuilding a file).
+
+        A listing of the key itself, not HEAD: under a policy that lets the worker list only
+        its own prefixes, S3 answers HEAD on a missing key with 403, not 404."""
+        with storage_errors(f"list s3://{self.bucket}/{key}"):
+            response = self._client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+            return any(item["Key"] == key for item in response.get("Contents", []))
+
+    def can_list(self, prefix: str) -> bool:
+        """Whether the bucket answers a listing of ``prefix`` (readiness); False if there is
+        no such bucket. Needs only the prefix-scoped ``s3:ListBucket`` a worker is granted."""
+        with storage_errors(f"list s3://{self.bucket}/{prefix}"):
             try:
-                self._client.head_object(Bucket=self.bucket, Key=key)
+                self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
             except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
                     return False
                 raise
             return True
 
     def bucket_exists(self) -> bool:
-        """Whether the bucket can be reached (readiness)."""
+        """Whether the bucket exists (local stacks and tests, which may create it)."""
         with storage_errors(f"head bucket {self.bucket}"):
             try:
                 self._client.head_bucket(Bucket=self.bucket)

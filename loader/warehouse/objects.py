@@ -142,8 +142,7 @@ class EventObjects:
             f"COPY INTO {table} FROM @{self.stage}"
             f" FILE_FORMAT = (FORMAT_NAME = {quote_literal(self.file_format)})"
             " MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE"
-            f" ON_ERROR = {self.spec.snowflake.on_error}"
-            + (" FORCE = TRUE" if force else "")
+            f" ON_ERROR = {self.spec.snowflake.on_error}" + (" FORCE = TRUE" if force else "")
         )
 
     def create_pipe(self, *, replace: bool = False) -> str:

@@ -6,6 +6,12 @@ and deletes a message only once every file it names is loaded (or known
 loaded). Messages it cannot read stay on the queue, so the queue's redrive
 policy moves them to its dead-letter queue. While a COPY runs, the batch's
 messages have their visibility extended so no other loader picks them up.
+
+Metrics (:mod:`loader.metrics`): files and rows loaded, load latency (from
+the notification's ``SentTimestamp``, which S3 sets as the object is
+created, to the end of its COPY), Snowflake errors by code, and the newest
+``_CREATED_AT`` queryable in each table, re-read after loads and on a timer
+(never per scrape).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from loader.config.identifiers import quote_literal
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.errors import LoaderError, WarehouseError
+from loader.freshness import newest_created_at_in_table
+from loader.metrics import EventMetrics
 from loader.notify.sqs import parse_notification
 from loader.schema.resolve import schema_for
 from loader.store.s3 import S3Store, aws_client, storage_errors
@@ -35,6 +43,10 @@ __all__ = ["LoaderStats", "SqsLoader"]
 log = structlog.get_logger("loader.pipes")
 
 PIPE_CACHE_S = 60.0
+FRESHNESS_REFRESH_S = 30.0
+"""Each table's newest ``_CREATED_AT`` is re-read at least this often..."""
+FRESHNESS_AFTER_LOAD_S = 5.0
+"""...and after a load, but not more often than this."""
 
 
 @dataclass
@@ -53,6 +65,17 @@ class LoaderStats:
 class _Pending:
     receipt: str
     keys: list[tuple[EventSpec, str]]
+    sent_s: float | None
+    """When SQS received the notification (Unix time), for the load latency."""
+
+
+def _warehouse_error_kind(exc: WarehouseError) -> str:
+    """The connector's error code (or class) behind a translated error, for the metrics."""
+    cause = exc.__cause__ or exc.__context__
+    errno = getattr(cause, "errno", None)
+    if isinstance(errno, int) and errno > 0:
+        return str(errno)
+    return type(cause).__name__ if cause is not None else type(exc).__name__
 
 
 class SqsLoader:
@@ -86,6 +109,9 @@ class SqsLoader:
         self._copies: dict[str, tuple[float, str]] = {}
         self._visibility_s = visibility_timeout_s
         self._wait_s = wait_time_s
+        self.metrics = {spec.name: EventMetrics(spec.name) for spec in self.specs}
+        self._freshness_read: dict[str, float] = {}
+        self._loaded_since_read: set[str] = set()
 
     def close(self) -> None:
         self._warehouse.close()
@@ -101,7 +127,27 @@ class SqsLoader:
         """Poll and load until ``stop`` is set."""
         while not stop.is_set():
             self.poll_once()
+            self.refresh_freshness()
         return self.stats
+
+    def refresh_freshness(self) -> None:
+        """Re-read the newest ``_CREATED_AT`` of the tables that are due (see the constants)."""
+        now = time.monotonic()
+        for name, objects in self._objects.items():
+            since = now - self._freshness_read.get(name, float("-inf"))
+            loaded = name in self._loaded_since_read
+            if since < FRESHNESS_REFRESH_S and not (loaded and since >= FRESHNESS_AFTER_LOAD_S):
+                continue
+            self._freshness_read[name] = now
+            self._loaded_since_read.discard(name)
+            try:
+                newest = newest_created_at_in_table(self._warehouse, objects)
+            except WarehouseError as exc:
+                self.metrics[name].error("snowflake", _warehouse_error_kind(exc))
+                log.warning("freshness_unknown", event_type=name, error=str(exc))
+                continue
+            if newest is not None:
+                self.metrics[name].newest_created_at("table", newest.timestamp())
 
     def poll_once(self) -> int:
         """Receive one batch of messages and load what they name; returns messages received."""
@@ -111,6 +157,7 @@ class SqsLoader:
                 MaxNumberOfMessages=10,
                 WaitTimeSeconds=self._wait_s,
                 VisibilityTimeout=self._visibility_s,
+                MessageSystemAttributeNames=["SentTimestamp"],
             )
         messages: list[dict[str, Any]] = response.get("Messages", [])
         pending: list[_Pending] = []
@@ -129,58 +176,73 @@ class SqsLoader:
                     log.info("notification_ignored", bucket=bucket, key=key)
                 else:
                     keys.append((spec, key))
-            pending.append(_Pending(message["ReceiptHandle"], keys))
+            sent_ms = message.get("Attributes", {}).get("SentTimestamp")
+            sent_s = int(sent_ms) / 1000 if sent_ms else None
+            pending.append(_Pending(message["ReceiptHandle"], keys, sent_s))
         if pending:
             self._load_and_delete(pending)
         return len(messages)
 
     def _load_and_delete(self, pending: list[_Pending]) -> None:
         by_event: dict[str, list[str]] = defaultdict(list)
+        sent: dict[str, float] = {}
         for item in pending:
             for spec, key in item.keys:
                 if key not in by_event[spec.name]:
                     by_event[spec.name].append(key)
+                if item.sent_s is not None:
+                    sent[key] = min(item.sent_s, sent.get(key, item.sent_s))
         done: set[str] = set()
         with _VisibilityExtender(self._sqs, self.queue_url, [p.receipt for p in pending], self._visibility_s):
             for event_name, keys in by_event.items():
-                objects = self._objects[event_name]
-                try:
-                    pipe_copy = self._recorded_copy(objects)
-                    results = load_files(
-                        self._warehouse, self._store(objects.spec.s3.bucket), objects, keys, pipe_copy
-                    )
-                except LoaderError as exc:
-                    self.stats.failures += 1
-                    log.warning(
-                        "load_failed",
-                        event_type=event_name,
-                        files=len(keys),
-                        error=str(exc),
-                        transient=exc.transient,
-                    )
-                    continue
-                for result in results:
-                    if result.done:
-                        done.add(result.key)
-                        if result.status == "LOADED":
-                            self.stats.files_loaded += 1
-                            self.stats.rows_loaded += result.rows_loaded
-                            self.stats.loaded_keys.append(result.key)
-                        else:
-                            self.stats.files_skipped += 1
-                        log.info(
-                            "file_loaded",
-                            event_type=event_name,
-                            key=result.key,
-                            status=result.status,
-                            rows=result.rows_loaded,
-                        )
-                    else:
-                        self.stats.failures += 1
+                done |= self._load(event_name, keys, sent)
         for item in pending:
             if all(key in done for _, key in item.keys):
                 with storage_errors("delete a notification"):
                     self._sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=item.receipt)
+
+    def _load(self, event_name: str, keys: list[str], sent: dict[str, float]) -> set[str]:
+        """COPY one event's files; the keys that are loaded now or were before."""
+        objects = self._objects[event_name]
+        metrics = self.metrics[event_name]
+        try:
+            pipe_copy = self._recorded_copy(objects)
+            results = load_files(self._warehouse, self._store(objects.spec), objects, keys, pipe_copy)
+        except LoaderError as exc:
+            self.stats.failures += 1
+            if isinstance(exc, WarehouseError):
+                metrics.error("snowflake", _warehouse_error_kind(exc))
+            log.warning(
+                "load_failed", event_type=event_name, files=len(keys), error=str(exc), transient=exc.transient
+            )
+            return set()
+        finished = time.time()
+        done: set[str] = set()
+        for result in results:
+            if not result.done:
+                self.stats.failures += 1
+                metrics.error("snowflake", result.status)
+                continue
+            done.add(result.key)
+            if result.status == "LOADED":
+                self.stats.files_loaded += 1
+                self.stats.rows_loaded += result.rows_loaded
+                self.stats.loaded_keys.append(result.key)
+                self._loaded_since_read.add(event_name)
+                metrics.files_loaded.inc()
+                metrics.rows_loaded.inc(result.rows_loaded)
+                if result.key in sent:
+                    metrics.load_latency.observe(max(0.0, finished - sent[result.key]))
+            else:
+                self.stats.files_skipped += 1
+            log.info(
+                "file_loaded",
+                event_type=event_name,
+                key=result.key,
+                status=result.status,
+                rows=result.rows_loaded,
+            )
+        return done
 
     def _recorded_copy(self, objects: EventObjects) -> str:
         """The pipe's COPY as the manager recorded it in LOADER_PIPES (the one source of truth),
@@ -205,10 +267,13 @@ class SqsLoader:
         self._copies[objects.pipe_name] = (time.monotonic(), str(rows[0][0]))
         return str(rows[0][0])
 
-    def _store(self, bucket: str) -> S3Store:
-        if bucket not in self._stores:
-            self._stores[bucket] = S3Store(self.settings.aws, bucket)
-        return self._stores[bucket]
+    def _store(self, spec: EventSpec) -> S3Store:
+        """The event's store (its S3 errors are counted under its name)."""
+        if spec.name not in self._stores:
+            self._stores[spec.name] = S3Store(
+                self.settings.aws, spec.s3.bucket, metrics=self.metrics[spec.name]
+            )
+        return self._stores[spec.name]
 
 
 class _VisibilityExtender:

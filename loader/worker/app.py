@@ -13,9 +13,11 @@ the broker holds the next join until that member's session times out
 (Faust's default is 60 s). Our consumer uses a 10 s session timeout
 (``LOADER_KAFKA__SESSION_TIMEOUT_MS``) and leaves the group on SIGTERM.
 
-Endpoints: ``/healthz`` (the process and its worker loop are alive) and
+Endpoints: ``/healthz`` (the process and its worker loop are alive),
 ``/readyz`` (topic metadata fetched, bucket reached, partitions assigned and
-checkpoint recovery finished; 503 before that and while stopping).
+checkpoint recovery finished; 503 before that and while stopping) and
+``/metrics`` (Prometheus text format: this process's metrics, or the pool's
+children merged; see :mod:`loader.metrics`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import faust
 import structlog
 from faust.app.base import BootStrategy
 from mode import Service
+from prometheus_client import CollectorRegistry
 
+from loader import metrics
 from loader.worker.worker import StreamWorker
 
 __all__ = ["Probes", "ServiceProbes", "WorkerService", "build_app"]
@@ -105,10 +109,16 @@ class ServiceProbes:
 
 
 def build_app(
-    name: str, probes: Probes, *, web_host: str, web_port: int, service: Service | None = None
+    name: str,
+    probes: Probes,
+    *,
+    web_host: str,
+    web_port: int,
+    registry: CollectorRegistry,
+    service: Service | None = None,
 ) -> faust.App:
-    """The Faust app around the worker(s), with the probes and a progress timer
-    (``web_port`` 0: no endpoints, for many workers on one host in tests)."""
+    """The Faust app around the worker(s), with the probes, ``/metrics`` serving ``registry``
+    and a progress timer (``web_port`` 0: no endpoints, for many workers on one host in tests)."""
     app = _ShellApp(
         f"loader-{name}",
         autodiscover=False,
@@ -133,6 +143,13 @@ def build_app(
     async def readyz(web: Any, request: Any) -> Any:
         ready = probes.ready()
         return web.json({"ready": ready, **probes.details()}, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        # Merging a pool's files reads from disk: keep it off the event loop.
+        body = await asyncio.to_thread(metrics.render, registry)
+        # As a header: aiohttp refuses a content_type argument that carries a charset.
+        return web.bytes(body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def progress() -> None:

@@ -5,20 +5,27 @@ end (``max_records``, the time partition moving forward, the size limit),
 decoded and appended to the open :class:`~loader.worker.spool.SpoolFile`.
 A partition that was assigned with a pending roll first rebuilds exactly
 that file (same range, same row groups) before anything else.
+
+For the metrics it also counts the value bytes it takes, times each file's
+flush and keeps each file's newest ``_CREATED_AT``: once per batch, with one
+Arrow reduction, never per record.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.compute as pc
 from aiokafka import TopicPartition
 
 from loader.checkpoint.committer import Generation
 from loader.checkpoint.marker import PendingFile
 from loader.config.spec import EventSpec
 from loader.encode.decode import Decoder, KafkaRecord
+from loader.schema.types import CREATED_AT
 from loader.store.layout import FileRange, data_key, dead_letter_key
 from loader.worker.spool import ClosedFile, SpoolFile
 
@@ -39,6 +46,10 @@ class Roll:
     """True when finishing a roll recorded by an earlier owner (already recorded)."""
     generation: Generation
     """The group generation the partition was assigned under: its commits are fenced by it."""
+    flush_s: float
+    """How long finishing the local file took."""
+    newest_created_at_us: int | None
+    """The newest ``_CREATED_AT`` among the file's rows (microseconds since the epoch), if any."""
 
 
 def pending_for(spec: EventSpec, covered: FileRange, row_group_records: int) -> PendingFile:
@@ -101,6 +112,8 @@ class PartitionState:
         self.generation = generation
         self.records_taken = 0
         """Records this owner processed (a refetched duplicate is not counted twice)."""
+        self.bytes_taken = 0
+        """Bytes of those records' values."""
         self.next_offset = next_offset
         self.recovering = pending
         self.spool: SpoolFile | None = None
@@ -109,6 +122,8 @@ class PartitionState:
         self._spool_dir = spool_dir
         self._row_group_records = row_group_records
         self._recovery_spool: SpoolFile | None = None
+        self._newest: dict[int, int] = {}
+        """Newest ``_CREATED_AT`` (us) per open spool, by ``id`` of the spool."""
 
     @property
     def memory_bytes(self) -> int:
@@ -142,13 +157,12 @@ class PartitionState:
         if inside:
             if self._recovery_spool is None:
                 self._recovery_spool = self._open(pending.first, pending.bucket, pending.rg)
-            segment = records[:inside]
-            self._recovery_spool.append(segment, self._decoder.decode(segment))
+            self._append(self._recovery_spool, records[:inside])
         # Complete once the batch reaches the recorded last offset or goes past it.
         if inside < len(records) or records[-1].offset >= pending.last:
             spool = self._recovery_spool or self._open(pending.first, pending.bucket, pending.rg)
             spool.last_offset = pending.last
-            rolls.append(Roll(self.tp, spool.close(), pending, recovery=True, generation=self.generation))
+            rolls.append(self._roll(spool, pending))
             self._recovery_spool = None
             self.recovering = None
         return records[inside:]
@@ -161,9 +175,34 @@ class PartitionState:
                 if self.spool is None:
                     self.spool = self._open(segment[0].offset, bucket, self._row_group_records())
                     self.opened_at = now
-                self.spool.append(segment, self._decoder.decode(segment))
+                self._append(self.spool, segment)
             if ends_file or self._over_size():
                 self.close_into(rolls)
+
+    def _append(self, spool: SpoolFile, segment: Sequence[KafkaRecord]) -> None:
+        raw_bytes = spool.raw_bytes
+        decoded = self._decoder.decode(segment)
+        spool.append(segment, decoded)
+        self.bytes_taken += spool.raw_bytes - raw_bytes
+        if decoded.table.num_rows:
+            newest = pc.max(decoded.table.column(CREATED_AT)).value
+            if newest is not None:
+                self._newest[id(spool)] = max(newest, self._newest.get(id(spool), newest))
+
+    def _roll(self, spool: SpoolFile, pending: PendingFile | None = None) -> Roll:
+        """Close ``spool`` into a roll: a recovery of ``pending``, or a new file."""
+        started = time.perf_counter()
+        closed = spool.close()
+        flush_s = time.perf_counter() - started
+        return Roll(
+            self.tp,
+            closed,
+            pending or pending_for(self.spec, closed.covered, closed.row_group_records),
+            recovery=pending is not None,
+            generation=self.generation,
+            flush_s=flush_s,
+            newest_created_at_us=self._newest.pop(id(spool), None),
+        )
 
     def _over_size(self) -> bool:
         spool = self.spool
@@ -191,18 +230,10 @@ class PartitionState:
         spool, self.spool, self.opened_at = self.spool, None, None
         if spool is None or spool.empty:
             if spool is not None:
+                self._newest.pop(id(spool), None)
                 spool.discard()
             return
-        closed = spool.close()
-        rolls.append(
-            Roll(
-                self.tp,
-                closed,
-                pending_for(self.spec, closed.covered, closed.row_group_records),
-                recovery=False,
-                generation=self.generation,
-            )
-        )
+        rolls.append(self._roll(spool))
 
     def discard(self) -> None:
         """Forget unrecorded work (on revocation): the next owner re-reads it."""
@@ -211,3 +242,4 @@ class PartitionState:
                 spool.discard()
         self.spool = self._recovery_spool = None
         self.opened_at = None
+        self._newest.clear()

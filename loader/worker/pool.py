@@ -14,6 +14,14 @@ probes for all of them (alive: every child runs; ready: every child is
 ready), forwards SIGTERM, and exits with the worst status. A child that dies
 takes the pod down with it: the orchestrator restarts it, and the
 checkpoints make that safe.
+
+Metrics use prometheus_client's multiprocess mode: before forking, the
+supervisor points it at a fresh temporary folder, where each child writes
+its values to memory-mapped files; ``/metrics`` on the supervisor merges
+them at scrape time. It needs no channel of our own between the processes,
+and what a child counted stays counted after it exits. A child's live gauges
+(lag, buffer memory) are dropped when it exits; the folder is removed with
+the pool.
 """
 
 from __future__ import annotations
@@ -21,15 +29,19 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 from multiprocessing.context import ForkProcess
 from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
+from loader.metrics import enable_multiprocess, exposition, mark_process_dead
 from loader.worker.app import build_app
 from loader.worker.worker import StreamWorker
 
@@ -115,15 +127,23 @@ class WorkerPool:
 
     def run(self, *, web_host: str, web_port: int) -> int:
         """Fork the children, supervise them until SIGTERM or a child exits; the exit status."""
-        for child in self._children:
-            child.start()  # before any thread exists in this process: fork is safe
-        log.info(
-            "worker_pool_started", event_type=self.spec.name, pids=[child.pid for child in self._children]
-        )
-        return asyncio.run(self._supervise(web_host, web_port))
+        metrics_dir = Path(tempfile.mkdtemp(prefix=f"loader-metrics-{self.spec.name}-"))
+        try:
+            enable_multiprocess(metrics_dir)
+            for child in self._children:
+                child.start()  # before any thread exists in this process: fork is safe
+            log.info(
+                "worker_pool_started",
+                event_type=self.spec.name,
+                pids=[child.pid for child in self._children],
+            )
+            return asyncio.run(self._supervise(web_host, web_port, metrics_dir))
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
-    async def _supervise(self, web_host: str, web_port: int) -> int:
-        app = build_app(self.spec.name, self, web_host=web_host, web_port=web_port)
+    async def _supervise(self, web_host: str, web_port: int, metrics_dir: Path) -> int:
+        registry = exposition(metrics_dir)
+        app = build_app(self.spec.name, self, web_host=web_host, web_port=web_port, registry=registry)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,15 +153,23 @@ class WorkerPool:
             while not stop.is_set() and self.alive():  # noqa: ASYNC110 - children are processes
                 await asyncio.sleep(0.2)
             self._stopping = True
+            self._bury(metrics_dir)
             for child in self._children:
                 if child.is_alive() and child.pid is not None:
                     os.kill(child.pid, signal.SIGTERM)
             await asyncio.to_thread(self._join_all)
+            self._bury(metrics_dir)
         finally:
             await app.stop()
         codes = [child.exitcode for child in self._children]
         log.info("worker_pool_stopped", event_type=self.spec.name, exit_codes=codes)
         return 0 if all(code == 0 for code in codes) else 1
+
+    def _bury(self, metrics_dir: Path) -> None:
+        """Drop the live gauges of children that have exited (their counters stay)."""
+        for child in self._children:
+            if child.pid is not None and not child.is_alive():
+                mark_process_dead(child.pid, metrics_dir)
 
     def _join_all(self) -> None:
         for child in self._children:

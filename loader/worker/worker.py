@@ -14,6 +14,10 @@ On assignment, the worker first reads each partition's committed offset and
 pending roll and finishes that roll (or sees it is in S3) before going on.
 On revocation, it finishes or abandons in-flight rolls within a deadline and
 drops unrecorded work, which the next owner re-reads.
+
+Metrics (:mod:`loader.metrics`) are updated once per fetched batch (records
+and bytes consumed, buffer memory, lag per partition) and once per committed
+file (rows, dead letters, bytes, sizes, durations, newest ``_CREATED_AT``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from loader.config.spec import EventSpec
 from loader.consume.kafka import client_kwargs, make_consumer
 from loader.encode import decoder_for
 from loader.errors import ConfigError, FencedError, KafkaError, StorageError
+from loader.metrics import EventMetrics
 from loader.retry import Backoff
 from loader.store.s3 import S3Store
 from loader.worker.partition import PartitionState, Roll
@@ -98,7 +103,8 @@ class StreamWorker:
     ) -> None:
         self.spec = spec
         self.settings = settings
-        self.store = store or S3Store(settings.aws, spec.s3.bucket)
+        self.metrics = EventMetrics(spec.name)
+        self.store = store or S3Store(settings.aws, spec.s3.bucket, metrics=self.metrics)
         self.decoder = decoder_for(spec)
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
@@ -151,7 +157,7 @@ class StreamWorker:
                 max_partition_fetch_bytes=max(256 * 1024, fetch_bytes // self.spec.kafka.partitions),
             )
             self._consumer = consumer
-            self._committer = Committer(consumer, admin, self.spec.consumer_group)
+            self._committer = Committer(consumer, admin, self.spec.consumer_group, metrics=self.metrics)
             # Start, then subscribe: start() with topics would wait for the first assignment.
             await consumer.start()
             consumer.subscribe([self.spec.kafka.topic], listener=_Rebalance(self))
@@ -163,6 +169,7 @@ class StreamWorker:
                 batches = await consumer.getmany(timeout_ms=100, max_records=self._fetch_max_records)
                 if batches:
                     await self._process_batches(batches)
+                self._measure_lag(consumer)
                 await self._roll_expired()
                 self._apply_backpressure()
             await self._drain()
@@ -189,7 +196,7 @@ class StreamWorker:
             partitions=self.assigned_partitions(),
             paused=sorted(tp.partition for tp in self._paused),
             rolls_in_flight=sum(self._queued.values()),
-            buffered_mb=round(sum(s.memory_bytes for s in self._partitions.values()) / MIB, 1),
+            buffered_mb=round(self._buffered_bytes() / MIB, 1),
         )
 
     def assigned_partitions(self) -> list[int]:
@@ -217,13 +224,14 @@ class StreamWorker:
         try:
             topics = await admin.list_topics()
         except AioKafkaError as exc:
+            self.metrics.error("kafka", type(exc).__name__)
             raise KafkaError(f"cannot read topic metadata: {exc}") from exc
         if self.spec.kafka.topic not in topics:
             raise ConfigError(
                 f"topic {self.spec.kafka.topic!r} does not exist on the {self.spec.kafka.cluster!r} cluster: "
                 "create it (or fix kafka.topic in the spec)"
             )
-        if not await self._in_io(self.store.bucket_exists):
+        if not await self._in_io(self.store.can_list, f"{self.spec.s3.prefix}/"):
             raise ConfigError(f"bucket {self.spec.s3.bucket!r} does not exist: create it or fix s3.bucket")
 
     async def _in_processing(self, call: Callable[..., _T], *args: Any) -> _T:
@@ -247,16 +255,33 @@ class StreamWorker:
 
     def _process(self, batches: dict[TopicPartition, list[Any]], now: float) -> list[Roll]:
         rolls: list[Roll] = []
+        taken = taken_bytes = 0
         for tp, records in batches.items():
             state = self._partitions.get(tp)
             if state is None or tp in self._fenced:
                 continue  # revoked meanwhile, or waiting for the rebalance that follows a fence
-            taken = state.records_taken
+            records_before, bytes_before = state.records_taken, state.bytes_taken
             rolls += state.ingest(records, now)
-            self.stats.records_read += state.records_taken - taken
+            taken += state.records_taken - records_before
+            taken_bytes += state.bytes_taken - bytes_before
+        self.stats.records_read += taken
+        self.metrics.records_consumed.inc(taken)
+        self.metrics.bytes_consumed.inc(taken_bytes)
         self._learn_row_size(rolls)
         self._relieve_memory(rolls)
+        self.metrics.buffer_memory.set(self._buffered_bytes())
         return rolls
+
+    def _buffered_bytes(self) -> int:
+        return sum(s.memory_bytes for s in self._partitions.values())
+
+    def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Per partition: the highwater of the last fetch minus the next offset to take."""
+        # Only what the consumer holds now: highwater() refuses a partition it no longer has.
+        for tp in self._partitions.keys() & consumer.assignment():
+            highwater, next_offset = consumer.highwater(tp), self._partitions[tp].next_offset
+            if highwater is not None and next_offset is not None:
+                self.metrics.lag(tp.partition, max(0, highwater - next_offset))
 
     def _learn_row_size(self, rolls: list[Roll]) -> None:
         for state in self._partitions.values():
@@ -267,7 +292,7 @@ class StreamWorker:
 
     def _relieve_memory(self, rolls: list[Roll]) -> None:
         """Roll the biggest open files early while buffered rows exceed the budget."""
-        while sum(s.memory_bytes for s in self._partitions.values()) > self.budget_bytes:
+        while self._buffered_bytes() > self.budget_bytes:
             biggest = max(self._partitions.values(), key=lambda s: s.memory_bytes)
             if biggest.spool is None:
                 return
@@ -316,10 +341,10 @@ class StreamWorker:
             assert self._committer is not None
             if not roll.recovery:
                 await self._committer.record_pending(tp, pending, roll.generation)
-                await self._with_s3_retries(self._upload_files, roll)
+                await self._upload(roll)
             elif not await self._with_s3_retries(self.store.exists, pending.key):
                 # A recovered roll may already be in S3: only the final commit was missing.
-                await self._with_s3_retries(self._upload_files, roll)
+                await self._upload(roll)
             await self._committer.record_done(tp, pending.last, roll.generation)
         except FencedError as exc:
             # Whatever we dropped is re-read by the owner after the rebalance that follows.
@@ -348,6 +373,7 @@ class StreamWorker:
         self.stats.files_written += 1
         self.stats.bytes_written += closed.data_bytes
         self.stats.recoveries += int(roll.recovery)
+        self._measure_file(roll)
         self._log.info(
             "file_committed",
             key=pending.key,
@@ -359,6 +385,24 @@ class StreamWorker:
             bytes=closed.data_bytes,
             recovery=roll.recovery,
         )
+
+    def _measure_file(self, roll: Roll) -> None:
+        """A file is durable in S3 and committed: count it, once."""
+        closed, metrics = roll.closed, self.metrics
+        metrics.records_written.inc(closed.rows)
+        metrics.records_dead_lettered.inc(closed.dead_letters)
+        metrics.flush_duration.observe(roll.flush_s)
+        if closed.data_path is not None:
+            metrics.files_written.inc()
+            metrics.bytes_written.inc(closed.data_bytes)
+            metrics.file_size.observe(closed.data_bytes)
+        if roll.newest_created_at_us is not None:
+            metrics.newest_created_at("s3", roll.newest_created_at_us / 1_000_000)
+
+    async def _upload(self, roll: Roll) -> None:
+        started = time.monotonic()
+        await self._with_s3_retries(self._upload_files, roll)
+        self.metrics.upload_duration.observe(time.monotonic() - started)
 
     def _check_not_fenced(self, tp: TopicPartition) -> None:
         if tp in self._fenced:
@@ -431,6 +475,8 @@ class StreamWorker:
                     state.discard()
         await self._wait_for_chains(revoked, self._revoke_timeout_s, "revoked")
         self._paused -= revoked
+        for tp in revoked:
+            self.metrics.lag(tp.partition, 0)
         self._log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:

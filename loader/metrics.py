@@ -1,0 +1,267 @@
+"""Prometheus metrics of the workers and the loader: every definition, and how they are served.
+
+One registry: the metrics below live in :data:`REGISTRY` (not prometheus_client's
+global one), so what a process exposes is exactly the loader's metrics. A
+single worker and the loader serve that registry. A worker pool
+(``--processes N``) switches to prometheus_client's multiprocess mode before
+forking: each child writes its values to memory-mapped files in a fresh folder
+and the supervisor serves their merge (counters and histograms summed, gauges
+summed over live children or maxed; see each gauge's ``multiprocess_mode``).
+Multiprocess mode needs no IPC of our own and survives a child that crashes
+mid-update; it cannot remove a label set or compute values at scrape time in
+a child, which is why:
+
+- a partition's lag gauge is set to 0 (not removed) when the partition goes:
+  sums over processes and pods stay right;
+- freshness is derived at scrape time, by the serving process, from the
+  newest ``_CREATED_AT`` gauges (a Unix time): it keeps growing while nothing
+  arrives.
+
+Labels are bounded: ``event`` is a spec name, ``partition`` a partition
+number, ``kind`` an error class or code (at most :data:`MAX_ERROR_KINDS` per
+component, then ``other``). Nothing is updated per record: the hot path
+increments once per batch or per file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+from wsgiref.simple_server import WSGIServer
+
+import prometheus_client.values
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MAX_ERROR_KINDS",
+    "REGISTRY",
+    "Component",
+    "EventMetrics",
+    "count_error",
+    "enable_multiprocess",
+    "exposition",
+    "mark_process_dead",
+    "render",
+    "serve",
+]
+
+Component = Literal["kafka", "s3", "snowflake"]
+MAX_ERROR_KINDS = 20
+"""Distinct ``kind`` values per component; later kinds are counted as ``other``."""
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""The classic text format every Prometheus reads (what ``start_http_server`` answers by default)."""
+
+_MIB = 1024 * 1024
+_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def _per_event(name: str, documentation: str) -> Counter:
+    return Counter(name, documentation, ["event"], registry=REGISTRY)
+
+
+def _histogram(name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
+    return Histogram(name, documentation, ["event"], buckets=buckets, registry=REGISTRY)
+
+
+RECORDS_CONSUMED = _per_event("loader_records_consumed", "Kafka records taken by the worker.")
+BYTES_CONSUMED = _per_event("loader_bytes_consumed", "Bytes of Kafka record values taken by the worker.")
+RECORDS_WRITTEN = _per_event("loader_records_written", "Rows in data files committed to S3.")
+RECORDS_DEAD_LETTERED = _per_event(
+    "loader_records_dead_lettered", "Records in dead-letter files committed to S3."
+)
+FILES_WRITTEN = _per_event("loader_files_written", "Data files committed to S3.")
+BYTES_WRITTEN = _per_event("loader_bytes_written", "Bytes of data files committed to S3.")
+FILE_SIZE = _histogram(
+    "loader_file_size_bytes",
+    "Size of the data files committed to S3.",
+    (64 * 1024, _MIB, 4 * _MIB, 16 * _MIB, 64 * _MIB, 128 * _MIB, 256 * _MIB),
+)
+FLUSH_DURATION = _histogram(
+    "loader_flush_duration_seconds",
+    "Time to finish a rolled file on local disk (last row group and dead letters).",
+    _DURATION_BUCKETS,
+)
+UPLOAD_DURATION = _histogram(
+    "loader_upload_duration_seconds",
+    "Time to get a rolled file's objects into S3, retries included.",
+    _DURATION_BUCKETS,
+)
+CONSUMER_LAG = Gauge(
+    "loader_consumer_lag_records",
+    "Records in the partition not yet taken by the worker (highwater minus next offset); 0 once revoked.",
+    ["event", "partition"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+BUFFER_MEMORY = Gauge(
+    "loader_buffer_memory_bytes",
+    "Bytes of open row groups and dead letters held in memory.",
+    ["event"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    "loader_errors",
+    "Errors of Kafka, S3 and Snowflake, by kind (error class or code).",
+    ["event", "component", "kind"],
+    registry=REGISTRY,
+)
+FILES_LOADED = _per_event("loader_files_loaded", "Files COPYed into the event's table.")
+ROWS_LOADED = _per_event("loader_rows_loaded", "Rows COPYed into the event's table.")
+LOAD_LATENCY = _histogram(
+    "loader_load_latency_seconds",
+    "From a file's S3 notification being sent to its COPY finishing.",
+    (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0),
+)
+NEWEST_NAME = "loader_newest_created_at_seconds"
+NEWEST_CREATED_AT = Gauge(
+    NEWEST_NAME,
+    "Unix time of the newest _CREATED_AT durable in S3 (where=s3) or queryable in the table (where=table).",
+    ["event", "where"],
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+FRESHNESS_NAME = "loader_freshness_seconds"
+
+
+class EventMetrics:
+    """One event type's metrics, bound once (``labels`` is a locked lookup: not per batch)."""
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+        self.records_consumed = RECORDS_CONSUMED.labels(event)
+        self.bytes_consumed = BYTES_CONSUMED.labels(event)
+        self.records_written = RECORDS_WRITTEN.labels(event)
+        self.records_dead_lettered = RECORDS_DEAD_LETTERED.labels(event)
+        self.files_written = FILES_WRITTEN.labels(event)
+        self.bytes_written = BYTES_WRITTEN.labels(event)
+        self.file_size = FILE_SIZE.labels(event)
+        self.flush_duration = FLUSH_DURATION.labels(event)
+        self.upload_duration = UPLOAD_DURATION.labels(event)
+        self.buffer_memory = BUFFER_MEMORY.labels(event)
+        self.files_loaded = FILES_LOADED.labels(event)
+        self.rows_loaded = ROWS_LOADED.labels(event)
+        self.load_latency = LOAD_LATENCY.labels(event)
+        self._lag: dict[int, Gauge] = {}
+        self._newest: dict[str, float] = {}
+
+    def lag(self, partition: int, records: int) -> None:
+        """Set a partition's lag (0 when it is revoked: it is another member's now)."""
+        gauge = self._lag.get(partition)
+        if gauge is None:
+            gauge = self._lag[partition] = CONSUMER_LAG.labels(self.event, str(partition))
+        gauge.set(records)
+
+    def newest_created_at(self, where: Literal["s3", "table"], unix_s: float) -> None:
+        """Move the newest known ``_CREATED_AT`` forward (never back: a late file is not news)."""
+        if unix_s > self._newest.get(where, float("-inf")):
+            self._newest[where] = unix_s
+            NEWEST_CREATED_AT.labels(self.event, where).set(unix_s)
+
+    def error(self, component: Component, kind: str) -> None:
+        count_error(self.event, component, kind)
+
+
+_kinds: dict[str, set[str]] = {}
+_kinds_lock = threading.Lock()
+_KIND_CHARS = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+def count_error(event: str, component: Component, kind: str) -> None:
+    """Count one error; ``kind`` is cleaned and capped per component (bounded cardinality)."""
+    clean = _KIND_CHARS.sub("_", kind)[:64] or "unknown"
+    with _kinds_lock:
+        seen = _kinds.setdefault(component, set())
+        if clean not in seen:
+            if len(seen) >= MAX_ERROR_KINDS:
+                clean = "other"
+            else:
+                seen.add(clean)
+    ERRORS.labels(event, component, clean).inc()
+
+
+# -- serving ---------------------------------------------------------------------------------------
+
+
+class _WithFreshness:
+    """The source's metrics plus ``loader_freshness_seconds``, derived when scraped."""
+
+    def __init__(self, source: Collector, clock: Callable[[], float]) -> None:
+        self._source = source
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._clock()
+        freshness = GaugeMetricFamily(
+            FRESHNESS_NAME,
+            "Seconds since the newest _CREATED_AT durable in S3 (where=s3) or queryable in the table "
+            "(where=table); grows while nothing new arrives.",
+            labels=["event", "where"],
+        )
+        for family in self._source.collect():
+            yield family
+            if family.name == NEWEST_NAME:
+                for sample in family.samples:
+                    freshness.add_metric(
+                        [sample.labels["event"], sample.labels["where"]], max(0.0, now - sample.value)
+                    )
+        yield freshness
+
+
+def exposition(
+    multiprocess_dir: Path | None = None, *, clock: Callable[[], float] = time.time
+) -> CollectorRegistry:
+    """What ``/metrics`` serves: this process's metrics, or (``multiprocess_dir``) the
+    merge of every pool child's, each with freshness derived at scrape time."""
+    source: Collector = (
+        _multiprocess.MultiProcessCollector(None, str(multiprocess_dir))  # type: ignore[no-untyped-call]
+        if multiprocess_dir is not None
+        else REGISTRY
+    )
+    served = CollectorRegistry(auto_describe=False)
+    served.register(_WithFreshness(source, clock))
+    return served
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition format (content type :data:`CONTENT_TYPE`)."""
+    return generate_latest(registry)
+
+
+def serve(port: int, host: str, registry: CollectorRegistry) -> WSGIServer:
+    """Serve ``/metrics`` on ``host:port`` from a daemon thread; ``shutdown()`` the server to stop."""
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server
+
+
+def enable_multiprocess(path: Path) -> None:
+    """Switch this process (and the children it forks next) to multiprocess mode, writing to
+    ``path``. Call before any labelled metric is used: values already created stay in-process."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    # prometheus_client picks its value class when imported; labelled children take it when
+    # first used, so switching here is enough for every metric above (all are labelled).
+    prometheus_client.values.ValueClass = prometheus_client.values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def mark_process_dead(pid: int, path: Path) -> None:
+    """Drop a dead child's live gauges (lag, buffer memory) from the merge."""
+    _multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
