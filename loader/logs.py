@@ -2,17 +2,42 @@
 
 ``LOADER_LOG_FORMAT`` (``json`` or ``console``) overrides the choice made from
 whether stderr is a terminal; ``LOADER_LOG_LEVEL`` sets the level.
+
+No secret reaches a log line: settings hold secrets as ``SecretStr`` (printed
+as ``**********``), any field whose name says it is a secret (``password``,
+``secret_access_key``, ``token``…) is masked, and tracebacks are rendered
+without local variables, which would otherwise show a password passed as an
+argument.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["MASK", "configure_logging", "mask_secret_fields"]
+
+MASK = "**********"
+_SECRET_NAME = re.compile(
+    r"passw(or)?d|passphrase|secret|token|credential|access_?key|api_?key|private_?key|authori[sz]ation",
+    re.IGNORECASE,
+)
+
+
+def mask_secret_fields(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor: the value of any field named like a secret becomes ``**********``."""
+    for key, value in event_dict.items():
+        if value is not None and _SECRET_NAME.search(key):
+            event_dict[key] = MASK
+    return event_dict
 
 
 def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
@@ -21,7 +46,11 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
     numeric = logging.getLevelNamesMapping().get(level_name, logging.INFO)
     chosen = fmt or os.environ.get("LOADER_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
     renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer() if chosen == "console" else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
+        )
+        if chosen == "console"
+        else structlog.processors.JSONRenderer()
     )
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
@@ -31,6 +60,7 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
             timestamper,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            mask_secret_fields,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -42,7 +72,12 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processor=renderer,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                mask_secret_fields,
+                renderer,
+            ],
             foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, timestamper],
         )
     )

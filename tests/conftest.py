@@ -8,6 +8,7 @@ endpoints from ``.loader/dev-stack.json``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import structlog
 
 from loader.config.settings import STATE_DIR_ENV, load_settings
 from loader.devstack import DevStack
@@ -44,6 +46,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Unit tests must stay hermetic: refuse the real services to them."""
     if item.get_closest_marker("unit") and "dev_stack" in getattr(item, "fixturenames", ()):
         pytest.fail("unit tests must not use the dev_stack fixture; mark the test integration")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A CLI invocation configures logging onto the test's captured stream: undo it after
+    the test, so later tests do not log into a closed file."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

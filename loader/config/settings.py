@@ -177,6 +177,14 @@ def _read_mapping(path: Path, what: str) -> dict[str, Any]:
     try:
         text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        # Not str(exc): its snippet quotes the offending line, which may hold a password.
+        parts = [
+            f"{note} at line {mark.line + 1}, column {mark.column + 1}"
+            for note, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark))
+            if note and mark
+        ]
+        raise ConfigError(f"cannot read {what} {path}: {': '.join(parts) or 'invalid YAML'}") from None
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
     if data is None:

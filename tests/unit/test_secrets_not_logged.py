@@ -1,0 +1,230 @@
+"""No secret of the settings ever appears in a log line, an error message or a traceback.
+
+Every secret setting gets a sentinel value; then the code paths that log or
+raise with settings in hand run against closed ports on 127.0.0.1 (nothing
+leaves the machine), and every captured text is searched for the sentinels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import traceback
+from pathlib import Path
+
+import pytest
+import structlog
+from click.testing import CliRunner
+
+from loader.cli import cli
+from loader.config.settings import CONFIG_FILE_ENV, STATE_DIR_ENV, Settings, load_settings
+from loader.errors import ConfigError, LoaderError, StorageError, WarehouseError
+from loader.logs import MASK, configure_logging
+from loader.status_report import consumer_lag
+from loader.store.s3 import aws_client, storage_errors
+from loader.warehouse.connection import Warehouse
+from tests.integration.helpers import make_spec
+
+pytestmark = pytest.mark.unit
+
+SENTINELS = {
+    "LOADER_KAFKA__SASL_PASSWORD": "kafka-sentinel-5d0c2e",
+    "LOADER_AWS__ACCESS_KEY_ID": "AKIASENTINEL5D0C2E77",
+    "LOADER_AWS__SECRET_ACCESS_KEY": "aws-secret-sentinel-5d0c2e",
+    "LOADER_SNOWFLAKE__PASSWORD": "snowflake-sentinel-5d0c2e",
+}
+PIPELINES = Path(__file__).parents[2] / "pipelines"
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        for name, sentinel in SENTINELS.items():
+            assert sentinel not in text, f"the value of {name} leaked: …{text[:300]}…"
+
+
+def _everything(exc: BaseException) -> str:
+    """An exception as a person or a log could see it: message, repr and full traceback."""
+    return "\n".join([str(exc), repr(exc), "".join(traceback.format_exception(exc))])
+
+
+@pytest.fixture
+def secret_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Sentinel secrets, and every service on a closed loopback port."""
+    for name in list(os.environ):
+        if name.startswith("LOADER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path / "state"))
+    for name, value in SENTINELS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LOADER_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("LOADER_KAFKA__SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("LOADER_KAFKA__SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("LOADER_KAFKA__SASL_USERNAME", "loader")
+    monkeypatch.setenv("LOADER_AWS__ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("LOADER_SNOWFLAKE__ACCOUNT", "acct")
+    monkeypatch.setenv("LOADER_SNOWFLAKE__USER", "loader")
+    monkeypatch.setenv("LOADER_SNOWFLAKE__HOST", "127.0.0.1")
+    monkeypatch.setenv("LOADER_SNOWFLAKE__PORT", str(_closed_port()))
+    monkeypatch.setenv("LOADER_SNOWFLAKE__PROTOCOL", "http")
+    monkeypatch.setenv("LOADER_SNOWFLAKE__LOGIN_TIMEOUT_S", "5")
+
+
+@pytest.fixture
+def settings(secret_env: None) -> Settings:
+    loaded = load_settings(use_dev_stack=False)
+    # The sentinels really are in hand, so a leak would show.
+    assert loaded.snowflake.password is not None
+    assert loaded.snowflake.password.get_secret_value() == SENTINELS["LOADER_SNOWFLAKE__PASSWORD"]
+    return loaded
+
+
+def test_settings_print_and_dump_masked(settings: Settings) -> None:
+    """repr, str, model_dump and JSON of the settings (what a log would show) hold no secret."""
+    assert_no_secret(
+        repr(settings),
+        str(settings),
+        str(settings.model_dump()),
+        settings.model_dump_json(),
+        repr(settings.kafka),
+        repr(settings.aws),
+        repr(settings.snowflake),
+    )
+    assert MASK in repr(settings.snowflake)
+
+
+def test_bad_env_setting_next_to_secrets_is_named_without_them(
+    secret_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An invalid value beside the secrets names the field; no secret is in the message."""
+    monkeypatch.setenv("LOADER_SNOWFLAKE__PORT", "not-a-port")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(use_dev_stack=False)
+    assert "snowflake.port" in str(caught.value)
+    assert_no_secret(_everything(caught.value))
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ("snowflake:\n  password: {pw}\n  port: not-a-port\n", "snowflake.port"),
+        ("snowflake:\n  password: [{pw}]\n", "snowflake.password"),
+        ("kafka:\n  sasl_password: {pw}\n  sasl_username: [unclosed\n", "line"),
+        ('snowflake:\n  password: "{pw}\n  user: loader\n', "line 2"),
+    ],
+    ids=["bad-field-beside", "secret-of-wrong-type", "yaml-syntax-below", "yaml-syntax-in-secret-line"],
+)
+def test_bad_config_file_is_explained_without_its_secrets(
+    secret_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, document: str, expected: str
+) -> None:
+    """A broken LOADER_CONFIG file gets a message that locates the problem but quotes no secret."""
+    secret = SENTINELS["LOADER_SNOWFLAKE__PASSWORD"]
+    for name in [*SENTINELS, "LOADER_SNOWFLAKE__PORT"]:  # the file's values must not be overridden
+        monkeypatch.delenv(name)
+    config = tmp_path / "loader.yaml"
+    config.write_text(document.format(pw=secret))
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(config))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(use_dev_stack=False)
+    assert expected in str(caught.value)
+    assert_no_secret(_everything(caught.value))
+
+
+def test_warehouse_connect_failure_hides_the_password(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Snowflake unreachable: the error and the log output (at DEBUG) hold no secret."""
+    configure_logging("DEBUG", "json")
+    with pytest.raises(WarehouseError) as caught, Warehouse(settings.snowflake) as warehouse:
+        warehouse.execute("SELECT 1")
+    assert "cannot connect to Snowflake" in str(caught.value)
+    assert_no_secret(_everything(caught.value), capsys.readouterr().err)
+
+
+def test_s3_and_sqs_errors_hide_the_keys(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """S3 and SQS unreachable: the translated errors and the log output hold no key."""
+    configure_logging("DEBUG", "json")
+    s3 = aws_client("s3", settings.aws, max_attempts=1)
+    sqs = aws_client("sqs", settings.aws, max_attempts=1)
+    with pytest.raises(StorageError) as s3_error, storage_errors("list s3://bucket/prefix"):
+        s3.list_objects_v2(Bucket="bucket", Prefix="prefix")
+    with pytest.raises(StorageError) as sqs_error, storage_errors("receive from the notifications queue"):
+        sqs.receive_message(QueueUrl=f"{settings.aws.endpoint_url}/123456789012/q", WaitTimeSeconds=0)
+    assert "list s3://bucket/prefix failed" in str(s3_error.value)
+    assert_no_secret(_everything(s3_error.value), _everything(sqs_error.value), capsys.readouterr().err)
+
+
+def test_kafka_sasl_failure_hides_the_password(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Kafka (SASL) unreachable: the lag query's error and the log output hold no password."""
+    configure_logging("DEBUG", "json")
+    with pytest.raises(LoaderError) as caught:
+        asyncio.run(consumer_lag(make_spec("secret_test", bucket="b-secret"), settings.kafka))
+    assert_no_secret(_everything(caught.value), capsys.readouterr().err)
+
+
+def test_cli_error_path_shows_no_secret(secret_env: None) -> None:
+    """``loader pipes plan`` against an unreachable warehouse: one message, no secret, exit 1."""
+    result = CliRunner().invoke(
+        cli, ["--log-level", "DEBUG", "--log-format", "json", "pipes", "plan", "--specs", str(PIPELINES)]
+    )
+    assert result.exit_code == 1
+    assert "error: cannot connect to Snowflake" in result.output
+    assert_no_secret(result.output, _everything(result.exception) if result.exception else "")
+
+
+def test_cli_bad_config_file_shows_no_secret(
+    secret_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A config file broken on its password line: exit 2 with the line number, not the line."""
+    monkeypatch.delenv("LOADER_SNOWFLAKE__PASSWORD")
+    config = tmp_path / "loader.yaml"
+    config.write_text(f'snowflake:\n  password: "{SENTINELS["LOADER_SNOWFLAKE__PASSWORD"]}\n')
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(config))
+    result = CliRunner().invoke(cli, ["status", "--specs", str(PIPELINES)])
+    assert result.exit_code == 2
+    assert "loader.yaml" in result.output
+    assert_no_secret(result.output)
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_log_output_masks_secret_fields_and_traceback_locals(
+    settings: Settings, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """Secret-named fields are masked, settings print masked, and tracebacks show no locals."""
+    configure_logging("DEBUG", fmt)
+    log = structlog.get_logger("test")
+    log.info("settings_loaded", settings=settings, kafka=settings.kafka)
+    log.info(
+        "connecting",
+        password=SENTINELS["LOADER_SNOWFLAKE__PASSWORD"],
+        sasl_password=SENTINELS["LOADER_KAFKA__SASL_PASSWORD"],
+        secret_access_key=SENTINELS["LOADER_AWS__SECRET_ACCESS_KEY"],
+        aws_access_key_id=SENTINELS["LOADER_AWS__ACCESS_KEY_ID"],
+        key="events/orders/data/p0000.parquet",
+    )
+
+    def connect(password: str) -> None:
+        raise ConnectionError("refused")
+
+    for logger in (log, logging.getLogger("aiokafka")):
+        try:
+            connect(SENTINELS["LOADER_KAFKA__SASL_PASSWORD"])
+        except ConnectionError:
+            logger.exception("connect_failed")
+    err = capsys.readouterr().err
+    assert "settings_loaded" in err
+    assert "events/orders/data/p0000.parquet" in err  # a file key is not a secret
+    assert err.count("ConnectionError: refused") == 2
+    assert MASK in err
+    assert_no_secret(err)
