@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import time
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
@@ -21,6 +20,7 @@ from loader.warehouse.load import load_files
 from loader.warehouse.objects import EventObjects
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import make_spec, produce, read_files, sample_values
+from tests.integration.workers import run_worker_until
 
 pytestmark = pytest.mark.integration
 
@@ -74,18 +74,7 @@ def test_valid_header_and_broken_events(dev_stack: DevStack, unique_name: Callab
     produced = produce(settings, spec, messages)
 
     worker = StreamWorker(spec, settings)
-
-    async def run() -> None:
-        task = asyncio.create_task(worker.run())
-        deadline = time.monotonic() + 60
-        while (
-            worker.stats.rows_written + worker.stats.dead_lettered < produced and time.monotonic() < deadline
-        ):
-            await asyncio.sleep(0.2)
-        worker.stop()
-        await task
-
-    asyncio.run(run())
+    run_worker_until(worker, lambda: worker.stats.records_read >= produced)
 
     dead = read_files(store, spec.dead_letter_prefix)
     dead_rows = [row for table in dead.values() for row in table.to_pylist()]

@@ -29,7 +29,7 @@ from loader.warehouse.connection import Warehouse
 from loader.warehouse.runner import SqsLoader
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import produce
-from tests.integration.workers import cli_env
+from tests.integration.workers import cli_env, run_worker_until
 
 pytestmark = pytest.mark.integration
 
@@ -105,16 +105,7 @@ def test_scaffolded_event_type_flows_to_its_table(
     events = _events(name)
     assert produce(settings, spec, events) == EVENTS
     worker = StreamWorker(spec, settings)
-
-    async def run_worker() -> None:
-        task = asyncio.create_task(worker.run())
-        deadline = time.monotonic() + 60
-        while worker.stats.records_read < EVENTS and time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.2)
-        worker.stop()  # rolls and commits what it holds, as on SIGTERM
-        await task
-
-    asyncio.run(run_worker())
+    run_worker_until(worker, lambda: worker.stats.records_read >= EVENTS)
     assert worker.stats.rows_written == EVENTS
     assert worker.stats.dead_lettered == 0
 

@@ -26,7 +26,7 @@ from loader.warehouse.objects import EventObjects
 from loader.warehouse.runner import SqsLoader
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import make_spec, produce, read_files, sample_values
-from tests.integration.workers import worker_env
+from tests.integration.workers import run_worker_until, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +36,6 @@ BROKEN = [
     b"[1, 2]",
     b'{"event_id":"e","created_at":"2026-11-27T00:00:00Z","payload":{}}',
 ]
-
-
-def _run_worker_until(worker: StreamWorker, done: Callable[[], bool], timeout_s: float = 60) -> None:
-    async def _main() -> None:
-        task = asyncio.create_task(worker.run())
-        deadline = time.monotonic() + timeout_s
-        while not done() and time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.2)
-        worker.stop()
-        await task
-
-    asyncio.run(_main())
 
 
 def test_events_flow_from_kafka_to_the_table(dev_stack: DevStack, unique_name: Callable[..., str]) -> None:
@@ -65,7 +53,7 @@ def test_events_flow_from_kafka_to_the_table(dev_stack: DevStack, unique_name: C
     assert produced == 2500 + len(BROKEN) + 1
 
     worker = StreamWorker(spec, settings)
-    _run_worker_until(worker, lambda: worker.stats.rows_written + worker.stats.dead_lettered >= produced)
+    run_worker_until(worker, lambda: worker.stats.rows_written + worker.stats.dead_lettered >= produced)
     assert worker.stats.records_read == produced
 
     # S3: every offset exactly once, in data or dead-letter files, and keys match contents.
@@ -135,7 +123,7 @@ def test_dead_letters_command_lists_rejects(
     S3Store(settings.aws, spec.s3.bucket).create_bucket()
     produced = produce(settings, spec, sample_values(spec, 50) + [(b"bad", value) for value in BROKEN])
     worker = StreamWorker(spec, settings)
-    _run_worker_until(worker, lambda: worker.stats.rows_written + worker.stats.dead_lettered >= produced)
+    run_worker_until(worker, lambda: worker.stats.rows_written + worker.stats.dead_lettered >= produced)
 
     assert settings.aws.endpoint_url is not None
     result = CliRunner().invoke(

@@ -21,6 +21,7 @@ from loader.warehouse.runner import SqsLoader
 from loader.warehouse.status import pipe_status
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import make_spec, produce, sample_values
+from tests.integration.workers import run_worker_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +35,7 @@ def test_reconcile_loads_the_file_whose_notification_was_lost(
     queue_url = asyncio.run(provision(settings, [spec], queue_name=unique_name("rq")))
     produced = produce(settings, spec, sample_values(spec, 2_000))
     worker = StreamWorker(spec, settings)
-
-    async def run_worker() -> None:
-        task = asyncio.create_task(worker.run())
-        deadline = time.monotonic() + 60
-        while worker.stats.rows_written < produced and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        worker.stop()
-        await task
-
-    asyncio.run(run_worker())
+    run_worker_until(worker, lambda: worker.stats.records_read >= produced)
 
     # Lose one notification on purpose.
     sqs = aws_client("sqs", settings.aws)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ from loader.warehouse.objects import EventObjects
 from loader.warehouse.reconcile import reconcile
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import Message, produce, read_files, read_topic, sample_values, spec_on_disk
-from tests.integration.workers import cli_env
+from tests.integration.workers import cli_env, run_worker_until
 
 pytestmark = pytest.mark.integration
 
@@ -73,16 +72,7 @@ def loaded_event(
     )
     produced = produce(settings, spec, _messages(spec))
     worker = StreamWorker(spec, settings)
-
-    async def run_worker() -> None:
-        task = asyncio.create_task(worker.run())
-        deadline = time.monotonic() + 60
-        while worker.stats.rows_written < produced and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        worker.stop()
-        await task
-
-    asyncio.run(run_worker())
+    run_worker_until(worker, lambda: worker.stats.records_read >= produced)
     assert worker.stats.rows_written == EVENTS
     with Warehouse(settings.snowflake) as warehouse:
         manager = PipeManager(warehouse, settings)

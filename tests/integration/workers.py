@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,6 +21,7 @@ from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.store.layout import parse_key
 from loader.store.s3 import S3Store
+from loader.worker.worker import StreamWorker
 from tests.integration.helpers import read_files
 
 
@@ -158,3 +160,18 @@ def offsets_in_s3(
             target.extend((parsed.partition, o) for o in offsets)
             ranges.setdefault((parsed.partition, parsed.first_offset, parsed.last_offset), []).append(key)
     return rows, dead, ranges
+
+
+def run_worker_until(worker: StreamWorker, done: Callable[[], bool], timeout_s: float = 90) -> None:
+    """Run an in-process worker until ``done()`` (or the timeout, or the worker ends), then stop
+    it: like SIGTERM, that rolls and commits everything it took."""
+
+    async def _main() -> None:
+        task = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.2)
+        worker.stop()
+        await task
+
+    asyncio.run(_main())

@@ -216,7 +216,8 @@ def _s3_scopes(document: dict[str, Any]) -> tuple[set[str], set[str]]:
         resources = [resources] if isinstance(resources, str) else resources
         assert "*" not in resources
         if statement["Action"] == "s3:ListBucket":
-            listed = statement["Condition"].get("StringLike", {}).get("s3:prefix", [])
+            listed = statement["Condition"]["StringLike"]["s3:prefix"]  # never the whole bucket
+            assert listed and set(statement["Condition"]) == {"StringLike"}
             prefixes.update(listed)
         else:
             objects.update(r for r in resources if r.startswith("arn:aws:s3:::"))
