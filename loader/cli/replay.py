@@ -132,6 +132,9 @@ def load(  # click passes options by name
     is_flag=True,
     help="Send each record to the partition it was read from (default: partition by key).",
 )
+@click.option(
+    "--create-topic", is_flag=True, help="Create TOPIC, with the event topic's partition count, if missing."
+)
 @click.option("--force", is_flag=True, help="Allow publishing into the event's own topic (rows load twice).")
 @dry_run_option
 def publish(  # click passes options by name
@@ -142,12 +145,13 @@ def publish(  # click passes options by name
     until: datetime | None,
     topic: str,
     keep_partitions: bool,
+    create_topic: bool,
     force: bool,
     dry_run: bool,
 ) -> None:
     """Re-publish EVENT's archived records of a time range to TOPIC, with their original
     keys, headers and timestamps."""
-    from loader.replay.publish import plan_publish  # noqa: PLC0415 - heavy imports, only here
+    from loader.replay.publish import plan_publish, topic_partitions  # noqa: PLC0415 - heavy imports
     from loader.replay.publish import publish as run_publish  # noqa: PLC0415
     from loader.schema.resolve import schema_for  # noqa: PLC0415
     from loader.store.s3 import S3Store  # noqa: PLC0415
@@ -164,6 +168,7 @@ def publish(  # click passes options by name
     if dry_run or not plan.files:
         return
     schema = schema_for(spec)
+    partitions = asyncio.run(topic_partitions(spec, settings.kafka, topic, create=create_topic))
 
     async def send(progress: Progress, task: Any) -> int:
         return await run_publish(
@@ -172,6 +177,7 @@ def publish(  # click passes options by name
             spec,
             schema,
             settings.kafka,
+            partitions=partitions,
             keep_partitions=keep_partitions,
             on_file=lambda records: progress.advance(task),
         )

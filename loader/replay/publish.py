@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError as AioKafkaError
 
 from loader.config.settings import KafkaSettings
 from loader.config.spec import EventSpec
-from loader.consume.kafka import client_kwargs, make_producer
+from loader.consume.kafka import client_kwargs, ensure_topic, make_producer
 from loader.encode.reencode import RecordEncoder
 from loader.errors import ConfigError, KafkaError
 from loader.schema.model import EventSchema
@@ -34,7 +34,7 @@ from loader.store.layout import parse_key
 from loader.store.s3 import ObjectInfo, S3Store
 from loader.warehouse.reconcile import data_files
 
-__all__ = ["PublishPlan", "plan_publish", "publish"]
+__all__ = ["PublishPlan", "plan_publish", "publish", "topic_partitions"]
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,22 @@ def plan_publish(
     return PublishPlan(event=spec.name, topic=topic, files=files, records=records)
 
 
-async def topic_partitions(spec: EventSpec, settings: KafkaSettings, topic: str) -> int:
-    """How many partitions ``topic`` has; a clear error when it does not exist."""
+async def topic_partitions(
+    spec: EventSpec, settings: KafkaSettings, topic: str, *, create: bool = False
+) -> int:
+    """How many partitions ``topic`` has (``create``: made like the event's topic if missing);
+    a clear error when it does not exist."""
+    if create:
+        like_event = spec.model_copy(update={"kafka": spec.kafka.model_copy(update={"topic": topic})})
+        await ensure_topic(like_event, settings)
     admin = AIOKafkaAdminClient(**client_kwargs(spec, settings))
     try:
         await admin.start()
         if topic not in await admin.list_topics():
             raise ConfigError(
-                f"topic {topic} does not exist: create it first (with as many partitions as "
-                f"{spec.kafka.topic}, {spec.kafka.partitions}, to keep each key's records in order)"
+                f"topic {topic} does not exist: create it first, or pass --create-topic (it gets "
+                f"{spec.kafka.topic}'s {spec.kafka.partitions} partitions, which keeps each key's records "
+                "on the partition they were read from)"
             )
         (described,) = await admin.describe_topics([topic])
         return len(described["partitions"])
@@ -102,11 +109,12 @@ async def publish(
     schema: EventSchema,
     settings: KafkaSettings,
     *,
+    partitions: int,
     keep_partitions: bool = False,
     on_file: Callable[[int], None] = lambda records: None,
 ) -> int:
-    """Send every record of the plan's files to its topic; returns how many were sent."""
-    partitions = await topic_partitions(spec, settings, plan.topic)
+    """Send every record of the plan's files to its topic (which has ``partitions``
+    partitions, see :func:`topic_partitions`); returns how many were sent."""
     encoder = RecordEncoder(schema, raw=spec.schema_ref.mode == "raw")
     producer = make_producer(spec, settings, enable_idempotence=True, acks="all")
     sent = 0

@@ -183,15 +183,17 @@ def test_publish_sends_the_records_back_with_keys_headers_and_timestamps(
     settings = dev_stack.settings
     topic = unique_name("replayed")
     target = spec.model_copy(update={"kafka": spec.kafka.model_copy(update={"topic": topic})})
-    asyncio.run(ensure_topic(target, settings.kafka))
     command = ["replay", "publish", spec.name, "--specs", str(specs_dir), "--topic", topic]
-    if keep_partitions:
-        command.append("--keep-partitions")
+    if keep_partitions:  # and the loader creates the topic, like the event's
+        command += ["--keep-partitions", "--create-topic"]
+    else:
+        asyncio.run(ensure_topic(target, settings.kafka))
     runner = CliRunner()
     dry = runner.invoke(cli, [*command, "--dry-run"], env=cli_env(settings))
     assert dry.exit_code == 0, dry.output
     assert f"{EVENTS:,} records (dry run: nothing sent)" in dry.output
-    assert read_topic(settings, target, topic) == []
+    if not keep_partitions:
+        assert read_topic(settings, target, topic) == []
 
     result = runner.invoke(cli, command, env=cli_env(settings))
     assert result.exit_code == 0, result.output
@@ -208,6 +210,20 @@ def test_publish_sends_the_records_back_with_keys_headers_and_timestamps(
         assert record.partition == original.partition  # by key (same partitioner) or kept as read
         assert json.loads(record.value) == json.loads(original.value)
     assert originals == {}
+
+
+def test_publish_to_a_missing_topic_says_how_to_create_it(
+    dev_stack: DevStack, loaded_event: tuple[EventSpec, Path, EventObjects], unique_name: Callable[..., str]
+) -> None:
+    spec, specs_dir, _objects = loaded_event
+    result = CliRunner().invoke(
+        cli,
+        ["replay", "publish", spec.name, "--specs", str(specs_dir), "--topic", unique_name("missing")],
+        env=cli_env(dev_stack.settings),
+    )
+    assert result.exit_code == 2, result.output
+    assert "does not exist" in result.output and "--create-topic" in result.output
+    assert "published" not in result.output
 
 
 def test_publish_into_the_own_topic_is_refused_without_force(
