@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import click
+import structlog
 
 from loader.cli.app import specs_option
 from loader.config.settings import load_settings
@@ -14,7 +15,7 @@ from loader.config.spec import load_specs
 from loader.errors import LoaderError
 from loader.metrics import exposition
 from loader.worker.app import ServiceProbes, WorkerService, build_app
-from loader.worker.pool import WorkerPool
+from loader.worker.pool import MIN_CHILD_BUDGET_MB, WorkerPool, affordable_processes
 from loader.worker.worker import StreamWorker
 
 __all__ = ["worker"]
@@ -60,6 +61,19 @@ def run(event: str, specs_dir: Path | None, web_host: str, web_port: int, proces
     """
     settings = load_settings()
     [spec] = load_specs(specs_dir or settings.specs_dir, [event])
+    budget_mb = spec.deployment.memory_budget_mb
+    affordable = affordable_processes(budget_mb, processes)
+    if affordable < processes:
+        structlog.get_logger("loader.worker").warning(
+            "fewer_processes",
+            event_type=spec.name,
+            asked=processes,
+            running=affordable,
+            reason=f"a {budget_mb} MB memory budget leaves each of {processes} processes less than "
+            f"{MIN_CHILD_BUDGET_MB} MB of buffers after their interpreters: raise "
+            "deployment.memory_budget_mb in the spec to run more",
+        )
+        processes = affordable
     if processes > 1:
         code = WorkerPool(spec, settings, processes).run(web_host=web_host, web_port=web_port)
         if code:
