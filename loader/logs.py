@@ -40,6 +40,20 @@ def mask_secret_fields(
     return event_dict
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    """A logger on the ``sys.stderr`` of when it is made, not of when logging was configured:
+    whoever swapped the stream meanwhile (a test runner capturing a command) may have closed it."""
+    return structlog.PrintLogger(sys.stderr)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The standard library's records, on the current ``sys.stderr`` (see :func:`_stderr_logger`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
     """Configure structlog (and the standard library's root logger) once per process."""
     level_name = (level or os.environ.get("LOADER_LOG_LEVEL") or "INFO").upper()
@@ -64,12 +78,12 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Libraries (aiokafka, botocore, faust) log through the standard library: render their
     # records the same way, so every line is JSON in production. Only warnings and up.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

@@ -166,12 +166,17 @@ def run_worker_until(worker: StreamWorker, done: Callable[[], bool], timeout_s: 
     """Run an in-process worker until ``done()`` (or the timeout, or the worker ends), then stop
     it: like SIGTERM, that rolls and commits everything it took."""
 
+    state: dict[str, object] = {}
+
     async def _main() -> None:
         task = asyncio.create_task(worker.run())
         deadline = time.monotonic() + timeout_s
         while not done() and time.monotonic() < deadline and not task.done():
             await asyncio.sleep(0.2)
+        state.update(ready=worker.ready.is_set(), partitions=worker.assigned_partitions())
         worker.stop()
         await task
 
     asyncio.run(_main())
+    # Say what the worker was doing, for a failure that would otherwise read "0 == 300".
+    assert done(), f"the worker was not done after {timeout_s:.0f} s: {state}, {worker.stats}"
