@@ -156,9 +156,10 @@ class S3Store:
         *,
         multipart_threshold: int = 64 * MIB,
         metrics: EventMetrics | None = None,
+        max_attempts: int = 8,
     ) -> None:
         self.bucket = bucket
-        self._client = aws_client("s3", settings)
+        self._client = aws_client("s3", settings, max_attempts=max_attempts)
         if metrics is not None:
             self._client.meta.events.register("response-received.s3.*", _count_attempts(metrics))
         self._transfer = TransferConfig(

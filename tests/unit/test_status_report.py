@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -203,3 +204,27 @@ def test_an_unreachable_broker_leaves_s3_and_warehouse_columns_filled(
     assert two.files_in_s3 == 0
     # st_two's table was never created: nothing loaded and nothing fresh, but no failure either.
     assert (two.files_not_loaded, two.freshness_table_s, set(two.unavailable)) == (0, None, {"kafka"})
+
+
+def test_an_unreachable_s3_is_reported_quickly() -> None:
+    """S3 down: its columns say so within seconds (a worker's retries would take far longer)."""
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        aws=AwsSettings.model_validate(
+            {
+                "region": "us-east-1",
+                "endpoint_url": "http://127.0.0.1:1",
+                "access_key_id": "testing",
+                "secret_access_key": "testing",
+            }
+        ),
+        snowflake=SnowflakeSettings(account="acct", user="u"),
+    )
+    specs = [make_spec("st_one", bucket="status-bucket"), make_spec("st_two", bucket="status-bucket")]
+    started = time.monotonic()
+    with fakesnow.patch():
+        one, two = gather_status(specs, settings, now=NOW)
+    assert time.monotonic() - started < 6  # 8 tries per request took 11 s here
+    for status in (one, two):
+        assert "127.0.0.1:1" in status.unavailable["s3"]
+        assert status.files_in_s3 is None and status.freshness_s3_s is None
