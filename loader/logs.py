@@ -40,10 +40,13 @@ def mask_secret_fields(
     return event_dict
 
 
-def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
-    """A logger on the ``sys.stderr`` of when it is made, not of when logging was configured:
-    whoever swapped the stream meanwhile (a test runner capturing a command) may have closed it."""
-    return structlog.PrintLogger(sys.stderr)
+def _stderr_logger(*_args: Any) -> structlog.WriteLogger:
+    """A logger on the ``sys.stderr`` of when it is made, not of when logging was configured
+    (whoever swapped the stream meanwhile, a test runner capturing a command, may have closed it).
+
+    A WriteLogger writes each line and its newline in one call: the processes of a worker pool
+    share stderr, and ``print`` (two writes) let their lines interleave."""
+    return structlog.WriteLogger(sys.stderr)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
