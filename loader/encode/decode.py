@@ -31,10 +31,14 @@ __all__ = [
     "KafkaRecord",
     "Rejected",
     "envelope_values",
+    "header_envelope",
     "precheck",
 ]
 
 ENVELOPE_FIELDS = ("event_id", "event_name", "created_at", "source", "schema_version")
+"""The envelope around every payload: fields of the JSON value, or Kafka headers (routing
+then needs no payload decoding, and the value is the bare payload). As a header,
+``schema_version`` is a decimal number in ASCII."""
 REQUIRED_ENVELOPE = ("event_id", "created_at")
 
 
@@ -246,11 +250,6 @@ class BatchDecoder:
         return pa.Table.from_arrays(columns, schema=self.file_schema)
 
 
-HEADER_ENVELOPE = ("event_id", "event_name", "created_at", "source", "schema_version")
-"""Kafka headers that carry the envelope (routing needs no payload decoding); the value is
-then the bare payload. ``schema_version`` is a decimal number in ASCII."""
-
-
 def envelope_values(records: Sequence[KafkaRecord]) -> list[bytes | None]:
     """Each record's value as an enveloped JSON object (header envelopes wrapped in)."""
     if not any(r.headers for r in records):
@@ -258,9 +257,14 @@ def envelope_values(records: Sequence[KafkaRecord]) -> list[bytes | None]:
     return [_with_header_envelope(r) for r in records]
 
 
+def header_envelope(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, bytes]:
+    """The envelope fields a record's headers carry; it rides in headers when they hold an
+    ``event_id``. A header sent with a null value (Kafka allows it) counts as absent."""
+    return {key: value for key, value in headers if key in ENVELOPE_FIELDS and value is not None}
+
+
 def _with_header_envelope(record: KafkaRecord) -> bytes | None:
-    # A header sent with a null value (Kafka allows it) counts as absent.
-    headers = {key: value for key, value in record.headers if key in HEADER_ENVELOPE and value is not None}
+    headers = header_envelope(record.headers)
     if "event_id" not in headers or record.value is None:
         return record.value
     parts = []

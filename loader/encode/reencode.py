@@ -19,18 +19,21 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from loader.encode.decode import ENVELOPE_FIELDS, header_envelope
 from loader.encode.headers import decode_headers
 from loader.schema.model import EventSchema, FieldType
 
 __all__ = ["ArchivedRecord", "RecordEncoder"]
 
-_ENVELOPE = (
-    ("event_id", "_EVENT_ID"),
-    ("event_name", "_EVENT_NAME"),
-    ("created_at", "_CREATED_AT"),
-    ("source", "_SOURCE"),
-    ("schema_version", "_SCHEMA_VERSION"),
-)
+_ENVELOPE_TYPES = {
+    "event_id": FieldType(kind="string"),
+    "event_name": FieldType(kind="string"),
+    "created_at": FieldType(kind="timestamp"),
+    "source": FieldType(kind="string"),
+    "schema_version": FieldType(kind="long"),
+}
+"""Each envelope field (:data:`~loader.encode.decode.ENVELOPE_FIELDS`) as the decoder reads it;
+its row-metadata column is ``_`` + its name in capitals."""
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,13 @@ class RecordEncoder:
         for row in batch.to_pylist():
             headers = decode_headers(row.get("_HEADERS"))
             payload = self._payload(row)
-            if any(key == "event_id" for key, _ in headers):
+            if "event_id" in header_envelope(headers):
                 value = payload  # the envelope rode in the headers: the value was the bare payload
             else:
                 envelope = {
-                    name: _json_value(row[column], _ENVELOPE_TYPES[name])
-                    for name, column in _ENVELOPE
-                    if row[column] is not None
+                    name: _json_value(row[f"_{name.upper()}"], _ENVELOPE_TYPES[name])
+                    for name in ENVELOPE_FIELDS
+                    if row[f"_{name.upper()}"] is not None
                 }
                 value = {**envelope, "payload": payload}
             yield ArchivedRecord(
@@ -79,15 +82,6 @@ class RecordEncoder:
         if self.raw:
             return orjson.Fragment(row[self.schema.fields[0].column])
         return {field.name: _json_value(row[field.column], field.type) for field in self.schema.fields}
-
-
-_ENVELOPE_TYPES = {
-    "event_id": FieldType(kind="string"),
-    "event_name": FieldType(kind="string"),
-    "created_at": FieldType(kind="timestamp"),
-    "source": FieldType(kind="string"),
-    "schema_version": FieldType(kind="long"),
-}
 
 
 def _json_value(value: Any, field_type: FieldType) -> Any:  # noqa: PLR0911 - one branch per kind

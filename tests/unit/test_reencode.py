@@ -105,3 +105,17 @@ def test_raw_rows_keep_their_free_form_payload_and_header_envelope() -> None:
         [FakeRecord("clicks", 1, r.offset, r.timestamp_ms, r.key, r.value, tuple(r.headers)) for r in rebuilt]
     )
     assert again_batch.table.equals(batch.table)
+
+
+def test_a_null_event_id_header_is_not_a_header_envelope() -> None:
+    """As for the decoder, an ``event_id`` header with a null value counts as absent: the value
+    sent was the whole JSON envelope, and that is what comes back."""
+    schema = load_avro_schema(SCHEMAS / "order_created.avsc")
+    key, value = SampleEvents("order_created", schema, seed=4).encoded(0)
+    record = FakeRecord("orders", 0, 1, 1_764_230_400_000, key, value, (("event_id", None),))
+    decoder = BatchDecoder(schema)
+    table = decoder.decode([record]).table
+    (again,) = RecordEncoder(schema, raw=False).records(table)
+    assert json.loads(again.value)["event_id"] == json.loads(value)["event_id"]
+    rebuilt = FakeRecord("orders", 0, 1, again.timestamp_ms, again.key, again.value, tuple(again.headers))
+    assert decoder.decode([rebuilt]).table.equals(table)
