@@ -9,18 +9,18 @@ row-group maxima of ``_CREATED_AT`` are the answer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loader.config.identifiers import quote_ident
-from loader.config.spec import EventSpec
 from loader.errors import StorageError, WarehouseError
 from loader.schema.types import CREATED_AT
 from loader.store.footer import parquet_footer
 from loader.store.layout import FileName, parse_key
-from loader.store.s3 import S3Store
+from loader.store.s3 import ObjectInfo, S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.objects import EventObjects
 
@@ -56,13 +56,13 @@ def newest_created_at_in_table(warehouse: Warehouse, objects: EventObjects) -> d
     return _as_utc(value) if isinstance(value, datetime) else None
 
 
-def newest_data_files(store: S3Store, spec: EventSpec) -> dict[tuple[str, int], tuple[str, FileName]]:
-    """The last data file (highest offsets) of every topic partition, with what its key says."""
+def newest_data_files(files: Iterable[ObjectInfo]) -> dict[tuple[str, int], tuple[str, FileName]]:
+    """Among an event's data files (see ``data_files``), the last one (highest offsets) of
+    every topic partition, with what its key says."""
     newest: dict[tuple[str, int], tuple[str, FileName]] = {}
-    for info in store.list_objects(spec.data_prefix):
+    for info in files:
         parsed = parse_key(info.key)
-        if parsed is None or parsed.kind != "data":
-            continue
+        assert parsed is not None  # a data file's key parses
         where = (parsed.topic, parsed.partition)
         if where not in newest or parsed.last_offset > newest[where][1].last_offset:
             newest[where] = (info.key, parsed)
@@ -84,13 +84,14 @@ def _max_created_at(metadata: pq.FileMetaData) -> datetime | None:
     return newest
 
 
-def newest_created_at_in_s3(store: S3Store, spec: EventSpec) -> datetime | None:
-    """The newest ``_CREATED_AT`` in the event's data files in S3; None if there are none.
+def newest_created_at_in_s3(store: S3Store, files: Iterable[ObjectInfo]) -> datetime | None:
+    """The newest ``_CREATED_AT`` in an event's data ``files`` (as listed by ``data_files``);
+    None if there are none.
 
     Reads one footer per partition (its last file), since partitions roll independently.
     """
     newest: datetime | None = None
-    for key, _ in newest_data_files(store, spec).values():
+    for key, _ in newest_data_files(files).values():
         try:
             footer = parquet_footer(store, key)
         except (pa.ArrowException, OSError) as exc:  # pyarrow reports a damaged footer as OSError

@@ -27,10 +27,10 @@ from loader.errors import KafkaError, LoaderError, WarehouseError
 from loader.freshness import missing_object, newest_created_at_in_s3, newest_created_at_in_table
 from loader.retry import Backoff
 from loader.schema.resolve import schema_for
-from loader.store.layout import parse_key
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.objects import EventObjects
+from loader.warehouse.reconcile import data_files
 from loader.warehouse.status import pipe_status
 
 __all__ = ["EventStatus", "PartitionLag", "consumer_lag", "event_status", "gather_status", "partition_lags"]
@@ -169,17 +169,13 @@ def _kafka(status: EventStatus, spec: EventSpec, settings: Settings) -> None:
 
 
 def _s3(status: EventStatus, spec: EventSpec, store: S3Store, now: datetime) -> None:
-    files = [
-        info
-        for info in store.list_objects(spec.data_prefix)
-        if (parsed := parse_key(info.key)) is not None and parsed.kind == "data"
-    ]
+    files = data_files(store, spec, None, None)
     status.files_in_s3 = len(files)
     if files:
         newest = max(files, key=lambda info: (info.last_modified or now, info.key))
         status.last_file, status.last_file_time = newest.key, newest.last_modified
     status.dead_letters = summarize_dead_letters(spec, store, samples=0).records
-    status.freshness_s3_s = _age_s(now, newest_created_at_in_s3(store, spec))
+    status.freshness_s3_s = _age_s(now, newest_created_at_in_s3(store, files))
 
 
 def _warehouse(

@@ -21,6 +21,7 @@ from loader.store.layout import FileRange, data_key, dead_letter_key
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.objects import EventObjects
+from loader.warehouse.reconcile import data_files
 from tests.integration.helpers import make_spec
 
 pytestmark = [
@@ -72,7 +73,7 @@ def test_s3_freshness_is_the_newest_created_at_of_each_partitions_last_file(
     _put(store, _key(spec, 1, 0, 4), [T0 + timedelta(seconds=i * 7) for i in range(5)])
     _put(store, _key(spec, 1, 5, 5, kind="dead-letter"), [T0 + timedelta(days=1)])
 
-    assert newest_created_at_in_s3(store, spec) == T0 + timedelta(seconds=28)
+    assert newest_created_at_in_s3(store, data_files(store, spec, None, None)) == T0 + timedelta(seconds=28)
 
 
 def test_s3_freshness_reads_a_footer_larger_than_the_first_ranged_get(
@@ -84,12 +85,12 @@ def test_s3_freshness_reads_a_footer_larger_than_the_first_ranged_get(
     tail = store.get_tail(_key(spec, 0, 0, 299), 8)
     assert int.from_bytes(tail[:4], "little") > 64 * 1024  # the case under test really happens
 
-    assert newest_created_at_in_s3(store, spec) == created[-1]
+    assert newest_created_at_in_s3(store, data_files(store, spec, None, None)) == created[-1]
 
 
 def test_s3_freshness_is_none_without_data_files(store: S3Store, spec: EventSpec) -> None:
     """No data file yet: nothing to be fresh about."""
-    assert newest_created_at_in_s3(store, spec) is None
+    assert newest_created_at_in_s3(store, data_files(store, spec, None, None)) is None
 
 
 @pytest.mark.parametrize(
@@ -107,7 +108,7 @@ def test_a_data_key_that_is_not_parquet_is_a_clear_error(
     key = _key(spec, 0, 0, 0)
     store.upload_fileobj(io.BytesIO(body), key)
     with pytest.raises(StorageError, match=message) as caught:
-        newest_created_at_in_s3(store, spec)
+        newest_created_at_in_s3(store, data_files(store, spec, None, None))
     assert key in str(caught.value)
 
 
