@@ -115,6 +115,15 @@ async def publish(
 ) -> int:
     """Send every record of the plan's files to its topic (which has ``partitions``
     partitions, see :func:`topic_partitions`); returns how many were sent."""
+    if keep_partitions:  # refused before anything is sent: one file's partition is in its key
+        for info in plan.files:
+            parsed = parse_key(info.key)
+            assert parsed is not None  # data_files lists parsed data keys only
+            if parsed.partition >= partitions:
+                raise ConfigError(
+                    f"--keep-partitions: {info.key} holds partition {parsed.partition} "
+                    f"but {plan.topic} has {partitions} partitions"
+                )
     encoder = RecordEncoder(schema, raw=spec.schema_ref.mode == "raw")
     producer = make_producer(spec, settings, enable_idempotence=True, acks="all")
     sent = 0
@@ -124,31 +133,24 @@ async def publish(
             for info in plan.files:
                 local = Path(scratch) / "file.parquet"
                 store.download_file(info.key, local)
-                deliveries = []
+                in_file = 0
                 for batch in pq.ParquetFile(local).iter_batches(batch_size=10_000):
-                    for record in encoder.records(batch):
-                        partition = None
-                        if keep_partitions:
-                            if record.partition >= partitions:
-                                raise ConfigError(
-                                    f"--keep-partitions: {info.key} holds partition {record.partition} "
-                                    f"but {plan.topic} has {partitions} partitions"
-                                )
-                            partition = record.partition
-                        deliveries.append(
-                            await producer.send(
-                                plan.topic,
-                                record.value,
-                                key=record.key,
-                                partition=partition,
-                                timestamp_ms=record.timestamp_ms,
-                                headers=record.headers,
-                            )
+                    deliveries = [
+                        await producer.send(
+                            plan.topic,
+                            record.value,
+                            key=record.key,
+                            partition=record.partition if keep_partitions else None,
+                            timestamp_ms=record.timestamp_ms,
+                            headers=record.headers,
                         )
-                for delivery in deliveries:
-                    await delivery  # every record of the file is acknowledged before the next file
-                sent += len(deliveries)
-                on_file(len(deliveries))
+                        for record in encoder.records(batch)
+                    ]
+                    for delivery in deliveries:  # acknowledged a batch at a time: bounded memory
+                        await delivery
+                    in_file += len(deliveries)
+                sent += in_file
+                on_file(in_file)
     except AioKafkaError as exc:
         raise KafkaError(f"publishing to {plan.topic} failed after {sent} records: {exc}") from exc
     finally:

@@ -212,6 +212,25 @@ def test_publish_sends_the_records_back_with_keys_headers_and_timestamps(
     assert originals == {}
 
 
+def test_keep_partitions_into_a_smaller_topic_is_refused_before_sending(
+    dev_stack: DevStack, loaded_event: tuple[EventSpec, Path, EventObjects], unique_name: Callable[..., str]
+) -> None:
+    spec, specs_dir, _objects = loaded_event
+    settings = dev_stack.settings
+    topic = unique_name("narrow")
+    one_partition = spec.kafka.model_copy(update={"topic": topic, "partitions": 1})
+    narrow = spec.model_copy(update={"kafka": one_partition})
+    asyncio.run(ensure_topic(narrow, settings.kafka))
+    result = CliRunner().invoke(
+        cli,
+        ["replay", "publish", spec.name, "--specs", str(specs_dir), "--topic", topic, "--keep-partitions"],
+        env=cli_env(settings),
+    )
+    assert result.exit_code == 2, result.output
+    assert "--keep-partitions" in result.output and "has 1 partitions" in result.output
+    assert read_topic(settings, narrow, topic) == []  # nothing was sent
+
+
 def test_publish_to_a_missing_topic_says_how_to_create_it(
     dev_stack: DevStack, loaded_event: tuple[EventSpec, Path, EventObjects], unique_name: Callable[..., str]
 ) -> None:
