@@ -122,12 +122,12 @@ def run_reload(
     """Create the target table if needed, then COPY the plan's files in batches."""
     if not plan.table_exists:
         warehouse.execute(objects.create_table(plan.table))
-    copy = objects.pipe_copy(into=None if plan.into_event_table else plan.table, force=plan.force)
+    into = None if plan.into_event_table else plan.table
     report = ReloadReport()
     keys = [f.key for f in plan.to_load]
     for start in range(0, len(keys), BATCH_FILES):
         batch = keys[start : start + BATCH_FILES]
-        for result in load_files(warehouse, store, objects, batch, copy):
+        for result in load_files(warehouse, store, objects, batch, into=into, force=plan.force):
             if result.status == "LOAD_SKIPPED":
                 report.skipped.append(result.key)
             elif result.done:

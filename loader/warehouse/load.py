@@ -45,9 +45,12 @@ def load_files(
     store: S3Store,
     objects: EventObjects,
     keys: Sequence[str],
-    pipe_copy: str | None = None,
+    *,
+    into: str | None = None,
+    force: bool = False,
 ) -> list[FileLoad]:
-    """COPY ``keys`` (data keys of this event) into its table; one FileLoad per key."""
+    """COPY ``keys`` (data keys of this event) into its table, or ``into`` another table of
+    its schema (``force``: even files loaded before); one FileLoad per key."""
     if not keys:
         return []
     local = objects.settings.local_stage_dir
@@ -60,7 +63,9 @@ def load_files(
             store.download_file(key, partial)
             partial.replace(target)
     warehouse.execute(objects.use_statement())
-    rows = warehouse.execute(objects.copy_statement([objects.relative_path(k) for k in keys], pipe_copy))
+    rows = warehouse.execute(
+        objects.copy_statement([objects.relative_path(k) for k in keys], into=into, force=force)
+    )
     by_file: dict[str, FileLoad] = {}
     for row in rows:
         if len(row) < 4:

@@ -11,7 +11,9 @@ On real Snowflake with ``load_mode: auto-ingest`` the pipe is a Snowpipe with
 ``AUTO_INGEST``; changing its COPY follows Snowflake's safe sequence (pause,
 wait until nothing is pending, recreate, resume) and its notification channel
 is merged into the bucket's notification rules. In ``copy`` mode the pipe is a
-row of ``LOADER_PIPES``, read by the SQS-triggered loader.
+row of ``LOADER_PIPES`` (its parameters, never SQL), read by the SQS-triggered
+loader; a table of the older shape, which stored the COPY statement itself, is
+migrated by the plan.
 """
 
 from __future__ import annotations
@@ -25,15 +27,16 @@ from typing import Any
 
 import structlog
 
+from loader.config.identifiers import quote_ident, quote_literal
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.errors import ConfigError, WarehouseError
 from loader.provision import ensure_notification_rules, queue_arn
 from loader.schema.resolve import schema_for
 from loader.warehouse.connection import Warehouse
-from loader.warehouse.objects import PIPES_TABLE, Column, EventObjects
+from loader.warehouse.objects import PIPE_RECORD_COLUMNS, PIPES_TABLE, Column, EventObjects, PipeRecord
 
-__all__ = ["PipeManager", "Plan", "Step"]
+__all__ = ["PipeManager", "Plan", "Step", "recorded_pipe"]
 
 log = structlog.get_logger("loader.pipes")
 
@@ -79,6 +82,15 @@ def _normalise(sql_type: str) -> str:
     return kind.replace(" ", "")
 
 
+def recorded_pipe(warehouse: Warehouse, objects: EventObjects) -> PipeRecord | None:
+    """The parameters ``LOADER_PIPES`` holds for the event's pipe; None if it has no row."""
+    rows = warehouse.execute(objects.select_pipe_record())
+    if not rows:
+        return None
+    table, stage, file_format, on_error = (None if value is None else str(value) for value in rows[0][:4])
+    return PipeRecord(table=table, stage=stage, file_format=file_format, on_error=on_error)
+
+
 def _number(sql_type: str) -> tuple[int, int] | None:
     match = re.fullmatch(r"NUMBER\((\d+),(\d+)\)", sql_type)
     return (int(match[1]), int(match[2])) if match else None
@@ -101,10 +113,11 @@ class PipeManager:
         objects = self.objects(spec)
         plan = Plan(event=spec.name)
         sf = spec.snowflake
-        if not self._listed(f"SHOW DATABASES LIKE '{sf.database}'", sf.database):
+        if not self._listed(f"SHOW DATABASES LIKE {quote_literal(sf.database)}", sf.database):
             plan.steps.append(Step(objects.create_database()))
         elif not self._listed(
-            f"SHOW SCHEMAS LIKE '{sf.schema_}' IN DATABASE {objects.schema_name.split('.')[0]}", sf.schema_
+            f"SHOW SCHEMAS LIKE {quote_literal(sf.schema_)} IN DATABASE {quote_ident(sf.database)}",
+            sf.schema_,
         ):
             plan.steps.append(Step(objects.create_schema()))
         if not plan.steps:
@@ -166,11 +179,11 @@ class PipeManager:
     def _plan_format_and_stage(self, objects: EventObjects, plan: Plan) -> None:
         sf_schema = objects.schema_name
         if not self._listed(
-            f"SHOW FILE FORMATS LIKE '{objects.file_format_name}' IN SCHEMA {sf_schema}",
+            f"SHOW FILE FORMATS LIKE {quote_literal(objects.file_format_name)} IN SCHEMA {sf_schema}",
             objects.file_format_name,
         ):
             plan.steps.append(Step(objects.create_file_format()))
-        stages = self._rows(f"SHOW STAGES LIKE '{objects.stage_name}' IN SCHEMA {sf_schema}")
+        stages = self._rows(f"SHOW STAGES LIKE {quote_literal(objects.stage_name)} IN SCHEMA {sf_schema}")
         url = next((str(r[4]) for r in stages if str(r[1]).upper() == objects.stage_name), None)
         if url is None:
             plan.steps.append(Step(objects.create_stage()))
@@ -191,15 +204,23 @@ class PipeManager:
                     Step(f"ALTER PIPE {objects.pipe} SET PIPE_EXECUTION_PAUSED = FALSE"),
                 ]
             return
-        recorded = None if fresh else self._pipe_record(objects)
-        if recorded is None and (
-            fresh
-            or not self._listed(
-                f"SHOW TABLES LIKE '{PIPES_TABLE}' IN SCHEMA {objects.schema_name}", PIPES_TABLE
-            )
-        ):
+        columns = None if fresh else self._columns(objects, PIPES_TABLE)
+        if columns is None:
             plan.steps.append(Step(objects.create_pipes_table()))
-        if recorded != objects.pipe_copy():
+        else:
+            for name, kind in PIPE_RECORD_COLUMNS.items():
+                if name not in columns:
+                    column_type = kind.removesuffix(" NOT NULL")
+                    plan.steps.append(
+                        Step(f"ALTER TABLE {objects.pipes_table} ADD COLUMN {name} {column_type}")
+                    )
+            if "COPY_STATEMENT" in columns:
+                # The older shape stored SQL that the loader ran verbatim: drop it, keep parameters.
+                plan.steps.append(Step(f"ALTER TABLE {objects.pipes_table} DROP COLUMN COPY_STATEMENT"))
+                plan.notes.append(f"{PIPES_TABLE} now records each pipe's parameters instead of its SQL")
+        migrating = columns is None or not PIPE_RECORD_COLUMNS.keys() <= columns.keys()
+        recorded = None if migrating else recorded_pipe(self.warehouse, objects)
+        if recorded != objects.pipe_record():
             plan.steps += [Step(sql) for sql in objects.record_pipe()]
 
     # -- apply -----------------------------------------------------------------------------------
@@ -222,7 +243,7 @@ class PipeManager:
     def _wait_until_drained(self, pipe: str, sleep: Callable[[float], None], timeout_s: float = 600) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            status = json.loads(self._rows(f"SELECT SYSTEM$PIPE_STATUS('{pipe}')")[0][0])
+            status = json.loads(self._rows(f"SELECT SYSTEM$PIPE_STATUS({quote_literal(pipe)})")[0][0])
             if int(status.get("pendingFileCount", 0)) == 0:
                 return
             sleep(5.0)
@@ -233,7 +254,9 @@ class PipeManager:
         objects = self.objects(spec)
         target: str | None = None
         if self.settings.snowflake.load_mode == "auto-ingest":
-            rows = self._rows(f"SHOW PIPES LIKE '{objects.pipe_name}' IN SCHEMA {objects.schema_name}")
+            rows = self._rows(
+                f"SHOW PIPES LIKE {quote_literal(objects.pipe_name)} IN SCHEMA {objects.schema_name}"
+            )
             target = next((str(r[6]) for r in rows if str(r[1]).upper() == objects.pipe_name), None)
         elif self.settings.aws.notifications_queue_url:
             target = queue_arn(self.settings, self.settings.aws.notifications_queue_url)
@@ -248,25 +271,20 @@ class PipeManager:
     def _listed(self, sql: str, name: str) -> bool:
         return any(str(row[1]).upper() == name.upper() for row in self._rows(sql))
 
-    def _columns(self, objects: EventObjects) -> dict[str, Column] | None:
-        table = objects.spec.snowflake.table
-        if not self._listed(f"SHOW TABLES LIKE '{table}' IN SCHEMA {objects.schema_name}", table):
+    def _columns(self, objects: EventObjects, table: str | None = None) -> dict[str, Column] | None:
+        """The columns of the event's table, or of ``table`` in its schema; None if it is missing."""
+        name = table or objects.spec.snowflake.table
+        if not self._listed(f"SHOW TABLES LIKE {quote_literal(name)} IN SCHEMA {objects.schema_name}", name):
             return None
         self._rows(objects.use_statement())  # fakesnow resolves DESC through the current schema
-        rows = self._rows(f"DESC TABLE {objects.table}")
+        rows = self._rows(f"DESC TABLE {objects.table_named(name)}")
         return {
             str(r[0]).upper(): Column(str(r[0]).upper(), _normalise(str(r[1])), str(r[3]) == "Y")
             for r in rows
         }
 
-    def _pipe_record(self, objects: EventObjects) -> str | None:
-        if not self._listed(f"SHOW TABLES LIKE '{PIPES_TABLE}' IN SCHEMA {objects.schema_name}", PIPES_TABLE):
-            return None
-        rows = self._rows(
-            f"SELECT COPY_STATEMENT FROM {objects.pipes_table} WHERE PIPE_NAME = '{objects.pipe_name}'"  # noqa: S608
-        )
-        return str(rows[0][0]) if rows else None
-
     def _pipe_definition(self, objects: EventObjects) -> str | None:
-        rows = self._rows(f"SHOW PIPES LIKE '{objects.pipe_name}' IN SCHEMA {objects.schema_name}")
+        rows = self._rows(
+            f"SHOW PIPES LIKE {quote_literal(objects.pipe_name)} IN SCHEMA {objects.schema_name}"
+        )
         return next((str(r[4]) for r in rows if str(r[1]).upper() == objects.pipe_name), None)

@@ -3,7 +3,9 @@
 Table (typed columns + row metadata), Parquet file format, stage on the
 event's data prefix, and the pipe: a Snowpipe with ``AUTO_INGEST`` on real
 Snowflake, or, in ``copy`` mode, a row in the ``LOADER_PIPES`` table that the
-SQS-triggered loader reads (one source of truth for both). Every identifier
+SQS-triggered loader reads (one source of truth for both). That row holds the
+pipe's parameters, never SQL: the loader builds its COPY with this module, so
+whoever can write the table cannot choose what the loader runs. Every identifier
 goes through :func:`~loader.config.identifiers.quote_ident`; every string
 through :func:`~loader.config.identifiers.quote_literal`.
 """
@@ -19,9 +21,32 @@ from loader.config.spec import EventSpec
 from loader.schema.model import EventSchema
 from loader.schema.types import METADATA_COLUMNS, snowflake_type
 
-__all__ = ["PIPES_TABLE", "Column", "EventObjects"]
+__all__ = ["PIPES_TABLE", "PIPE_RECORD_COLUMNS", "Column", "EventObjects", "PipeRecord"]
 
 PIPES_TABLE = "LOADER_PIPES"
+PIPE_RECORD_COLUMNS = {
+    "PIPE_NAME": "VARCHAR NOT NULL",
+    "EVENT": "VARCHAR NOT NULL",
+    "BUCKET": "VARCHAR NOT NULL",
+    "DATA_PREFIX": "VARCHAR NOT NULL",
+    "TARGET_TABLE": "VARCHAR",
+    "STAGE": "VARCHAR",
+    "FILE_FORMAT": "VARCHAR",
+    "ON_ERROR": "VARCHAR",
+    "SCHEMA_VERSION": "NUMBER(10,0)",
+}
+"""``LOADER_PIPES``' columns. The parameters are nullable only so that a table of an older
+shape can gain them with ``ADD COLUMN``; ``pipes apply`` always writes them."""
+
+
+@dataclass(frozen=True)
+class PipeRecord:
+    """A copy-mode pipe's parameters, as ``LOADER_PIPES`` holds them: names, not SQL."""
+
+    table: str | None
+    stage: str | None
+    file_format: str | None
+    on_error: str | None
 
 
 @dataclass(frozen=True)
@@ -85,6 +110,15 @@ class EventObjects:
     @property
     def pipes_table(self) -> str:
         return self._qualified(PIPES_TABLE)
+
+    def pipe_record(self) -> PipeRecord:
+        """The parameters the spec implies for this event's copy-mode pipe."""
+        return PipeRecord(
+            table=self.spec.snowflake.table.upper(),
+            stage=self.stage_name.upper(),
+            file_format=self.file_format_name.upper(),
+            on_error=self.spec.snowflake.on_error,
+        )
 
     def stage_url(self) -> str:
         """Where the stage points: the data prefix in S3, or its local mirror for fakesnow."""
@@ -150,30 +184,35 @@ class EventObjects:
         return f"{verb} {self.pipe} AUTO_INGEST = TRUE AS {self.pipe_copy()}"
 
     def create_pipes_table(self) -> str:
-        return (
-            f"CREATE TABLE IF NOT EXISTS {self.pipes_table} (PIPE_NAME VARCHAR NOT NULL,"
-            " EVENT VARCHAR NOT NULL, BUCKET VARCHAR NOT NULL, DATA_PREFIX VARCHAR NOT NULL,"
-            " COPY_STATEMENT VARCHAR NOT NULL, SCHEMA_VERSION NUMBER(10,0))"
-        )
+        columns = ", ".join(f"{name} {kind}" for name, kind in PIPE_RECORD_COLUMNS.items())
+        return f"CREATE TABLE IF NOT EXISTS {self.pipes_table} ({columns})"
 
     def record_pipe(self) -> list[str]:
         """Replace this pipe's row in ``LOADER_PIPES`` (copy mode's pipe definition)."""
-        values = ", ".join(
-            [
-                quote_literal(self.pipe_name),
-                quote_literal(self.spec.name),
-                quote_literal(self.spec.s3.bucket),
-                quote_literal(self.spec.data_prefix),
-                quote_literal(self.pipe_copy()),
-                str(int(self.schema.version)),
-            ]
-        )
+        record = self.pipe_record()
+        values = {
+            "PIPE_NAME": quote_literal(self.pipe_name),
+            "EVENT": quote_literal(self.spec.name),
+            "BUCKET": quote_literal(self.spec.s3.bucket),
+            "DATA_PREFIX": quote_literal(self.spec.data_prefix),
+            "TARGET_TABLE": quote_literal(str(record.table)),
+            "STAGE": quote_literal(str(record.stage)),
+            "FILE_FORMAT": quote_literal(str(record.file_format)),
+            "ON_ERROR": quote_literal(str(record.on_error)),
+            "SCHEMA_VERSION": str(int(self.schema.version)),
+        }
         # Names are validated and quoted, values are quoted literals.
         return [
             f"DELETE FROM {self.pipes_table} WHERE PIPE_NAME = {quote_literal(self.pipe_name)}",  # noqa: S608
-            f"INSERT INTO {self.pipes_table} (PIPE_NAME, EVENT, BUCKET, DATA_PREFIX, COPY_STATEMENT,"  # noqa: S608
-            f" SCHEMA_VERSION) VALUES ({values})",
+            f"INSERT INTO {self.pipes_table} ({', '.join(values)}) VALUES ({', '.join(values.values())})",  # noqa: S608
         ]
+
+    def select_pipe_record(self) -> str:
+        """Read this pipe's parameters back from ``LOADER_PIPES`` (see :meth:`pipe_record`)."""
+        return (
+            f"SELECT TARGET_TABLE, STAGE, FILE_FORMAT, ON_ERROR FROM {self.pipes_table}"  # noqa: S608
+            f" WHERE PIPE_NAME = {quote_literal(self.pipe_name)}"
+        )
 
     def create_statements(self) -> list[str]:
         """Statements that create whatever is missing (idempotent; no pipe)."""
@@ -191,12 +230,13 @@ class EventObjects:
         """Make the event's schema current (fakesnow resolves its load history through it)."""
         return f"USE SCHEMA {self.schema_name}"
 
-    def copy_statement(self, relative_paths: Sequence[str], pipe_copy: str | None = None) -> str:
-        """The pipe's COPY (as recorded, or as the spec implies) for the named files only
-        (paths relative to the stage)."""
+    def copy_statement(
+        self, relative_paths: Sequence[str], *, into: str | None = None, force: bool = False
+    ) -> str:
+        """The pipe's COPY (see :meth:`pipe_copy`) for the named files only (paths relative
+        to the stage)."""
         files = ", ".join(quote_literal(p) for p in relative_paths)
-        copy = pipe_copy or self.pipe_copy()
-        head, tail = copy.split(" FILE_FORMAT = ", 1)
+        head, tail = self.pipe_copy(into=into, force=force).split(" FILE_FORMAT = ", 1)
         return f"{head} FILES = ({files}) FILE_FORMAT = {tail}"
 
     def count_statement(self) -> str:

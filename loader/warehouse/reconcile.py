@@ -74,7 +74,6 @@ def reconcile(
     since: datetime | None = None,
     until: datetime | None = None,
     dry_run: bool = False,
-    pipe_copy: str | None = None,
 ) -> ReconcileReport:
     """Load every data file of the range that the warehouse has not loaded (unless ``dry_run``)."""
     report = ReconcileReport(event=objects.spec.name)
@@ -87,6 +86,6 @@ def reconcile(
         return report
     for start in range(0, len(report.missing), BATCH_FILES):
         batch = report.missing[start : start + BATCH_FILES]
-        for result in load_files(warehouse, store, objects, batch, pipe_copy):
+        for result in load_files(warehouse, store, objects, batch):
             (report.loaded if result.done else report.failed).append(result.key)
     return report

@@ -20,12 +20,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
+from textwrap import shorten
 from typing import Any
 
 import structlog
 
-from loader.config.identifiers import quote_literal
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.errors import LoaderError, WarehouseError
@@ -36,6 +36,7 @@ from loader.schema.resolve import schema_for
 from loader.store.s3 import S3Store, aws_client, storage_errors
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import load_files
+from loader.warehouse.manager import recorded_pipe
 from loader.warehouse.objects import EventObjects
 
 __all__ = ["LoaderStats", "SqsLoader"]
@@ -106,7 +107,7 @@ class SqsLoader:
         self._objects = {
             spec.name: EventObjects(spec, schema_for(spec), settings.snowflake) for spec in self.specs
         }
-        self._copies: dict[str, tuple[float, str]] = {}
+        self._pipes_checked: dict[str, float] = {}
         self._visibility_s = visibility_timeout_s
         self._wait_s = wait_time_s
         self.metrics = {spec.name: EventMetrics(spec.name) for spec in self.specs}
@@ -206,8 +207,8 @@ class SqsLoader:
         objects = self._objects[event_name]
         metrics = self.metrics[event_name]
         try:
-            pipe_copy = self._recorded_copy(objects)
-            results = load_files(self._warehouse, self._store(objects.spec), objects, keys, pipe_copy)
+            self._check_pipe_recorded(objects)
+            results = load_files(self._warehouse, self._store(objects.spec), objects, keys)
         except LoaderError as exc:
             self.stats.failures += 1
             if isinstance(exc, WarehouseError):
@@ -244,28 +245,42 @@ class SqsLoader:
             )
         return done
 
-    def _recorded_copy(self, objects: EventObjects) -> str:
-        """The pipe's COPY as the manager recorded it in LOADER_PIPES (the one source of truth),
-        re-read at most once a minute so that an apply is picked up without a restart."""
-        cached = self._copies.get(objects.pipe_name)
-        if cached is not None and time.monotonic() - cached[0] < PIPE_CACHE_S:
-            return cached[1]
+    def _check_pipe_recorded(self, objects: EventObjects) -> None:
+        """Load only through a pipe that ``pipes apply`` recorded for the spec as it is now.
+
+        ``LOADER_PIPES`` holds the pipe's parameters and the COPY is built from the spec, so a
+        row changed by hand is refused, never run. Re-checked at most once a minute, so that
+        an apply is picked up without a restart."""
+        checked = self._pipes_checked.get(objects.pipe_name)
+        if checked is not None and time.monotonic() - checked < PIPE_CACHE_S:
+            return
         try:
-            rows = self._warehouse.execute(
-                f"SELECT COPY_STATEMENT FROM {objects.pipes_table}"  # noqa: S608 - quoted names and literal
-                f" WHERE PIPE_NAME = {quote_literal(objects.pipe_name)}"
-            )
+            recorded = recorded_pipe(self._warehouse, objects)
         except WarehouseError as exc:
             if exc.transient:
                 raise
-            rows = []
-        if not rows:
+            recorded = None  # no LOADER_PIPES yet, or one of the older shape
+        name = objects.spec.name
+        if recorded is None:
+            raise LoaderError(f"no pipe recorded for {name}: run `loader pipes apply {name}`", transient=True)
+        wanted = objects.pipe_record()
+        if recorded != wanted:
+            differences = ", ".join(
+                f"{field_name} {shorten(str(have), 80)!r} (spec: {want!r})"
+                for field_name, have, want in zip(
+                    ("table", "stage", "file format", "on_error"),
+                    astuple(recorded),
+                    astuple(wanted),
+                    strict=True,
+                )
+                if have != want
+            )
             raise LoaderError(
-                f"no pipe recorded for {objects.spec.name}: run `loader pipes apply {objects.spec.name}`",
+                f"the pipe recorded for {name} in LOADER_PIPES is not what its spec implies: {differences}; "
+                f"run `loader pipes apply {name}`",
                 transient=True,
             )
-        self._copies[objects.pipe_name] = (time.monotonic(), str(rows[0][0]))
-        return str(rows[0][0])
+        self._pipes_checked[objects.pipe_name] = time.monotonic()
 
     def _store(self, spec: EventSpec) -> S3Store:
         """The event's store (its S3 errors are counted under its name)."""

@@ -16,9 +16,13 @@ from aiokafka import TopicPartition
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec, load_spec
 from loader.consume.kafka import ensure_topic, make_consumer, make_producer
+from loader.encode.decode import BatchDecoder
+from loader.encode.parquet import write_parquet
 from loader.samples import SampleEvents
 from loader.schema.avro import load_avro_schema
+from loader.store.layout import FileRange, data_key
 from loader.store.s3 import S3Store
+from tests.unit.fakes import FakeRecord
 
 REPO = Path(__file__).parents[2]
 
@@ -121,3 +125,18 @@ def read_topic(settings: Settings, spec: EventSpec, topic: str) -> list[Any]:
         return records
 
     return asyncio.run(_run())
+
+
+def upload_sample_file(store: S3Store, spec: EventSpec, first: int, count: int) -> str:
+    """Encode ``count`` sample events with the spec's current schema and put them in S3."""
+    assert spec.schema_path is not None
+    schema = load_avro_schema(spec.schema_path)
+    samples = SampleEvents(spec.name, schema, seed=first)
+    records = [FakeRecord("t", 0, first + i, 1_764_230_400_000, *samples.encoded(i)) for i in range(count)]
+    batch = BatchDecoder(schema).decode(records)
+    assert not batch.rejected
+    sink = io.BytesIO()
+    write_parquet(batch.table, sink, 1000)
+    key = data_key(spec, FileRange("t", 0, first, first + count - 1, 490_063))
+    store.upload_fileobj(io.BytesIO(sink.getvalue()), key)
+    return key

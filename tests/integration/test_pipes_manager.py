@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,19 +13,13 @@ from click.testing import CliRunner
 from loader.cli import cli
 from loader.config.spec import EventSpec
 from loader.devstack import DevStack
-from loader.encode.decode import BatchDecoder
-from loader.encode.parquet import write_parquet
 from loader.errors import ConfigError
-from loader.samples import SampleEvents
-from loader.schema.avro import load_avro_schema
-from loader.store.layout import FileRange, data_key
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import load_files
 from loader.warehouse.manager import PipeManager
-from tests.integration.helpers import REPO
+from tests.integration.helpers import REPO, upload_sample_file
 from tests.integration.workers import cli_env
-from tests.unit.fakes import FakeRecord
 
 pytestmark = pytest.mark.integration
 
@@ -42,21 +35,6 @@ def _spec(tmp_path: Path, name: str, schema: dict[str, Any]) -> EventSpec:
             "snowflake": {"database": "MANAGED", "schema": "EVENTS", "table": name.upper()},
         }
     )
-
-
-def _upload_file(store: S3Store, spec: EventSpec, first: int, count: int) -> str:
-    """Encode ``count`` sample events with the spec's current schema and put them in S3."""
-    assert spec.schema_path is not None
-    schema = load_avro_schema(spec.schema_path)
-    samples = SampleEvents(spec.name, schema, seed=first)
-    records = [FakeRecord("t", 0, first + i, 1_764_230_400_000, *samples.encoded(i)) for i in range(count)]
-    batch = BatchDecoder(schema).decode(records)
-    assert not batch.rejected
-    sink = io.BytesIO()
-    write_parquet(batch.table, sink, 1000)
-    key = data_key(spec, FileRange("t", 0, first, first + count - 1, 490_063))
-    store.upload_fileobj(io.BytesIO(sink.getvalue()), key)
-    return key
 
 
 def test_apply_is_idempotent_and_evolves_additively(
@@ -76,7 +54,7 @@ def test_apply_is_idempotent_and_evolves_additively(
         assert any(s.sql.startswith("CREATE TABLE") for s in first.steps)
         manager.apply(spec)
         assert manager.plan(spec).empty  # idempotent: nothing left to do
-        old_key = _upload_file(store, spec, 0, 50)
+        old_key = upload_sample_file(store, spec, 0, 50)
 
         evolved = {
             **base,
@@ -100,7 +78,7 @@ def test_apply_is_idempotent_and_evolves_additively(
         ]
         manager.apply(spec)
         assert manager.plan(spec).empty
-        new_key = _upload_file(store, spec, 50, 50)
+        new_key = upload_sample_file(store, spec, 50, 50)
         objects = manager.objects(spec)
         results = load_files(warehouse, store, objects, [old_key, new_key])
         assert [r.status for r in results] == ["LOADED", "LOADED"]

@@ -103,3 +103,32 @@ def test_unchanged_pipe_plans_nothing() -> None:
     definition = manager.objects(SPEC).pipe_copy()
     manager, _ = _manager(definition)
     assert manager.plan(SPEC).empty
+
+
+def test_pipe_status_names_are_quoted_literals() -> None:
+    """SYSTEM$PIPE_STATUS gets its pipe name as a quoted literal, whatever the name holds."""
+    manager, warehouse = _manager(None)
+    manager._wait_until_drained("P'IPE", sleep=lambda _s: None)
+    assert warehouse.executed == ["SELECT SYSTEM$PIPE_STATUS('P''IPE')"]
+
+
+def test_show_like_patterns_are_quoted_literals() -> None:
+    """A name reaches SHOW … LIKE as a quoted literal even if it slipped past validation."""
+    hostile = SPEC.model_copy(update={"snowflake": SPEC.snowflake.model_copy(update={"database": "A'B"})})
+    manager, warehouse = _manager(None, {"database"})
+    with pytest.raises(ValueError, match="not allowed"):
+        manager.plan(hostile)  # CREATE DATABASE refuses the name itself
+    assert warehouse.executed[0] == "SHOW DATABASES LIKE 'A''B'"
+
+
+def test_copy_mode_records_parameters_never_sql() -> None:
+    """In copy mode LOADER_PIPES gets the pipe's names and ON_ERROR as literals, and no statement."""
+    manager = PipeManager(None, Settings())  # type: ignore[arg-type]
+    objects = manager.objects(SPEC)
+    delete, insert = objects.record_pipe()
+    assert "COPY" not in insert.upper().replace("LOADER_PIPES", "")
+    record = objects.pipe_record()
+    for value in (record.table, record.stage, record.file_format, record.on_error):
+        assert f"'{value}'" in insert
+    sqlglot.parse_one(insert, read="snowflake")
+    sqlglot.parse_one(delete, read="snowflake")
