@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -15,6 +17,9 @@ from loader.config.spec import load_specs
 from loader.errors import ConfigError
 
 __all__ = ["pipes"]
+
+EXIT_ABANDONED = 3
+"""``pipes run``'s exit status when a stop abandoned a batch the warehouse did not finish."""
 
 
 @click.group()
@@ -89,7 +94,11 @@ def run(
     metrics_host: str,
     metrics_port: int,
 ) -> None:
-    """Load every file the bucket notifications name into its table, until SIGTERM."""
+    """Load every file the bucket notifications name into its table, until SIGTERM.
+
+    On SIGTERM or Ctrl-C it stops polling and waits up to 10 s for the batch in flight; a
+    batch the warehouse does not finish by then is abandoned (its messages come back) and the
+    exit status is 3."""
     from loader import metrics  # noqa: PLC0415 - only the loader serves them from here
     from loader.warehouse.runner import SqsLoader  # noqa: PLC0415 - heavy, see above
 
@@ -113,13 +122,20 @@ def run(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    drained = False
     try:
-        loader.run(stop)
+        drained = loader.serve(stop)
     finally:
-        loader.close()
         if server is not None:
             server.shutdown()
             server.server_close()
+        if drained:
+            loader.close()
+    if not drained:
+        # A statement the warehouse does not answer is still running: closing the session (here
+        # or at interpreter exit) and the connector's timer threads would wait on it too.
+        sys.stderr.flush()
+        os._exit(EXIT_ABANDONED)
 
 
 @pipes.command("status")

@@ -61,6 +61,9 @@ def reconcile(
             )
             for key in report.missing if dry_run else report.loaded:
                 click.echo(f"  {key}")
+            for key in report.failed:
+                # repr: a key is untrusted and may hold control characters.
+                click.echo(f"  not loaded: {key!r}: {report.reasons[key]}")
             failures += len(report.failed)
     if failures:
-        raise LoaderError(f"{failures} file(s) failed to load: see the loader's log for the reasons")
+        raise LoaderError(f"{failures} file(s) could not be loaded: see the reasons above")

@@ -107,6 +107,11 @@ class SnowflakeSettings(_Section):
     cannot read s3://); unset on real Snowflake, which reads the external stage."""
     login_timeout_s: int = 30
     network_timeout_s: int = 120
+    statement_timeout_s: int = Field(default=300, ge=1)
+    """The longest any one statement (a COPY included) may run, in seconds: set on the session
+    (``STATEMENT_TIMEOUT_IN_SECONDS``, enforced by Snowflake) and on each statement by the
+    connector, which gives up on a warehouse that does not answer. Each HTTP read waits at
+    most this long, and never more than 60 s (the connector's own default)."""
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``snowflake.connector.connect``."""
@@ -121,7 +126,11 @@ class SnowflakeSettings(_Section):
             "protocol": self.protocol,
             "login_timeout": self.login_timeout_s,
             "network_timeout": self.network_timeout_s,
-            "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
+            "socket_timeout": min(self.statement_timeout_s, 60),
+            "session_parameters": {
+                "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False,
+                "STATEMENT_TIMEOUT_IN_SECONDS": self.statement_timeout_s,
+            },
         }
         if self.password is not None:
             kwargs["password"] = self.password.get_secret_value()

@@ -19,11 +19,24 @@ from datetime import UTC, datetime
 
 from loader.config.spec import EventSpec
 
-__all__ = ["FileName", "FileRange", "data_key", "dead_letter_key", "parse_key", "time_bucket"]
+__all__ = [
+    "FileName",
+    "FileRange",
+    "data_key",
+    "dead_letter_key",
+    "parse_data_key",
+    "parse_key",
+    "time_bucket",
+]
 
+# The exact form _key writes, anchored at both ends: a key is a name, never a path, so any
+# other key (``..``, ``//``, a backslash, a control character, other text around) is not ours.
+# The prefix is what spec validation allows; a topic is what Kafka allows, except "." and "..".
 _FILE = re.compile(
-    r"(?P<kind>data|dead-letter)/dt=(?P<dt>\d{4}-\d{2}-\d{2})(?:/hour=(?P<hour>\d{2}))?/(?P<topic>[^/]+)/"
-    r"p(?P<partition>\d{4,})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$"
+    r"(?P<prefix>[a-z0-9][a-z0-9._\-]*(?:/[a-z0-9][a-z0-9._=\-]*)*)/(?P<kind>data|dead-letter)/"
+    r"dt=(?P<dt>\d{4}-\d{2}-\d{2})(?:/hour=(?P<hour>\d{2}))?/(?P<topic>(?!\.\.?/)[A-Za-z0-9._\-]{1,249})/"
+    r"p(?P<partition>\d{4,})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet",
+    re.ASCII,
 )
 
 
@@ -31,6 +44,10 @@ _FILE = re.compile(
 class FileName:
     """What a key says about its file."""
 
+    prefix: str
+    """The event's prefix (``spec.s3.prefix``) the key starts with."""
+    hourly: bool
+    """Whether the key has an hour folder (a spec partitioned by hour)."""
     kind: str
     topic: str
     partition: int
@@ -76,13 +93,18 @@ def dead_letter_key(spec: EventSpec, covered: FileRange) -> str:
 
 
 def parse_key(key: str) -> FileName | None:
-    """Read a key written by this module back; None for any other key."""
-    match = _FILE.search(key)
+    """Read a key written by this module back; None for any other key (also one with an
+    impossible date or hour)."""
+    match = _FILE.fullmatch(key)
     if not match:
         return None
-    hour = int(match["hour"] or 0)
-    moment = datetime.strptime(match["dt"], "%Y-%m-%d").replace(hour=hour, tzinfo=UTC)
+    try:
+        moment = datetime.strptime(match["dt"], "%Y-%m-%d").replace(hour=int(match["hour"] or 0), tzinfo=UTC)
+    except ValueError:
+        return None
     return FileName(
+        prefix=match["prefix"],
+        hourly=match["hour"] is not None,
         kind=match["kind"],
         topic=match["topic"],
         partition=int(match["partition"]),
@@ -90,3 +112,17 @@ def parse_key(key: str) -> FileName | None:
         last_offset=int(match["last"]),
         time_partition=moment,
     )
+
+
+def parse_data_key(spec: EventSpec, key: str) -> FileName | None:
+    """Read ``key`` back as a data file of ``spec`` (its prefix, its time partitioning);
+    None for any other key, which the loader refuses to load."""
+    parsed = parse_key(key)
+    if (
+        parsed is None
+        or parsed.kind != "data"
+        or parsed.prefix != spec.s3.prefix
+        or parsed.hourly != (spec.s3.time_partition == "hour")
+    ):
+        return None
+    return parsed

@@ -194,6 +194,23 @@ class S3Store:
             body: bytes = response["Body"].read()
             return body
 
+    def get_head(self, key: str, size: int) -> bytes:
+        """The first ``size`` bytes of an object (a file's magic bytes without the file)."""
+        with storage_errors(f"get s3://{self.bucket}/{key}"):
+            response = self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{size - 1}")
+            body: bytes = response["Body"].read()
+            return body
+
+    def object_size(self, key: str) -> int | None:
+        """The object's size in bytes (HEAD); None if there is no such object."""
+        with storage_errors(f"head s3://{self.bucket}/{key}"):
+            try:
+                return int(self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object under ``prefix``, in key order."""
         with storage_errors(f"list s3://{self.bucket}/{prefix}"):

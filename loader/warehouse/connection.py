@@ -1,8 +1,11 @@
 """The Snowflake connection, with the connector's errors translated at this boundary.
 
 Connection and network failures are transient (the warehouse may be down for
-an hour; loads catch up after); SQL compilation and access errors are
-terminal. Credentials never appear in messages: they are not part of any
+an hour; loads catch up after), and so is a statement that timed out: every
+statement runs with ``statement_timeout_s`` (see
+:class:`~loader.config.settings.SnowflakeSettings`), so a warehouse that
+does not answer cannot block the loader. SQL compilation and access errors
+are terminal. Credentials never appear in messages: they are not part of any
 statement and the connector's own messages are passed through unchanged.
 """
 
@@ -23,6 +26,11 @@ __all__ = ["Warehouse"]
 log = structlog.get_logger("loader.warehouse")
 
 
+_TIMED_OUT = {604, 630}
+"""Snowflake's codes for a statement cancelled (the connector's timeout) or timed out
+(``STATEMENT_TIMEOUT_IN_SECONDS``): the warehouse was slow, so a retry may succeed."""
+
+
 def _translate(exc: Exception, action: str) -> WarehouseError:
     transient = isinstance(exc, sf_errors.OperationalError | sf_errors.InterfaceError) or not isinstance(
         exc, sf_errors.Error
@@ -30,7 +38,7 @@ def _translate(exc: Exception, action: str) -> WarehouseError:
     if isinstance(exc, sf_errors.ProgrammingError | sf_errors.DatabaseError) and not isinstance(
         exc, sf_errors.OperationalError
     ):
-        transient = False
+        transient = getattr(exc, "errno", None) in _TIMED_OUT
     message = getattr(exc, "raw_msg", None) or str(exc)
     return WarehouseError(f"{action}: {message}", transient=transient)
 
@@ -55,7 +63,7 @@ class Warehouse:
         self.connect()
         try:
             with self._conn.cursor() as cursor:
-                cursor.execute(sql)
+                cursor.execute(sql, timeout=self.settings.statement_timeout_s)
                 rows: list[tuple[Any, ...]] = cursor.fetchall()
                 return rows
         except (sf_errors.Error, OSError) as exc:

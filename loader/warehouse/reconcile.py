@@ -5,7 +5,9 @@ mistake: none of them may lose data. Reconcile lists the event's data files
 in S3 (optionally within a time range of their time partitions), compares
 them with the table's load history, and loads the missing ones. Loading is
 idempotent (Snowflake skips a path it has loaded), so a reconcile that races
-the loader loads nothing twice.
+the loader loads nothing twice. What it cannot load (a key under the data
+prefix that the workers never write, an object that is not Parquet, a file
+whose own COPY fails) is listed with the reason; the rest loads.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from datetime import datetime
 
 from loader.config.identifiers import quote_literal
 from loader.config.spec import EventSpec
-from loader.store.layout import parse_key
+from loader.store.layout import parse_data_key
 from loader.store.s3 import ObjectInfo, S3Store
 from loader.warehouse.connection import Warehouse
-from loader.warehouse.load import load_files
+from loader.warehouse.load import REFUSED, load_files
 from loader.warehouse.objects import EventObjects
 
 __all__ = ["ReconcileReport", "data_files", "loaded_files", "reconcile"]
@@ -36,23 +38,40 @@ class ReconcileReport:
     missing: list[str] = field(default_factory=list)
     loaded: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    """Files not loaded: refused (a name the workers never write, an object that cannot be a
+    Parquet file) or failed in their own COPY."""
+    reasons: dict[str, str] = field(default_factory=dict)
+    """Why each of ``failed`` was not loaded."""
+
+    def fail(self, key: str, reason: str) -> None:
+        self.failed.append(key)
+        self.reasons[key] = reason
 
 
 def data_files(
     store: S3Store, spec: EventSpec, since: datetime | None, until: datetime | None
 ) -> list[ObjectInfo]:
     """The event's data files whose time partition falls in [since, until), in key order."""
-    files = []
+    return _list_data_prefix(store, spec, since, until)[0]
+
+
+def _list_data_prefix(
+    store: S3Store, spec: EventSpec, since: datetime | None, until: datetime | None
+) -> tuple[list[ObjectInfo], list[str]]:
+    """The data files of the range (see ``data_files``), and every key under the data prefix
+    that is not a data file name of the event (never loaded, whatever its time)."""
+    files, foreign = [], []
     for info in store.list_objects(spec.data_prefix):
-        parsed = parse_key(info.key)
-        if parsed is None or parsed.kind != "data":
+        parsed = parse_data_key(spec, info.key)
+        if parsed is None:
+            foreign.append(info.key)
             continue
         if since is not None and parsed.time_partition < since:
             continue
         if until is not None and parsed.time_partition >= until:
             continue
         files.append(info)
-    return files
+    return files, foreign
 
 
 def loaded_files(warehouse: Warehouse, objects: EventObjects, table: str | None = None) -> set[str]:
@@ -77,7 +96,10 @@ def reconcile(
 ) -> ReconcileReport:
     """Load every data file of the range that the warehouse has not loaded (unless ``dry_run``)."""
     report = ReconcileReport(event=objects.spec.name)
-    keys = [info.key for info in data_files(store, objects.spec, since, until)]
+    files, foreign = _list_data_prefix(store, objects.spec, since, until)
+    for key in foreign:
+        report.fail(key, f"{REFUSED}: not a data file name the workers write")
+    keys = [info.key for info in files]
     report.files_in_s3 = len(keys)
     loaded = loaded_files(warehouse, objects)
     report.missing = [k for k in keys if objects.relative_path(k) not in loaded]
@@ -87,5 +109,8 @@ def reconcile(
     for start in range(0, len(report.missing), BATCH_FILES):
         batch = report.missing[start : start + BATCH_FILES]
         for result in load_files(warehouse, store, objects, batch):
-            (report.loaded if result.done else report.failed).append(result.key)
+            if result.done:
+                report.loaded.append(result.key)
+            else:
+                report.fail(result.key, f"{result.status}: {result.error}")
     return report

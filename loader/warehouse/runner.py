@@ -35,7 +35,7 @@ from loader.notify.sqs import parse_notification
 from loader.schema.resolve import schema_for
 from loader.store.s3 import S3Store, aws_client, storage_errors
 from loader.warehouse.connection import Warehouse
-from loader.warehouse.load import load_files
+from loader.warehouse.load import REFUSED, load_files
 from loader.warehouse.manager import recorded_pipe
 from loader.warehouse.objects import EventObjects
 
@@ -44,6 +44,8 @@ __all__ = ["LoaderStats", "SqsLoader"]
 log = structlog.get_logger("loader.pipes")
 
 PIPE_CACHE_S = 60.0
+SHUTDOWN_GRACE_S = 10.0
+"""How long a stop waits for the batch in flight before abandoning it (see ``serve``)."""
 FRESHNESS_REFRESH_S = 30.0
 """Each table's newest ``_CREATED_AT`` is re-read at least this often..."""
 FRESHNESS_AFTER_LOAD_S = 5.0
@@ -60,6 +62,8 @@ class LoaderStats:
     files_skipped: int = 0
     failures: int = 0
     loaded_keys: list[str] = field(default_factory=list)
+    not_loaded: dict[str, str] = field(default_factory=dict)
+    """Files refused or failed (their notifications left for the redrive policy), and why."""
 
 
 @dataclass
@@ -112,6 +116,8 @@ class SqsLoader:
         self._wait_s = wait_time_s
         self.metrics = {spec.name: EventMetrics(spec.name) for spec in self.specs}
         self._freshness_read: dict[str, float] = {}
+        self._in_flight: dict[str, int] = {}
+        """Files being loaded, by event (what a shutdown abandons)."""
         self._loaded_since_read: set[str] = set()
 
     def close(self) -> None:
@@ -126,10 +132,42 @@ class SqsLoader:
 
     def run(self, stop: threading.Event) -> LoaderStats:
         """Poll and load until ``stop`` is set."""
+        log.info("loader_started", queue_url=self.queue_url, events=[spec.name for spec in self.specs])
         while not stop.is_set():
             self.poll_once()
             self.refresh_freshness()
         return self.stats
+
+    def serve(self, stop: threading.Event, *, grace_s: float = SHUTDOWN_GRACE_S) -> bool:
+        """:meth:`run` until ``stop`` is set, then wait at most ``grace_s`` for the batch in flight.
+
+        The loop runs on a daemon thread, so a statement the warehouse never answers cannot
+        hold a shutdown: returns False when that batch was abandoned. Its messages were not
+        deleted, so they reappear after their visibility timeout, and a COPY that did finish
+        is skipped then (Snowflake's load metadata). An error that ends the loop is raised."""
+        failure: list[BaseException] = []
+
+        def loop() -> None:
+            try:
+                self.run(stop)
+            except BaseException as exc:  # handed to the caller's thread below
+                failure.append(exc)
+                stop.set()
+
+        thread = threading.Thread(target=loop, name="sqs-loader", daemon=True)
+        thread.start()
+        # Polled, not stop.wait(): a signal handler that sets the event could otherwise find
+        # its lock held by this very thread.
+        while not stop.is_set():
+            time.sleep(0.2)
+        thread.join(grace_s)
+        if failure:
+            raise failure[0]
+        if thread.is_alive():
+            log.warning("shutdown_abandoned_batch", grace_s=grace_s, in_flight=self._in_flight)
+            return False
+        log.info("loader_stopped", **{k: v for k, v in vars(self.stats).items() if isinstance(v, int)})
+        return True
 
     def refresh_freshness(self) -> None:
         """Re-read the newest ``_CREATED_AT`` of the tables that are due (see the constants)."""
@@ -206,6 +244,7 @@ class SqsLoader:
         """COPY one event's files; the keys that are loaded now or were before."""
         objects = self._objects[event_name]
         metrics = self.metrics[event_name]
+        self._in_flight[event_name] = len(keys)
         try:
             self._check_pipe_recorded(objects)
             results = load_files(self._warehouse, self._store(objects.spec), objects, keys)
@@ -217,12 +256,19 @@ class SqsLoader:
                 "load_failed", event_type=event_name, files=len(keys), error=str(exc), transient=exc.transient
             )
             return set()
+        finally:
+            del self._in_flight[event_name]
         finished = time.time()
         done: set[str] = set()
         for result in results:
             if not result.done:
+                # Its notification stays for the redrive policy; load_files logged the reason.
                 self.stats.failures += 1
-                metrics.error("snowflake", result.status)
+                self.stats.not_loaded[result.key] = f"{result.status}: {result.error}"
+                if result.status == REFUSED:
+                    metrics.error("s3", "refused_object")
+                else:
+                    metrics.error("snowflake", result.status)
                 continue
             done.add(result.key)
             if result.status == "LOADED":

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from loader.config.spec import load_specs
-from loader.store.layout import FileRange, data_key, dead_letter_key, parse_key, time_bucket
+from loader.store.layout import FileRange, data_key, dead_letter_key, parse_data_key, parse_key, time_bucket
 
 pytestmark = pytest.mark.unit
 
@@ -61,3 +61,60 @@ def test_day_partitioning() -> None:
 def test_foreign_keys_are_not_parsed() -> None:
     """Keys the loader did not write are recognised as such."""
     assert parse_key("events/order_created/data/random.parquet") is None
+
+
+GOOD = (
+    "events/order_created/data/dt=2025-11-27/hour=08/orders.order_created/p0003-"
+    + "0" * 20
+    + "-"
+    + "0" * 19
+    + "9.parquet"
+)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "events/order_created/data/../../pwned/dt=2025-11-27/hour=08/t/p0003-"
+        + "0" * 20
+        + "-"
+        + "0" * 20
+        + ".parquet",
+        "events/order_created/data/dt=2025-11-27/hour=08/../p0003-" + "0" * 20 + "-" + "0" * 20 + ".parquet",
+        "events/order_created/data/dt=2025-11-27/hour=08/./p0003-" + "0" * 20 + "-" + "0" * 20 + ".parquet",
+        "events/order_created/data/dt=2025-11-27/hour=08//p0003-" + "0" * 20 + "-" + "0" * 20 + ".parquet",
+        "events//order_created/data/dt=2025-11-27/hour=08/t/p0003-" + "0" * 20 + "-" + "0" * 20 + ".parquet",
+        "events/order_created/data/dt=2025-11-27/hour=08/a\\b/p0003-"
+        + "0" * 20
+        + "-"
+        + "0" * 20
+        + ".parquet",
+        "events/order_created/data/dt=2025-11-27/hour=08/a\nb/p0003-"
+        + "0" * 20
+        + "-"
+        + "0" * 20
+        + ".parquet",
+        GOOD + "\n",
+        "/" + GOOD,
+        "../" + GOOD,
+        GOOD.replace("hour=08", "hour=24"),
+        GOOD.replace("2025-11-27", "2025-02-30"),
+        GOOD.replace("p0003", "p\u0663\u0660\u0660\u0663"),  # Arabic-Indic digits are not ASCII digits
+    ],
+)
+def test_a_key_is_a_name_never_a_path(key: str) -> None:
+    """Any key that is not exactly the form the workers write (traversal, '//', backslash,
+    control character, impossible time) is not read as a data file."""
+    assert parse_key(key) is None
+    assert parse_data_key(SPEC, key) is None
+
+
+def test_a_data_key_belongs_to_its_spec_only() -> None:
+    """A well-formed key is a data file of the spec whose prefix and time partitioning it has."""
+    assert parse_key(GOOD) is not None
+    assert parse_data_key(SPEC, GOOD) is not None
+    other = SPEC.model_copy(update={"s3": SPEC.s3.model_copy(update={"prefix": "events/other"})})
+    daily = SPEC.model_copy(update={"s3": SPEC.s3.model_copy(update={"time_partition": "day"})})
+    assert parse_data_key(other, GOOD) is None
+    assert parse_data_key(daily, GOOD) is None
+    assert parse_data_key(SPEC, GOOD.replace("/data/", "/dead-letter/")) is None

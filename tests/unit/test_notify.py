@@ -45,3 +45,33 @@ def test_non_created_events_are_skipped() -> None:
 def test_poison_messages_are_unreadable(body: str) -> None:
     """Messages that are not S3 notifications are reported unreadable (left for the DLQ)."""
     assert parse_notification(body).unreadable
+
+
+def _created(bucket: object, key: object) -> str:
+    return json.dumps(
+        {
+            "Records": [
+                {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
+            ]
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 100_000,  # nested past the parser's recursion limit
+        '{"Records": ["x"]}',
+        '{"Records": [{"eventName": 5}]}',
+        '{"Records": [{"eventName": "ObjectCreated:Put", "s3": "x"}]}',
+        _created("b", 5),
+        _created(["b"], "k"),
+        _created("b", "%ff"),  # not UTF-8 once decoded
+        _created("b", ""),
+    ],
+)
+def test_any_malformed_body_is_reported_not_raised(body: str) -> None:
+    """Whatever a stranger puts in a message body, reading it reports it unreadable and never raises."""
+    note = parse_notification(body)
+    assert note.unreadable
+    assert note.objects == ()
