@@ -29,7 +29,44 @@ __all__ = [
     "SpecError",
     "StorageError",
     "WarehouseError",
+    "capped",
+    "clip",
+    "excerpt",
 ]
+
+CLIP_CHARS = 2000
+"""The most of one line of an error message that is shown; the rest is elided."""
+
+MAX_PROBLEMS = 20
+"""The most problems one configuration error lists; the rest are counted."""
+
+EXCERPT_CHARS = 80
+"""The most of an input value that an error message quotes."""
+
+
+def clip(text: str, limit: int = CLIP_CHARS) -> str:
+    """``text`` cut in the middle to at most about ``limit`` characters, saying how much was left out.
+
+    Errors quote what they were given, and what they were given may be huge (a YAML
+    alias bomb expands to megabytes): the head and tail are enough to recognise it.
+    """
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 30, 2) // 2
+    return f"{text[:keep]}…[{len(text) - 2 * keep:,} characters left out]…{text[-keep:]}"
+
+
+def capped(problems: list[str]) -> list[str]:
+    """The first :data:`MAX_PROBLEMS` problems, each clipped, and how many more there are."""
+    shown = [clip(p) for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        shown.append(f"… and {len(problems) - MAX_PROBLEMS} more")
+    return shown
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """The ``repr`` of an input value for an error message, clipped to about ``limit`` characters."""
+    return clip(repr(value), limit)
 
 
 class LoaderError(Exception):
@@ -53,8 +90,8 @@ class SpecError(ConfigError):
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{path}: invalid event spec\n{lines}")
+        lines = "\n".join(f"  - {p}" for p in capped(problems))
+        super().__init__(f"{clip(path, 300)}: invalid event spec\n{lines}")
 
 
 class ServiceError(LoaderError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from loader.config import identifiers
 from loader.config.spec import DeploymentSpec, KafkaSpec, RollingSpec, S3Spec, SnowflakeSpec, load_specs
 from loader.errors import ConfigError
 from loader.schema.resolve import schema_for
@@ -32,10 +32,6 @@ __all__ = [
     "render_spec",
     "scaffold",
 ]
-
-# Lower snake case only: the name becomes a file name, an S3 prefix, a consumer group and, upper-cased,
-# a table name, and each of those has its own rules; this is the subset valid for all of them.
-_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
 
 DEFAULT_BUCKET = "delivery-events"
 """The example specs' bucket; ``--bucket`` names another."""
@@ -55,13 +51,13 @@ class Scaffold:
 
 
 def check_event_name(name: str) -> str:
-    """Return ``name`` if it is a lower snake case event name, else raise ConfigError saying why."""
-    if not _EVENT_NAME.fullmatch(name):
-        raise ConfigError(
-            f"event name {name!r} is not allowed: use lower snake case (a-z, digits and underscores, "
-            "starting with a letter, at most 100 characters), e.g. payment_captured"
-        )
-    return name
+    """Return ``name`` if a spec accepts it as its event name, else raise ConfigError saying why.
+
+    Checked before anything is written, because the name also becomes the spec's file name."""
+    try:
+        return identifiers.check_event_name(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _default(model: type[BaseModel], field: str) -> Any:
@@ -71,9 +67,13 @@ def _default(model: type[BaseModel], field: str) -> Any:
 def _scalar(value: object) -> str:
     """A YAML scalar that reads back as the same value (quoted only when YAML would change it)."""
     text = str(value)
-    if isinstance(value, str) and (not value or yaml.safe_load(text) != value):
-        return json.dumps(value)
-    return text
+    if not isinstance(value, str):
+        return text
+    try:
+        plain = bool(value) and yaml.safe_load(text) == value
+    except yaml.YAMLError:  # e.g. "*a" reads as an alias, "[" as an unclosed list
+        plain = False
+    return text if plain else json.dumps(value)
 
 
 def render_spec(name: str, *, topic: str, partitions: int, bucket: str, schema_path: str | None) -> str:

@@ -3,35 +3,67 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from loader.errors import ConfigError, LoaderError
+from loader.errors import ConfigError, LoaderError, clip
 from loader.logs import configure_logging
 
-__all__ = ["MOMENT", "cli", "main", "specs_option"]
+__all__ = ["cli", "main", "specs_option"]
+
+
+USAGE_ERROR_CHARS = 500
+"""The most of a usage error's message shown; click's own messages quote the value given."""
+
+
+@contextmanager
+def _clipped_usage_errors() -> Iterator[None]:
+    """Clip click's error messages: they quote the argument given, which may be 128 KiB."""
+    try:
+        yield
+    except click.ClickException as exc:
+        exc.message = clip(exc.message, USAGE_ERROR_CHARS)
+        raise
+
+
+def _error_text(exc: LoaderError) -> str:
+    """The message of ``exc`` with each line clipped: the last guard against echoing huge input."""
+    return "\n".join(clip(line) for line in str(exc).splitlines())
 
 
 class _LoaderGroup(click.Group):
     """A click group that turns LoaderError into a message and an exit code, not a traceback."""
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        with _clipped_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _clipped_usage_errors():
+                return super().invoke(ctx)
         except ConfigError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_error_text(exc)}", err=True)
             ctx.exit(2)
         except LoaderError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_error_text(exc)}", err=True)
             ctx.exit(1)
 
 
 @click.group(cls=_LoaderGroup)
 @click.version_option(package_name="event-loader")
-@click.option("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default=None,
+    help="DEBUG, INFO (default), WARNING or ERROR.",
+)
 @click.option(
     "--log-format",
     type=click.Choice(["json", "console"]),
@@ -50,24 +82,6 @@ specs_option = click.option(
     default=None,
     help="Folder of event specs (default: $LOADER_SPECS_DIR or ./pipelines).",
 )
-
-
-class _Moment(click.ParamType):
-    """An ISO-8601 date or time, UTC unless it says otherwise."""
-
-    name = "moment"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            moment = datetime.fromisoformat(str(value))
-        except ValueError:
-            self.fail(f"{value!r} is not an ISO-8601 date or time (e.g. 2026-11-27T08)", param, ctx)
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-MOMENT = _Moment()
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from loader.cli.app import MOMENT, specs_option
+from loader.cli.app import specs_option
+from loader.cli.ranges import check_range, range_options
 from loader.config.settings import load_settings
 from loader.config.spec import load_specs
 from loader.errors import LoaderError
@@ -18,12 +19,7 @@ __all__ = ["reconcile"]
 @click.command()
 @click.argument("events", nargs=-1)
 @specs_option
-@click.option(
-    "--since", type=MOMENT, default=None, help="First time partition to check (ISO-8601, UTC), inclusive."
-)
-@click.option(
-    "--until", type=MOMENT, default=None, help="Time partition to stop before (ISO-8601, UTC), exclusive."
-)
+@range_options("to check")
 @click.option("--dry-run", is_flag=True, help="Report what is missing, load nothing.")
 def reconcile(
     events: tuple[str, ...],
@@ -41,6 +37,7 @@ def reconcile(
 
     settings = load_settings()
     specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
+    check_range(since, until, specs)
     failures = 0
     with Warehouse(settings.snowflake) as warehouse:
         for spec in specs:

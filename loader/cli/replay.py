@@ -12,19 +12,14 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from loader.cli.app import MOMENT, specs_option
+from loader.cli.app import specs_option
+from loader.cli.ranges import check_range, range_options
 from loader.config.settings import Settings, load_settings
 from loader.config.spec import EventSpec, load_specs
 from loader.errors import ConfigError, LoaderError
 
 __all__ = ["replay"]
 
-since_option = click.option(
-    "--since", type=MOMENT, default=None, help="First time partition (ISO-8601, UTC), inclusive."
-)
-until_option = click.option(
-    "--until", type=MOMENT, default=None, help="Time partition to stop before (ISO-8601, UTC), exclusive."
-)
 dry_run_option = click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
 
 
@@ -40,9 +35,13 @@ def _progress(what: str) -> Progress:
     )
 
 
-def _one_spec(event: str, specs_dir: Path | None) -> tuple[Settings, EventSpec]:
+def _one_spec(
+    event: str, specs_dir: Path | None, since: datetime | None, until: datetime | None
+) -> tuple[Settings, EventSpec]:
+    """EVENT's spec, once the range is known to select whole partitions of its files."""
     settings = load_settings()
     (spec,) = load_specs(specs_dir or settings.specs_dir, [event])
+    check_range(since, until, [spec])
     return settings, spec
 
 
@@ -58,8 +57,7 @@ def replay() -> None:
 @replay.command("load")
 @click.argument("event")
 @specs_option
-@since_option
-@until_option
+@range_options("to replay")
 @click.option("--into", "into", default=None, help="Load into this table (created like the event's) instead.")
 @click.option("--force", is_flag=True, help="Reload files the table has loaded before (their rows repeat).")
 @click.option("--yes", is_flag=True, help="Do not ask before a forced reload that repeats rows.")
@@ -85,7 +83,7 @@ def load(  # click passes options by name
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
 
-    settings, spec = _one_spec(event, specs_dir)
+    settings, spec = _one_spec(event, specs_dir, since, until)
     objects = EventObjects(spec, schema_for(spec), settings.snowflake)
     store = S3Store(settings.aws, spec.s3.bucket)
     with Warehouse(settings.snowflake) as warehouse:
@@ -124,8 +122,7 @@ def load(  # click passes options by name
 @replay.command("publish")
 @click.argument("event")
 @specs_option
-@since_option
-@until_option
+@range_options("to replay")
 @click.option("--topic", required=True, help="The topic to publish to (it must exist).")
 @click.option(
     "--keep-partitions",
@@ -156,7 +153,7 @@ def publish(  # click passes options by name
     from loader.schema.resolve import schema_for  # noqa: PLC0415
     from loader.store.s3 import S3Store  # noqa: PLC0415
 
-    settings, spec = _one_spec(event, specs_dir)
+    settings, spec = _one_spec(event, specs_dir, since, until)
     store = S3Store(settings.aws, spec.s3.bucket)
     plan = plan_publish(store, spec, topic=topic, since=since, until=until, force=force)
     click.echo(

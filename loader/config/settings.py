@@ -19,11 +19,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from loader.errors import ConfigError
+from loader.config.problems import validation_problems
+from loader.config.yamlfile import read_yaml
+from loader.errors import ConfigError, capped, clip
 
 __all__ = [
     "AwsSettings",
@@ -184,18 +185,12 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 def _read_mapping(path: Path, what: str) -> dict[str, Any]:
     try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        # Not str(exc): its snippet quotes the offending line, which may hold a password.
-        parts = [
-            f"{note} at line {mark.line + 1}, column {mark.column + 1}"
-            for note, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark))
-            if note and mark
-        ]
-        raise ConfigError(f"cannot read {what} {path}: {': '.join(parts) or 'invalid YAML'}") from None
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+        # read_yaml never quotes the file's lines: they may hold a password.
+        data = json.loads(path.read_text()) if path.suffix == ".json" else read_yaml(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {clip(str(path), 200)}: {exc.strerror}") from None
+    except ValueError as exc:  # JSONDecodeError and YamlFileError: positions, never content
+        raise ConfigError(f"cannot read {what} {clip(str(path), 200)}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -215,5 +210,6 @@ def load_settings(*, use_dev_stack: bool = True, **overrides: Any) -> Settings:
     try:
         return Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        # No input shown: a settings value may be a secret.
+        problems = "; ".join(capped(validation_problems(exc, show_input=False)))
         raise ConfigError(f"invalid settings: {problems}") from None

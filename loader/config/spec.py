@@ -4,7 +4,12 @@ One YAML file per event type in the specs folder (``pipelines/``). The spec
 names the Kafka topic, the schema, the S3 layout, the rolling policy, the
 Snowflake objects and the deployment; every other piece (worker, table,
 stage, pipe, Helm values) is derived from it. Loading validates everything
-up front: a bad spec gets a message naming its file and field.
+up front, in this one place (every command loads specs through
+:func:`load_specs`): a bad spec gets a message naming its file, its field
+and the rule the value breaks. Every name is checked against the rules of
+where it ends up (:mod:`loader.config.identifiers`), including the names
+derived from it: the stage, pipe and file format named after the table, and
+the Kubernetes names derived from the event name.
 """
 
 from __future__ import annotations
@@ -13,13 +18,23 @@ import itertools
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from loader.config.identifiers import check_ident, check_s3_prefix
-from loader.errors import ConfigError, SpecError
+from loader.config.identifiers import (
+    SNOWFLAKE_NAME_CHARS,
+    check_bucket,
+    check_event_name,
+    check_ident,
+    check_kafka_cluster,
+    check_s3_prefix,
+    check_topic,
+)
+from loader.config.problems import validation_problems
+from loader.config.yamlfile import YamlFileError, read_yaml
+from loader.errors import ConfigError, SpecError, clip, excerpt
 
 __all__ = [
+    "TABLE_OBJECT_SUFFIXES",
     "DeploymentSpec",
     "EventSpec",
     "KafkaSpec",
@@ -33,18 +48,33 @@ __all__ = [
 
 MIB = 1024 * 1024
 
+TABLE_OBJECT_SUFFIXES = ("_PARQUET", "_STAGE", "_PIPE")
+"""The event's file format, stage and pipe are named after its table with these suffixes
+(:class:`loader.warehouse.objects.EventObjects`), so the table name leaves room for them."""
+
+_TABLE_CHARS = SNOWFLAKE_NAME_CHARS - max(map(len, TABLE_OBJECT_SUFFIXES))
+
 
 def _snowflake_name(value: str) -> str:
     return check_ident(value, "Snowflake name")
 
 
-def _event_name(value: str) -> str:
-    check_ident(value, "event name")
-    return value.lower()
+def _table_name(value: str) -> str:
+    if len(value) > _TABLE_CHARS:
+        raise ValueError(
+            f"table name {excerpt(value)} has {len(value)} characters: at most {_TABLE_CHARS} are allowed, "
+            f"because its file format, stage and pipe add {', '.join(TABLE_OBJECT_SUFFIXES)} to it and "
+            f"Snowflake names hold at most {SNOWFLAKE_NAME_CHARS} characters"
+        )
+    return check_ident(value, "Snowflake name")
 
 
 SnowflakeName = Annotated[str, AfterValidator(_snowflake_name)]
-EventName = Annotated[str, AfterValidator(_event_name)]
+TableName = Annotated[str, AfterValidator(_table_name)]
+EventName = Annotated[str, AfterValidator(check_event_name)]
+KafkaTopic = Annotated[str, AfterValidator(check_topic)]
+KafkaCluster = Annotated[str, AfterValidator(check_kafka_cluster)]
+S3Bucket = Annotated[str, AfterValidator(check_bucket)]
 S3Prefix = Annotated[str, AfterValidator(check_s3_prefix)]
 
 
@@ -55,9 +85,9 @@ class _Model(BaseModel):
 class KafkaSpec(_Model):
     """Where the events come from."""
 
-    topic: str = Field(pattern=r"^[A-Za-z0-9._\-]{1,249}$")
+    topic: KafkaTopic
     """Kafka topic holding this event type."""
-    cluster: str = "default"
+    cluster: KafkaCluster = "default"
     """Name of the cluster in the settings (``LOADER_KAFKA__CLUSTERS``)."""
     consumer_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._\-]{1,249}$")
     """Consumer group; defaults to ``loader.<event name>``."""
@@ -83,7 +113,8 @@ class SchemaRef(_Model):
 class S3Spec(_Model):
     """Where the Parquet files go."""
 
-    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+    bucket: S3Bucket
+    """General purpose bucket of the files (S3's bucket naming rules)."""
     prefix: S3Prefix
     """Key prefix of this event's files; data lands under ``<prefix>/data/``."""
     time_partition: Literal["hour", "day"] = "hour"
@@ -108,7 +139,8 @@ class SnowflakeSpec(_Model):
 
     database: SnowflakeName
     schema_: SnowflakeName = Field(alias="schema")
-    table: SnowflakeName
+    table: TableName
+    """The table; its file format, stage and pipe are named after it (``<TABLE>_STAGE``, ...)."""
     on_error: Literal["ABORT_STATEMENT", "SKIP_FILE", "CONTINUE"] = "ABORT_STATEMENT"
     """ON_ERROR of the pipe's COPY. Bad records are dead-lettered before they reach S3."""
 
@@ -127,7 +159,8 @@ class EventSpec(_Model):
     """One event type's pipeline, from Kafka topic to Snowflake table."""
 
     name: EventName
-    """Event type name (lower snake case), used in keys, metrics and defaults."""
+    """Event type name (lower snake case, at most 63 characters), used in file names, metrics,
+    defaults and, with ``-`` for ``_``, the Helm chart's Kubernetes names."""
     description: str = ""
     owner: str = ""
     kafka: KafkaSpec
@@ -163,31 +196,20 @@ class EventSpec(_Model):
         return (self.source_path.parent / path).resolve()
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        message = err["msg"].removeprefix("Value error, ")
-        got = err.get("input")
-        shown = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
-        problems.append(f"{where}: {message}{shown}")
-    return problems
-
-
 def load_spec(path: Path) -> EventSpec:
     """Load and validate one spec file; raise SpecError naming the file and fields."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
     except OSError as exc:
         raise SpecError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
-        raise SpecError(str(path), [f"not valid YAML: {exc}"]) from None
+    except YamlFileError as exc:
+        raise SpecError(str(path), [str(exc)]) from None
     if not isinstance(data, dict):
         raise SpecError(str(path), ["the file must hold a mapping (name:, kafka:, schema:, s3:, snowflake:)"])
     try:
         spec = EventSpec.model_validate({**data, "source_path": path})
     except ValidationError as exc:
-        raise SpecError(str(path), _format_errors(exc)) from None
+        raise SpecError(str(path), validation_problems(exc, show_input=True)) from None
     schema_path = spec.schema_path
     if schema_path is not None and not schema_path.is_file():
         raise SpecError(str(path), [f"schema.path: file {schema_path} does not exist"])
@@ -232,5 +254,6 @@ def _check_unique(specs: list[EventSpec]) -> None:
     for (b1, p1, f1), (b2, p2, f2) in itertools.pairwise(prefixes):
         if b1 == b2 and p2.startswith(p1):
             raise ConfigError(
-                f"{f2}: S3 prefix {p2!r} is inside {f1}'s prefix {p1!r}; prefixes must not nest"
+                f"{f2}: S3 prefix {clip(p2, 100)!r} is inside {f1}'s prefix {clip(p1, 100)!r}; "
+                "prefixes must not nest"
             )

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from loader.config.spec import MIB, EventSpec
-from loader.errors import ConfigError
+from loader.errors import ConfigError, excerpt
 
 __all__ = [
     "CPU_REQUEST",
@@ -103,11 +103,13 @@ def image_values(image: str) -> dict[str, str]:
     repository, at, digest = image.partition("@")
     if at:
         if not repository or not digest:
-            raise ConfigError(f"--image {image!r}: expected REPOSITORY@sha256:DIGEST")
+            raise ConfigError(f"--image {excerpt(image)}: expected REPOSITORY@sha256:DIGEST")
         return {"repository": repository, "digest": digest}
     head, colon, tag = image.rpartition(":")
     if not colon or "/" in tag or not head or not tag:
-        raise ConfigError(f"--image {image!r}: expected REPOSITORY:TAG, e.g. ghcr.io/acme/event-loader:1.4.0")
+        raise ConfigError(
+            f"--image {excerpt(image)}: expected REPOSITORY:TAG, e.g. ghcr.io/acme/event-loader:1.4.0"
+        )
     return {"repository": head, "tag": tag}
 
 

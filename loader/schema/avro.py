@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from loader.config.identifiers import check_ident
-from loader.errors import ConfigError
+from loader.errors import ConfigError, excerpt
 from loader.schema.model import EventSchema, FieldType, SchemaField
 
 __all__ = ["load_avro_schema", "parse_avro_schema"]
@@ -50,7 +50,7 @@ def parse_avro_schema(document: Any) -> EventSchema:
         raise ValueError('the top level must be an Avro record ({"type": "record", ...})')
     version = document.get("version", 1)
     if not isinstance(version, int) or version < 1:
-        raise ValueError(f'"version" must be a positive integer (got {version!r})')
+        raise ValueError(f'"version" must be a positive integer (got {excerpt(version)})')
     fields = _parse_fields(document, top_level=True)
     return EventSchema(name=str(document.get("name", "")), version=version, fields=fields)
 
@@ -58,15 +58,15 @@ def parse_avro_schema(document: Any) -> EventSchema:
 def _parse_fields(record: dict[str, Any], *, top_level: bool) -> tuple[SchemaField, ...]:
     raw_fields = record.get("fields")
     if not isinstance(raw_fields, list) or not raw_fields:
-        raise ValueError(f"record {record.get('name')!r} needs a non-empty 'fields' list")
+        raise ValueError(f"record {excerpt(record.get('name'))} needs a non-empty 'fields' list")
     parsed: list[SchemaField] = []
     seen: set[str] = set()
     for raw in raw_fields:
         if not isinstance(raw, dict) or "name" not in raw or "type" not in raw:
-            raise ValueError(f"every field needs a name and a type (got {raw!r})")
+            raise ValueError(f"every field needs a name and a type (got {excerpt(raw)})")
         name = raw["name"]
         if not isinstance(name, str):
-            raise ValueError(f"field name must be a string (got {name!r})")
+            raise ValueError(f"field name must be a string (got {excerpt(name)})")
         check_ident(name, "field name")
         if top_level and name.startswith(RESERVED_PREFIX):
             raise ValueError(f"field {name!r}: names starting with '_' are reserved for metadata columns")
@@ -97,10 +97,10 @@ def _parse_type(raw: Any, where: str) -> tuple[FieldType, bool]:
     if isinstance(raw, str):
         if raw in _PRIMITIVES:
             return FieldType(kind=_PRIMITIVES[raw]), False  # type: ignore[arg-type]
-        raise ValueError(f"field {where!r}: unsupported type {raw!r}")
+        raise ValueError(f"field {where!r}: unsupported type {excerpt(raw)}")
     if isinstance(raw, dict):
         return _parse_complex(raw, where), False
-    raise ValueError(f"field {where!r}: cannot read type {raw!r}")
+    raise ValueError(f"field {where!r}: cannot read type {excerpt(raw)}")
 
 
 def _parse_complex(raw: dict[str, Any], where: str) -> FieldType:
@@ -122,4 +122,4 @@ def _parse_complex(raw: dict[str, Any], where: str) -> FieldType:
         return FieldType(kind="array", items=items)
     if base in _PRIMITIVES:
         return FieldType(kind=_PRIMITIVES[base])  # type: ignore[arg-type]
-    raise ValueError(f"field {where!r}: unsupported type {raw!r}")
+    raise ValueError(f"field {where!r}: unsupported type {excerpt(raw)}")

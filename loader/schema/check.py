@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loader.config.spec import load_specs
-from loader.errors import ConfigError
+from loader.errors import ConfigError, excerpt
 from loader.schema.avro import load_avro_schema, parse_avro_schema
 from loader.schema.compat import backward_problems
 
@@ -81,8 +81,9 @@ def _git_show(path: Path, ref: str) -> str | None:
         raise ConfigError(
             f"{path} is not in a git repository: run the check in the repository, or drop --against"
         )
-    if _git(path, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
-        raise ConfigError(f"unknown git ref {ref!r}: fetch it, or pass --against <branch|commit>")
+    # A ref beginning with '-' would be read by git as an option.
+    if ref.startswith("-") or _git(path, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode:
+        raise ConfigError(f"unknown git ref {excerpt(ref)}: fetch it, or pass --against <branch|commit>")
     relative = path.resolve().relative_to(Path(top.stdout.strip()).resolve())
     shown = _git(path, "show", f"{ref}:{relative.as_posix()}")
     return shown.stdout if shown.returncode == 0 else None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from loader.config.spec import EventSpec
-from loader.errors import ConfigError, LoaderError
+from loader.errors import ConfigError, LoaderError, excerpt
 
 __all__ = ["Registration", "register_schema"]
 
@@ -44,7 +44,7 @@ def register_schema(
     if spec.schema_path is None:
         raise ConfigError(f"{spec.name} is a raw event type: it has no schema to register")
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"schema registry URL must start with http:// or https:// (got {url!r})")
+        raise ConfigError(f"schema registry URL must start with http:// or https:// (got {excerpt(url)})")
     subject = f"{spec.kafka.topic}-value"
     body = json.dumps({"schemaType": "AVRO", "schema": spec.schema_path.read_text()}).encode()
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
