@@ -16,6 +16,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from loader.config.settings import KafkaSettings
 from loader.config.spec import EventSpec
+from loader.consume import records
 from loader.errors import KafkaError
 
 __all__ = ["client_kwargs", "ensure_topic", "make_consumer", "make_producer"]
@@ -36,7 +37,11 @@ def client_kwargs(spec: EventSpec, settings: KafkaSettings) -> dict[str, Any]:
 
 
 def make_consumer(spec: EventSpec, settings: KafkaSettings, **overrides: Any) -> AIOKafkaConsumer:
-    """A consumer for the event's group with manual commits, reading committed data only."""
+    """A consumer for the event's group with manual commits, reading committed data only.
+
+    Its fetcher reads batches through :mod:`loader.consume.records`, so a header key that
+    is not UTF-8 reaches the decoder (and becomes a dead letter) instead of stopping it."""
+    records.install()
     options: dict[str, Any] = {
         "group_id": spec.consumer_group,
         "enable_auto_commit": False,

@@ -1,4 +1,12 @@
-"""Dead-letter rows: a rejected record with everything needed to fix and replay it."""
+"""Dead-letter rows: a rejected record with everything needed to fix and replay it.
+
+Every value is kept as the record carried it, including what no data row can hold:
+``_KAFKA_TIMESTAMP_MS`` is the record's timestamp as sent (``_KAFKA_TIMESTAMP`` is
+the same as a timestamp, null when outside ``KAFKA_TIMESTAMP_RANGE_MS``, so that any
+Parquet reader can read the file), and a header key that is not UTF-8 is in its
+header's ``key_bytes`` exactly (``key`` then shows it with U+FFFD for the bad bytes;
+``key_bytes`` is null for every other key).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +15,22 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from loader.encode.decode import Rejected
+from loader.encode.headers import header_key_bytes, is_utf8_key
+from loader.schema.types import KAFKA_TIMESTAMP_RANGE_MS
 
 __all__ = ["DEAD_LETTER_SCHEMA", "dead_letter_table"]
 
-_HEADER = pa.struct([pa.field("key", pa.string()), pa.field("value", pa.binary())])
+_HEADER = pa.struct(
+    [pa.field("key", pa.string()), pa.field("key_bytes", pa.binary()), pa.field("value", pa.binary())]
+)
 
 DEAD_LETTER_SCHEMA = pa.schema(
     [
         pa.field("_TOPIC", pa.string(), nullable=False),
         pa.field("_PARTITION", pa.int32(), nullable=False),
         pa.field("_OFFSET", pa.int64(), nullable=False),
-        pa.field("_KAFKA_TIMESTAMP", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("_KAFKA_TIMESTAMP", pa.timestamp("ms", tz="UTC")),
+        pa.field("_KAFKA_TIMESTAMP_MS", pa.int64(), nullable=False),
         pa.field("_KEY", pa.binary()),
         pa.field("_VALUE", pa.binary()),
         pa.field("_HEADERS", pa.list_(_HEADER)),
@@ -34,11 +47,24 @@ def dead_letter_table(rejected: Sequence[Rejected]) -> pa.Table:
             pa.array([r.topic for r in records], pa.string()),
             pa.array([r.partition for r in records], pa.int32()),
             pa.array([r.offset for r in records], pa.int64()),
-            pa.array([r.timestamp for r in records], pa.timestamp("ms", tz="UTC")),
+            pa.array([_timestamp(r.timestamp) for r in records], pa.timestamp("ms", tz="UTC")),
+            pa.array([r.timestamp for r in records], pa.int64()),
             pa.array([r.key for r in records], pa.binary()),
             pa.array([r.value for r in records], pa.binary()),
-            pa.array([[{"key": k, "value": v} for k, v in r.headers] for r in records], pa.list_(_HEADER)),
+            pa.array([[_header(k, v) for k, v in r.headers] for r in records], pa.list_(_HEADER)),
             pa.array([r.reason for r in rejected], pa.string()),
         ],
         schema=DEAD_LETTER_SCHEMA,
     )
+
+
+def _timestamp(timestamp_ms: int) -> int | None:
+    low, high = KAFKA_TIMESTAMP_RANGE_MS
+    return timestamp_ms if low <= timestamp_ms <= high else None
+
+
+def _header(key: str, value: bytes | None) -> dict[str, str | bytes | None]:
+    if is_utf8_key(key):
+        return {"key": key, "key_bytes": None, "value": value}
+    raw = header_key_bytes(key)
+    return {"key": raw.decode("utf-8", "replace"), "key_bytes": raw, "value": value}

@@ -6,6 +6,11 @@ record. If Arrow refuses the batch, a slow path decodes record by record to
 find the culprits and their exact reasons; the good records are decoded again
 in one batch. Nothing a producer sends raises out of here: every record ends
 as a row or a :class:`Rejected`.
+
+Before any value is read, :func:`screen` turns away the records whose Kafka
+metadata cannot go into a row, whatever their value: a timestamp outside
+``KAFKA_TIMESTAMP_RANGE_MS`` (no timestamp, before 1970, after year 9999), or a
+header key that is not UTF-8 (see :mod:`loader.consume.records`).
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from loader.encode.headers import headers_column
+from loader.encode.headers import header_key_bytes, headers_column, is_utf8_key
 from loader.schema.model import EventSchema, FieldType
-from loader.schema.types import arrow_schema, arrow_type
+from loader.schema.types import KAFKA_TIMESTAMP_RANGE_MS, arrow_schema, arrow_type
 
 __all__ = [
     "BatchDecoder",
@@ -32,7 +37,9 @@ __all__ = [
     "Rejected",
     "envelope_values",
     "header_envelope",
+    "metadata_problem",
     "precheck",
+    "screen",
 ]
 
 ENVELOPE_FIELDS = ("event_id", "event_name", "created_at", "source", "schema_version")
@@ -121,6 +128,10 @@ class BatchDecoder:
 
     def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
         """Decode ``records`` (consecutive records of one partition); never raises for bad input."""
+        kept, rejected = screen(records)
+        return with_rejected(self._decode_values(kept), rejected)
+
+    def _decode_values(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
         raw = envelope_values(records)
         if records:
             clean = self._decode_clean(records, raw)
@@ -248,6 +259,51 @@ class BatchDecoder:
             headers_column(records),
         ]
         return pa.Table.from_arrays(columns, schema=self.file_schema)
+
+
+def metadata_problem(record: KafkaRecord) -> str | None:
+    """Why a record's Kafka metadata cannot go into a row, or None when it can."""
+    timestamp = record.timestamp
+    low, high = KAFKA_TIMESTAMP_RANGE_MS
+    if timestamp == -1:
+        return "the record has no Kafka timestamp (-1)"
+    if not low <= timestamp <= high:
+        return (
+            f"Kafka timestamp {timestamp} ms is outside 1970-01-01..9999-12-31, "
+            "the range _KAFKA_TIMESTAMP holds"
+        )
+    for key, _value in record.headers:
+        if not is_utf8_key(key):
+            return f"header key {header_key_bytes(key)!r} is not UTF-8"
+    return None
+
+
+def screen(records: Sequence[KafkaRecord]) -> tuple[Sequence[KafkaRecord], list[Rejected]]:
+    """Split off the records :func:`metadata_problem` refuses; the rest keep their order.
+    One pass over the timestamps when every record is fine (the common case)."""
+    if not records:
+        return records, []
+    low, high = KAFKA_TIMESTAMP_RANGE_MS
+    timestamps = [r.timestamp for r in records]
+    if low <= min(timestamps) and max(timestamps) <= high and not any(r.headers for r in records):
+        return records, []
+    kept: list[KafkaRecord] = []
+    rejected: list[Rejected] = []
+    for record in records:
+        reason = metadata_problem(record)
+        if reason is None:
+            kept.append(record)
+        else:
+            rejected.append(Rejected(record, reason))
+    return kept, rejected
+
+
+def with_rejected(decoded: DecodedBatch, rejected: list[Rejected]) -> DecodedBatch:
+    """``decoded`` with more rejects, all in offset order."""
+    if not rejected:
+        return decoded
+    merged = sorted([*rejected, *decoded.rejected], key=lambda r: r.record.offset)
+    return DecodedBatch(decoded.table, merged)
 
 
 def envelope_values(records: Sequence[KafkaRecord]) -> list[bytes | None]:

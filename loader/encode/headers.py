@@ -21,9 +21,29 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from loader.encode.decode import KafkaRecord
 
-__all__ = ["HEADERS_TYPE", "decode_headers", "headers_column"]
+__all__ = ["HEADERS_TYPE", "decode_headers", "header_key_bytes", "headers_column", "is_utf8_key"]
 
 HEADERS_TYPE = pa.json_()
+
+
+def is_utf8_key(key: str) -> bool:
+    """Whether a header key arrived as UTF-8 (the record reader keeps other bytes as
+    surrogate escapes, which no UTF-8 text contains)."""
+    if key.isascii():
+        return True
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def header_key_bytes(key: str) -> bytes:
+    """The bytes a header key was sent as (see :func:`is_utf8_key`)."""
+    try:
+        return key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no reader escapes: keep it as it is, too
+        return key.encode("utf-8", "surrogatepass")
 
 
 def headers_column(records: Sequence[KafkaRecord]) -> pa.Array:

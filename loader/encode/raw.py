@@ -17,7 +17,15 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from loader.encode.decode import DecodedBatch, KafkaRecord, Rejected, envelope_values, precheck
+from loader.encode.decode import (
+    DecodedBatch,
+    KafkaRecord,
+    Rejected,
+    envelope_values,
+    precheck,
+    screen,
+    with_rejected,
+)
 from loader.encode.headers import headers_column
 from loader.schema.model import raw_schema
 from loader.schema.types import arrow_schema
@@ -34,17 +42,18 @@ class RawDecoder:
 
     def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
         """Decode ``records`` (consecutive records of one partition); never raises for bad input."""
+        kept, screened = screen(records)
         good: list[KafkaRecord] = []
         rows: list[tuple[str, Any, datetime, Any, Any, str]] = []
         rejected: list[Rejected] = []
-        for record, value in zip(records, envelope_values(records), strict=True):
+        for record, value in zip(kept, envelope_values(kept), strict=True):
             row, reason = _parse(value)
             if row is None:
                 rejected.append(Rejected(record, reason))
             else:
                 good.append(record)
                 rows.append(row)
-        return DecodedBatch(self._table(good, rows), rejected)
+        return with_rejected(DecodedBatch(self._table(good, rows), rejected), screened)
 
     def _table(
         self, records: list[KafkaRecord], rows: list[tuple[str, Any, datetime, Any, Any, str]]

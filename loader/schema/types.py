@@ -13,6 +13,7 @@ from loader.schema.model import EventSchema, FieldType, SchemaField
 
 __all__ = [
     "CREATED_AT",
+    "KAFKA_TIMESTAMP_RANGE_MS",
     "METADATA_COLUMNS",
     "arrow_schema",
     "arrow_type",
@@ -39,6 +40,11 @@ METADATA_COLUMNS: tuple[tuple[str, pa.DataType, str, bool], ...] = (
     # The record's Kafka headers as a JSON array (see loader.encode.headers); null without any.
     ("_HEADERS", pa.json_(), "VARIANT", True),
 )
+
+KAFKA_TIMESTAMP_RANGE_MS = (0, 253_402_300_799_999)
+"""The Kafka timestamps ``_KAFKA_TIMESTAMP`` holds: 1970-01-01 to 9999-12-31T23:59:59.999Z.
+Kafka has no time before its epoch (-1 means "no timestamp", other negative values are
+refused by its Java client), and a TIMESTAMP_TZ (and Python's datetime) ends with year 9999."""
 
 
 def arrow_type(field_type: FieldType) -> pa.DataType:

@@ -9,6 +9,12 @@ and the first and last offsets it covers::
 The same records always give the same key, which is what makes a rewrite
 after a crash (and Snowflake's per-path load dedup) idempotent. Offsets are
 zero-padded so keys sort by offset within a partition.
+
+A Kafka timestamp is whatever a producer sent. One outside
+``KAFKA_TIMESTAMP_RANGE_MS`` (-1 for "none", before 1970, after year 9999)
+has no time partition of its own; its record becomes a dead letter, and if it
+opens a file, that file's folder is the epoch's (``dt=1970-01-01/hour=00``). So
+every key is a real date, computed from the records alone.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from loader.config.spec import EventSpec
+from loader.schema.types import KAFKA_TIMESTAMP_RANGE_MS
 
 __all__ = [
     "FileName",
@@ -27,6 +34,7 @@ __all__ = [
     "parse_data_key",
     "parse_key",
     "time_bucket",
+    "time_partition_ms",
 ]
 
 # The exact form _key writes, anchored at both ends: a key is a name, never a path, so any
@@ -56,10 +64,18 @@ class FileName:
     time_partition: datetime
 
 
+def time_partition_ms(spec: EventSpec) -> int:
+    """How long one time partition (one folder) of the event is."""
+    return 3_600_000 if spec.s3.time_partition == "hour" else 86_400_000
+
+
 def time_bucket(spec: EventSpec, timestamp_ms: int) -> int:
-    """The time partition (hours or days since the epoch) a Kafka timestamp falls in."""
-    size_ms = 3_600_000 if spec.s3.time_partition == "hour" else 86_400_000
-    return timestamp_ms // size_ms
+    """The time partition (hours or days since the epoch) a Kafka timestamp falls in; the
+    epoch's (0) for a timestamp outside ``KAFKA_TIMESTAMP_RANGE_MS`` (see the module docstring)."""
+    low, high = KAFKA_TIMESTAMP_RANGE_MS
+    if not low <= timestamp_ms <= high:
+        return 0
+    return timestamp_ms // time_partition_ms(spec)
 
 
 @dataclass(frozen=True)
@@ -75,8 +91,7 @@ class FileRange:
 
 
 def _key(spec: EventSpec, kind: str, covered: FileRange) -> str:
-    size_s = 3600 if spec.s3.time_partition == "hour" else 86400
-    moment = datetime.fromtimestamp(covered.bucket * size_s, tz=UTC)
+    moment = datetime.fromtimestamp(covered.bucket * time_partition_ms(spec) // 1000, tz=UTC)
     folder = f"dt={moment:%Y-%m-%d}" + (f"/hour={moment:%H}" if spec.s3.time_partition == "hour" else "")
     name = f"p{covered.partition:04d}-{covered.first_offset:020d}-{covered.last_offset:020d}.parquet"
     return f"{spec.s3.prefix}/{kind}/{folder}/{covered.topic}/{name}"

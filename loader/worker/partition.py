@@ -25,14 +25,19 @@ from loader.checkpoint.committer import Generation
 from loader.checkpoint.marker import PendingFile
 from loader.config.spec import EventSpec
 from loader.encode.decode import Decoder, KafkaRecord
-from loader.schema.types import CREATED_AT
-from loader.store.layout import FileRange, data_key, dead_letter_key
+from loader.schema.types import CREATED_AT, KAFKA_TIMESTAMP_RANGE_MS
+from loader.store.layout import FileRange, data_key, dead_letter_key, time_bucket, time_partition_ms
 from loader.worker.spool import ClosedFile, SpoolFile
 
-__all__ = ["ARROW_TO_PARQUET_RATIO", "PartitionState", "Roll", "split_at_boundaries"]
+__all__ = ["ARROW_TO_PARQUET_RATIO", "MAX_LATENESS_MS", "PartitionState", "Roll", "split_at_boundaries"]
 
 ARROW_TO_PARQUET_RATIO = 4
 """About how much smaller a zstd row group is than its Arrow buffers (for the size limit)."""
+
+MAX_LATENESS_MS = 86_400_000
+"""How long before the start of the open file's time partition a record may be and still
+join that file. An older record ends the file: one record from a clock years ahead opens a
+folder of its own, and the records after it do not follow it there."""
 
 
 @dataclass(frozen=True)
@@ -67,25 +72,37 @@ def split_at_boundaries(
     spec: EventSpec, open_records: int, open_bucket: int | None, records: Sequence[KafkaRecord]
 ) -> list[tuple[Sequence[KafkaRecord], int, bool]]:
     """Cut ``records`` where a file must end: at ``max_records`` (counting the
-    ``open_records`` already in the open file) and where the time partition moves
-    forward. Returns (segment, bucket, ends_file) triples; late records (an
-    earlier time partition) stay in the open file."""
+    ``open_records`` already in the open file), where the time partition moves
+    forward, and before a record more than :data:`MAX_LATENESS_MS` older than the
+    open file's time partition. Returns (segment, bucket, ends_file) triples.
+
+    A record up to a day late stays in the open file, so files do not flap around a
+    boundary. A record without a usable timestamp (outside ``KAFKA_TIMESTAMP_RANGE_MS``:
+    a dead letter) never ends a file; a file it opens is in the epoch's folder, which the
+    next record with a timestamp leaves."""
     segments: list[tuple[Sequence[KafkaRecord], int, bool]] = []
     max_records = spec.rolling.max_records
-    size_ms = 3_600_000 if spec.s3.time_partition == "hour" else 86_400_000
+    size_ms = time_partition_ms(spec)
+    low, high = KAFKA_TIMESTAMP_RANGE_MS
     room = max_records - open_records
     current = open_bucket
+    earliest = latest = 0  # the open file takes timestamps in earliest..latest-1
+    if current is not None:
+        earliest, latest = current * size_ms - MAX_LATENESS_MS, (current + 1) * size_ms
     start = 0
     for index, record in enumerate(records):
-        bucket = record.timestamp // size_ms
+        timestamp = record.timestamp
         if current is None:
-            current = bucket
-        if bucket > current:
+            current = time_bucket(spec, timestamp)
+            earliest, latest = current * size_ms - MAX_LATENESS_MS, (current + 1) * size_ms
+        elif not earliest <= timestamp < latest and low <= timestamp <= high:
             segments.append((records[start:index], current, True))
-            start, room, current = index, max_records, bucket
+            start, room, current = index, max_records, timestamp // size_ms
+            earliest, latest = current * size_ms - MAX_LATENESS_MS, (current + 1) * size_ms
         if index - start + 1 >= room:
             segments.append((records[start : index + 1], current, True))
-            start, room = index + 1, max_records
+            # The next file takes its first record's time partition, as it would in the next batch.
+            start, room, current = index + 1, max_records, None
     if start < len(records):
         assert current is not None
         segments.append((records[start:], current, False))
