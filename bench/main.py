@@ -6,7 +6,10 @@
 3. Read that topic three ways: (a) raw ``getmany``, no decoding; (b) a naive
    loader; (c) the real worker subprocess, Kafka → Parquet in S3 with
    checkpoints, until every offset is committed.
-4. Print events/s and MB/s of each, the ratios c/a and c/b, the worker's peak
+4. Produce the same events again to a second topic, compressed (``--compression``,
+   zstd by default), and run (d) the same worker on it: d/c is what decompressing
+   costs the worker.
+5. Print events/s and MB/s of each, the ratios c/a, c/b and d/c, the worker's peak
    RSS against its budget, and, last, one JSON line for scripts.
 
 Missing a target is reported, not an error (exit 0): the numbers are the
@@ -78,6 +81,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="py-spy profile of the worker: a flame graph (.svg), speedscope (.json) or collapsed stacks",
     )
+    parser.add_argument(
+        "--compression",
+        choices=["zstd", "lz4", "snappy", "gzip", "none"],
+        default="zstd",
+        help="codec of the second topic, read by (d) the worker (default zstd; none skips (d))",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, spec) and print it")
     args = parser.parse_args(argv)
     if min(args.events, args.partitions, args.replicas) < 1 or args.budget_mb < 64:
@@ -123,10 +132,54 @@ def _ensure_bucket(s3: Any) -> None:
         s3.create_bucket(Bucket=BUCKET)
 
 
+async def _worker_on(
+    args: argparse.Namespace,
+    settings: Settings,
+    work_dir: Path,
+    service_pids: dict[str, int],
+    *,
+    name: str,
+    topic: str,
+    group: str,
+    prefix: str,
+    schema_path: Path,
+    produced: Produced,
+) -> tuple[WorkerResult, FilesCheck]:
+    """The worker subprocess on ``topic`` until everything is committed, and the check of its files."""
+    spec = write_spec(
+        work_dir / "specs",
+        name=name,
+        topic=topic,
+        partitions=args.partitions,
+        group=group,
+        schema_path=schema_path,
+        bucket=BUCKET,
+        prefix=prefix,
+        budget_mb=args.budget_mb,
+        max_age_s=args.max_age_s,
+    )
+    worker = await run_worker(
+        settings,
+        spec,
+        events=produced.events,
+        value_bytes=produced.value_bytes,
+        work_dir=work_dir,
+        timeout_s=max(180.0, produced.events / 5_000),
+        service_pids=service_pids,
+        replicas=args.replicas,
+        worker_processes=args.processes,
+        profile=args.profile,
+    )
+    return worker, check_files(aws_client("s3", settings.aws), spec, worker.ends)
+
+
 async def _measure(
     args: argparse.Namespace, settings: Settings, work_dir: Path, service_pids: dict[str, int]
-) -> tuple[str, Produced, Measured, Measured, WorkerResult, FilesCheck]:
-    """Produce once, then the three readings of the same topic, then the check of the worker's files."""
+) -> tuple[
+    str, Produced, Measured, Measured, WorkerResult, FilesCheck, tuple[WorkerResult, FilesCheck] | None
+]:
+    """Produce once, then the three readings of the same topic, then the check of the worker's
+    files; then the worker again on a compressed copy of the topic (unless --compression none)."""
     bootstrap = settings.kafka.bootstrap_for("default")
     s3 = aws_client("s3", settings.aws)
     _ensure_bucket(s3)
@@ -160,34 +213,51 @@ async def _measure(
     )
     _say(f"(b) {naive.eps:,.0f} events/s")
 
-    spec = write_spec(
-        work_dir / "specs",
+    _say("(c) the stream worker, end to end (subprocess)")
+    worker, files = await _worker_on(
+        args,
+        settings,
+        work_dir,
+        service_pids,
         name=f"bench_{name}",
         topic=topic,
-        partitions=args.partitions,
         group=f"bench.{run_id}.worker",
-        schema_path=schema_path,
-        bucket=BUCKET,
         prefix=f"bench/{run_id}/worker",
-        budget_mb=args.budget_mb,
-        max_age_s=args.max_age_s,
+        schema_path=schema_path,
+        produced=produced,
     )
-    _say("(c) the stream worker, end to end (subprocess)")
-    worker = await run_worker(
+    _say(f"(c) {worker.eps:,.0f} events/s, files checked")
+    if args.compression == "none":
+        return name, produced, raw, naive, worker, files, None
+    compressed_topic = f"{topic}.{args.compression}"
+    await create_topic(bootstrap, compressed_topic, args.partitions)
+    _say(f"producing the same events to {compressed_topic}, {args.compression}-compressed")
+    again = await produce(
+        bootstrap,
+        compressed_topic,
+        args.partitions,
+        name,
+        schema_path,
+        args.events,
+        args.seed,
+        compression=args.compression,
+    )
+    assert again.events == produced.events
+    _say(f"(d) the stream worker on the {args.compression} topic")
+    compressed = await _worker_on(
+        args,
         settings,
-        spec,
-        events=produced.events,
-        value_bytes=produced.value_bytes,
-        work_dir=work_dir,
-        timeout_s=max(180.0, produced.events / 5_000),
-        service_pids=service_pids,
-        replicas=args.replicas,
-        worker_processes=args.processes,
-        profile=args.profile,
+        work_dir / "compressed",
+        service_pids,
+        name=f"bench_{name}_{args.compression}",
+        topic=compressed_topic,
+        group=f"bench.{run_id}.worker.{args.compression}",
+        prefix=f"bench/{run_id}/worker-{args.compression}",
+        schema_path=schema_path,
+        produced=again,
     )
-    _say(f"(c) {worker.eps:,.0f} events/s; checking the files in S3")
-    files = check_files(s3, spec, worker.ends)
-    return name, produced, raw, naive, worker, files
+    _say(f"(d) {compressed[0].eps:,.0f} events/s, files checked")
+    return name, produced, raw, naive, worker, files, compressed
 
 
 def _ratio(top: float, bottom: float) -> float:
@@ -202,8 +272,9 @@ def _report(
     naive: Measured,
     worker: WorkerResult,
     files: FilesCheck,
+    compressed: tuple[WorkerResult, FilesCheck] | None,
 ) -> bool:
-    """Print the table and the JSON line; True when the worker's output is correct."""
+    """Print the table and the JSON line; True when the workers' output is correct."""
     ratio_raw = _ratio(worker.eps, raw.eps)
     ratio_naive = _ratio(worker.eps, naive.eps)
     rss_limit = args.budget_mb + RSS_HEADROOM_MB
@@ -253,6 +324,23 @@ def _report(
         "      timed from partition assignment (fetching starts) to the last file_committed; from",
         f"      process start: {worker.eps_from_start:,.0f} events/s in {worker.seconds_from_start:.2f}s"
         f" (startup {worker.startup_s:.2f}s)",
+    ]
+    ratio_compressed = 0.0
+    if compressed is not None:
+        zipped, zipped_files = compressed
+        ratio_compressed = _ratio(zipped.eps, worker.eps)
+        lines += [
+            *row(
+                f"(d) worker on the same events, {args.compression}-compressed batches",
+                zipped.eps,
+                zipped.mbps,
+                zipped.seconds_from_assignment,
+                zipped.cpu,
+            ),
+            f"      d/c = {ratio_compressed:.2f}: the worker's rate on compressed batches against (c);"
+            f" output: {zipped_files.files} files, {zipped_files.rows:,} rows",
+        ]
+    lines += [
         f"  c/a = {ratio_raw:.2f} (target >= {TARGET_RATIO_RAW}: {mark(ratio_raw >= TARGET_RATIO_RAW)}),"
         f" c/b = {ratio_naive:.2f} (target >= {TARGET_RATIO_NAIVE}:"
         f" {mark(ratio_naive >= TARGET_RATIO_NAIVE)})",
@@ -265,11 +353,14 @@ def _report(
         f" their footers, {files.dead_letter_files} dead-letter files; early rolls"
         f" {worker.stats.get('early_rolls', '?')}, exit code {worker.exit_code}",
     ]
-    problems = [*worker.problems, *files.problems]
-    if not worker.completed:
-        problems.append("the worker did not commit every record: its figures are zero")
-    if files.rows != produced.events:
-        problems.append(f"{files.rows:,} rows in S3 for {produced.events:,} events")
+    problems: list[str] = []
+    runs = [("(c)", worker, files)] + ([("(d)", *compressed)] if compressed else [])
+    for label, run, checked in runs:
+        problems += [f"{label} {p}" for p in [*run.problems, *checked.problems]]
+        if not run.completed:
+            problems.append(f"{label} the worker did not commit every record: its figures are zero")
+        if checked.rows != produced.events:
+            problems.append(f"{label} {checked.rows:,} rows in S3 for {produced.events:,} events")
     lines += [f"  PROBLEM: {p}" for p in problems] or ["  correctness: every event is in exactly one S3 file"]
     print("\n".join(lines))
     summary = {
@@ -278,6 +369,9 @@ def _report(
         "worker_eps": round(worker.eps, 1),
         "ratio_raw": round(ratio_raw, 3),
         "ratio_naive": round(ratio_naive, 3),
+        "compression": args.compression,
+        "compressed_eps": round(compressed[0].eps, 1) if compressed else None,
+        "ratio_compressed": round(ratio_compressed, 3) if compressed else None,
         "peak_rss_mb": round(memory_mib, 1),
         "budget_mb": int(args.budget_mb),
     }

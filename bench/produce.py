@@ -99,12 +99,25 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 
 async def produce(
-    bootstrap: str, topic: str, partitions: int, name: str, schema_path: Path, events: int, seed: int
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    name: str,
+    schema_path: Path,
+    events: int,
+    seed: int,
+    *,
+    compression: str | None = None,
 ) -> Produced:
-    """Produce ``events`` sample events of ``name`` to ``topic``; returns counts and the time taken."""
+    """Produce ``events`` sample events of ``name`` to ``topic``, in batches compressed with
+    ``compression`` (aiokafka's name, None for none); returns counts and the time taken."""
     began = time.perf_counter()
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=BATCH_BYTES, compression_type=None
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=20,
+        max_batch_size=BATCH_BYTES,
+        compression_type=compression,
     )
     await producer.start()
     loop = asyncio.get_running_loop()
