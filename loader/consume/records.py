@@ -136,9 +136,11 @@ class _Batch:
 
     def __iter__(self) -> Iterator[Any]:
         # The whole batch in one call: a record of it fails before any of it is handed out.
+        # aiokafka's pure-Python reader (AIOKAFKA_NO_EXTENSIONS) raises the same error wrapped in
+        # CorruptRecordException; a batch that really is corrupt raises that again from read_batch.
         try:
             return iter(list(self._batch))
-        except UnicodeDecodeError:
+        except (UnicodeDecodeError, CorruptRecordException):
             return iter(read_batch(self._data))
 
     def __next__(self) -> Any:

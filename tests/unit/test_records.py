@@ -13,7 +13,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.consumer import fetcher
 from aiokafka.errors import CorruptRecordException
-from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.record import memory_records
+from aiokafka.record.default_records import _DefaultRecordBatchPy
+from aiokafka.record.memory_records import MemoryRecords, _MemoryRecordsPy
 from aiokafka.structs import ConsumerRecord
 from packaging.requirements import Requirement
 
@@ -82,6 +84,18 @@ def test_fetcher_hands_out_a_batch_with_a_key_that_is_not_utf8(
     keys = [header_key_bytes(k) for k, _ in consumed[1].headers]
     assert keys == [b"ok", BAD_KEY, b"n"]
     assert [v for _, v in consumed[1].headers] == [b"1", b"v", None]
+
+
+def test_pure_python_reader_is_covered_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under aiokafka's pure-Python reader (its error is a CorruptRecordException) the batch reads too."""
+    monkeypatch.setattr(memory_records, "DefaultRecordBatch", _DefaultRecordBatchPy)
+    monkeypatch.setattr(records, "MemoryRecords", _MemoryRecordsPy)
+    monkeypatch.setattr(fetcher, "MemoryRecords", _MemoryRecordsPy)
+    with pytest.raises(CorruptRecordException):
+        list(_MemoryRecordsPy(_batch()).next_batch())
+    monkeypatch.setattr(fetcher, "MemoryRecords", records.TolerantRecords)
+    consumed, _next_offset = _fetched(_batch())
+    assert [header_key_bytes(k) for k, _ in consumed[1].headers] == [b"ok", BAD_KEY, b"n"]
 
 
 def test_fetcher_skips_what_it_already_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
