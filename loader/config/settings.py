@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from loader.config.problems import validation_problems
 from loader.config.yamlfile import read_yaml
@@ -209,6 +209,10 @@ def load_settings(*, use_dev_stack: bool = True, **overrides: Any) -> Settings:
     values = _deep_merge(values, overrides)
     try:
         return Settings(**values)
+    except SettingsError as exc:  # an environment value that is not valid JSON where JSON is expected
+        raise ConfigError(
+            f"invalid settings: {exc} (a LOADER_<SECTION>__<FIELD> value of a list or mapping must be JSON)"
+        ) from None
     except ValidationError as exc:
         # No input shown: a settings value may be a secret.
         problems = "; ".join(capped(validation_problems(exc, show_input=False)))

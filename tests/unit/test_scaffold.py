@@ -148,7 +148,8 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["PaymentCaptured", "payment-captured", "1st_event", "_hidden", "a b", "x" * 101]
+    "name",
+    ["PaymentCaptured", "payment-captured", "1st_event", "_hidden", "a b", "store$updated", "tip_", "x" * 64],
 )
 def test_bad_name_is_a_clear_message(tmp_path: Path, name: str) -> None:
     """A name that is not lower snake case is refused with the rule and an example, exit code 2."""
@@ -194,3 +195,32 @@ def test_next_steps_name_the_commands(tmp_path: Path) -> None:
         assert line in output
     written = yaml.safe_load((tmp_path / "pipelines" / "tip_added.yaml").read_text())
     assert written["schema"] == {"path": "../schemas/tip_added.avsc"}
+
+
+def test_the_longest_name_scaffolds_a_spec_that_loads(tmp_path: Path) -> None:
+    """A 63-character name (the most a spec takes) scaffolds a spec and schema that load as written."""
+    name = "a" * 30 + "__" + "b" * 31
+    code, output = _new(tmp_path, name)
+    assert code == 0, output
+    [spec] = load_specs(tmp_path / "pipelines", [name])
+    assert spec.snowflake.table == name.upper()
+    assert schema_for(spec).fields
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "rule"),
+    [
+        ("--topic", "..", "not '.' or '..'"),
+        ("--topic", "*a", "not a valid Kafka topic name"),
+        ("--topic", "[", "not a valid Kafka topic name"),
+        ("--bucket", "a..b", "must not hold two adjacent periods"),
+        ("--bucket", "192.168.1.1", "must not be formatted as an IP address"),
+    ],
+)
+def test_new_event_refuses_what_a_spec_refuses(tmp_path: Path, option: str, value: str, rule: str) -> None:
+    """A topic or bucket a spec would refuse is refused with its rule, and no file is left behind."""
+    code, output = _new(tmp_path, "tip_added", option, value)
+    assert code == 2, output
+    assert rule in output and "nothing was written" in output
+    assert "Traceback" not in output
+    assert list((tmp_path / "pipelines").iterdir()) == []

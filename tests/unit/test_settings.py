@@ -68,3 +68,39 @@ def test_bad_setting_is_a_config_error(isolated: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("LOADER_SNOWFLAKE__PORT", "not-a-port")
     with pytest.raises(ConfigError, match=r"snowflake\.port"):
         load_settings()
+
+
+def test_aliases_in_the_config_file_are_refused(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A settings file made of YAML aliases is refused by line and column, quickly and briefly."""
+    config = isolated / "loader.yaml"
+    config.write_text(
+        "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nkafka: *b\n"
+    )
+    monkeypatch.setenv("LOADER_CONFIG", str(config))
+    with pytest.raises(ConfigError, match=r"line 2, column 8: YAML aliases \(\*name\) are not allowed"):
+        load_settings()
+
+
+def test_settings_errors_stay_short_and_quote_no_value(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thousand bad keys and a huge one give a short message, without the values (maybe secrets)."""
+    config = isolated / "loader.json"
+    keys = {f"k{i}": "hunter2" for i in range(1000)} | {"x" * 100_000: "hunter2"}
+    config.write_text(json.dumps({"snowflake": keys}))
+    monkeypatch.setenv("LOADER_CONFIG", str(config))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "snowflake.k0: Extra inputs are not permitted" in message and "… and 981 more" in message
+    assert "hunter2" not in message
+    assert len(message) < 3000
+
+
+def test_a_bad_json_environment_value_is_a_config_error(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mapping setting in the environment that is not JSON is a message saying so, not a traceback."""
+    monkeypatch.setenv("LOADER_KAFKA__CLUSTERS", "{not json")
+    with pytest.raises(ConfigError, match=r"invalid settings: .*\"kafka\".* must be JSON"):
+        load_settings()
