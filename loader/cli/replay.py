@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from loader.cli.app import specs_option
 from loader.cli.ranges import check_range, range_options
+from loader.config.identifiers import check_ident, check_topic
 from loader.config.settings import Settings, load_settings
 from loader.config.spec import EventSpec, load_specs
 from loader.errors import ConfigError, LoaderError
@@ -21,6 +23,22 @@ from loader.errors import ConfigError, LoaderError
 __all__ = ["replay"]
 
 dry_run_option = click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
+
+
+def _checked(
+    check: Callable[[str], str],
+) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """An option callback that refuses a name ``check`` refuses, with the rule it breaks."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), ctx, param) from None
+        return value
+
+    return callback
 
 
 def _progress(what: str) -> Progress:
@@ -58,7 +76,13 @@ def replay() -> None:
 @click.argument("event")
 @specs_option
 @range_options("to replay")
-@click.option("--into", "into", default=None, help="Load into this table (created like the event's) instead.")
+@click.option(
+    "--into",
+    "into",
+    default=None,
+    callback=_checked(lambda name: check_ident(name, "table name")),
+    help="Load into this table (created like the event's) instead.",
+)
 @click.option("--force", is_flag=True, help="Reload files the table has loaded before (their rows repeat).")
 @click.option("--yes", is_flag=True, help="Do not ask before a forced reload that repeats rows.")
 @dry_run_option
@@ -123,7 +147,9 @@ def load(  # click passes options by name
 @click.argument("event")
 @specs_option
 @range_options("to replay")
-@click.option("--topic", required=True, help="The topic to publish to (it must exist).")
+@click.option(
+    "--topic", required=True, callback=_checked(check_topic), help="The topic to publish to (it must exist)."
+)
 @click.option(
     "--keep-partitions",
     is_flag=True,

@@ -228,7 +228,7 @@ def load_specs(specs_dir: Path, names: list[str] | None = None) -> list[EventSpe
         unknown = [n for n in names if n not in by_name]
         if unknown:
             raise ConfigError(
-                f"no spec for event type(s) {', '.join(unknown)} in {specs_dir}; "
+                f"no spec for event type(s) {clip(', '.join(unknown), 200)} in {specs_dir}; "
                 f"known: {', '.join(sorted(by_name)) or 'none'}"
             )
         return [by_name[n] for n in names]

@@ -195,6 +195,7 @@ def test_ranges_on_partition_boundaries_pass() -> None:
         ["deploy", "render", "--image", "i" * 100_000],
         ["new-event", "n" * 100_000],
         ["no-such-command-" + "c" * 100_000],
+        ["worker", "run", "e" * 100_000],
     ],
 )
 def test_a_huge_argument_is_quoted_clipped(
@@ -212,3 +213,19 @@ def test_an_unknown_log_level_is_refused() -> None:
     result = CliRunner().invoke(cli, ["--log-level", "LOUD", "status"])
     assert result.exit_code == 2
     assert "'LOUD' is not one of" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["replay", "publish", "order_created", "--topic", ".."], "not a valid Kafka topic name"),
+        (["replay", "load", "order_created", "--into", 'X"; DROP TABLE T; --'], "table name 'X\"; DROP"),
+    ],
+)
+def test_names_given_on_the_command_line_follow_the_spec_rules(
+    run: Callable[..., Result], args: list[str], expected: str
+) -> None:
+    """A topic or table named on the command line is checked like a spec's, before anything is contacted."""
+    result = run(*args, "--specs", str(EXAMPLES))
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--" in result.output and expected in result.output
