@@ -34,6 +34,7 @@ from loader.config.yamlfile import YamlFileError, read_yaml
 from loader.errors import ConfigError, SpecError, clip, excerpt
 
 __all__ = [
+    "RESERVED_TABLES",
     "TABLE_OBJECT_SUFFIXES",
     "DeploymentSpec",
     "EventSpec",
@@ -54,6 +55,9 @@ TABLE_OBJECT_SUFFIXES = ("_PARQUET", "_STAGE", "_PIPE")
 
 _TABLE_CHARS = SNOWFLAKE_NAME_CHARS - max(map(len, TABLE_OBJECT_SUFFIXES))
 
+RESERVED_TABLES = frozenset({"LOADER_PIPES"})
+"""Tables of the loader itself in each event schema (:data:`loader.warehouse.objects.PIPES_TABLE`)."""
+
 
 def _snowflake_name(value: str) -> str:
     return check_ident(value, "Snowflake name")
@@ -66,7 +70,10 @@ def _table_name(value: str) -> str:
             f"because its file format, stage and pipe add {', '.join(TABLE_OBJECT_SUFFIXES)} to it and "
             f"Snowflake names hold at most {SNOWFLAKE_NAME_CHARS} characters"
         )
-    return check_ident(value, "Snowflake name")
+    table = check_ident(value, "Snowflake name")
+    if table in RESERVED_TABLES:
+        raise ValueError(f"{table} holds the loader's pipe definitions: name the event's table otherwise")
+    return table
 
 
 SnowflakeName = Annotated[str, AfterValidator(_snowflake_name)]

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from loader.config.identifiers import S3_PREFIX_CHARS, check_event_name, check_ident
 from loader.config.settings import SnowflakeSettings
-from loader.config.spec import TABLE_OBJECT_SUFFIXES, load_spec, load_specs
+from loader.config.spec import RESERVED_TABLES, TABLE_OBJECT_SUFFIXES, load_spec, load_specs
 from loader.config.yamlfile import MAX_CONFIG_BYTES
 from loader.errors import ConfigError, SpecError
 from loader.schema.resolve import schema_for
 from loader.store.layout import FileRange, data_key, dead_letter_key, parse_key
-from loader.warehouse.objects import EventObjects
+from loader.warehouse.objects import PIPES_TABLE, EventObjects
 
 pytestmark = pytest.mark.unit
 
@@ -187,6 +187,7 @@ def test_the_longest_table_name_derives_valid_snowflake_names(tmp_path: Path) ->
     assert sorted(name.removeprefix("T" * 247) for name in derived) == sorted(TABLE_OBJECT_SUFFIXES)
     for name in derived:
         assert check_ident(name) == name
+    assert PIPES_TABLE in RESERVED_TABLES
 
 
 @pytest.mark.parametrize(
@@ -223,6 +224,7 @@ def test_the_longest_table_name_derives_valid_snowflake_names(tmp_path: Path) ->
         ("s3__prefix", "events/o*", "'/'-separated parts"),
         ("s3__prefix", "e" * 513, "longer than 512 characters"),
         ("snowflake__database", "ANALYTICS;", "letters, digits and underscores"),
+        ("snowflake__table", "loader_pipes", "holds the loader's pipe definitions"),
     ],
 )
 def test_names_breaking_their_systems_rules_are_refused(
