@@ -46,18 +46,19 @@ def range_options(what: str) -> Callable[[F], F]:
     """The ``--since`` and ``--until`` options; ``what`` names the files' use in their help."""
 
     def decorate(command: F) -> F:
+        # Applied innermost first: --until, then --since, so that help lists --since first.
         command = click.option(
-            "--since",
-            type=MOMENT,
-            default=None,
-            help=f"First time partition {what} (ISO-8601, UTC unless an offset is given), inclusive; "
-            "on a partition boundary.",
-        )(command)
-        return click.option(
             "--until",
             type=MOMENT,
             default=None,
             help="Time partition to stop before (ISO-8601, UTC unless an offset is given), exclusive; "
+            "on a partition boundary.",
+        )(command)
+        return click.option(
+            "--since",
+            type=MOMENT,
+            default=None,
+            help=f"First time partition {what} (ISO-8601, UTC unless an offset is given), inclusive; "
             "on a partition boundary.",
         )(command)
 

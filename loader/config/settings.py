@@ -188,7 +188,7 @@ def _read_mapping(path: Path, what: str) -> dict[str, Any]:
         # read_yaml never quotes the file's lines: they may hold a password.
         data = json.loads(path.read_text()) if path.suffix == ".json" else read_yaml(path)
     except OSError as exc:
-        raise ConfigError(f"cannot read {what} {clip(str(path), 200)}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {clip(str(path), 200)}: {exc.strerror or exc}") from None
     except ValueError as exc:  # JSONDecodeError and YamlFileError: positions, never content
         raise ConfigError(f"cannot read {what} {clip(str(path), 200)}: {exc}") from None
     if data is None:
