@@ -44,7 +44,12 @@ def test_stored_sql_is_never_run_and_a_tampered_record_is_refused(
     """A table of the older shape whose COPY_STATEMENT holds hostile SQL is migrated by apply,
     and its SQL never runs; a hand-edited record is refused until apply rewrites it."""
     settings = dev_stack.settings
-    spec = make_spec(unique_name("pipes", sep="_"), bucket="it-pipe-record")
+    name = unique_name("pipes", sep="_")
+    spec = make_spec(name, bucket="it-pipe-record")
+    # A database of its own: this test creates LOADER_PIPES in the older shape.
+    document = spec.model_dump(by_alias=True, exclude={"source_path"})
+    document["snowflake"]["database"] = name.upper()
+    spec = EventSpec.model_validate(document)
     queue_url = asyncio.run(provision(settings, [spec], queue_name=unique_name("pq")))
     store = S3Store(settings.aws, spec.s3.bucket)
     with Warehouse(settings.snowflake) as warehouse:
