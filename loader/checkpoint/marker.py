@@ -8,6 +8,11 @@ first offset::
 so it is exactly as durable as committed offsets and fenced the same way (a
 commit from a stale consumer-group generation is refused). An empty metadata
 string means "no roll in flight"; a commit at ``last + 1`` clears the record.
+
+Commit metadata is not only ours to write (any client of the group can commit),
+so a marker is read as untrusted: one that does not parse, or whose range and
+keys are not what this worker would have decided at that offset, is ignored
+(the offset still counts) rather than followed or allowed to stop the worker.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from loader.store.layout import FileRange
+from loader.config.spec import EventSpec
+from loader.errors import clip
+from loader.store.layout import FileRange, data_key, dead_letter_key
 
 __all__ = ["MARKER_VERSION", "PendingFile", "decode_marker"]
 
@@ -40,19 +47,37 @@ class PendingFile:
     def encode(self) -> str:
         return json.dumps({"v": MARKER_VERSION, **asdict(self)}, separators=(",", ":"))
 
+    def mismatch(self, spec: EventSpec, topic: str, partition: int, committed: int) -> str | None:
+        """Why this cannot be a roll the worker of ``spec`` recorded at offset ``committed``
+        of the partition; None if it can. A marker written by this code always matches."""
+        if self.first != committed:
+            return f"it covers offsets from {self.first} but was committed at {committed}"
+        if not 0 <= self.first <= self.last or self.rg < 1:
+            return f"offsets {self.first}..{self.last} with row groups of {self.rg} records make no file"
+        try:
+            covered = self.covered(topic, partition)
+            keys = (data_key(spec, covered), dead_letter_key(spec, covered))
+        except (ValueError, OverflowError, OSError):
+            return f"time partition {self.bucket} is no date"
+        if (self.key, self.dlq) != keys:
+            return f"its key {clip(self.key, 200)!r} is not the one the spec gives these offsets ({keys[0]})"
+        return None
+
 
 def decode_marker(metadata: str | None) -> PendingFile | None:
-    """The pending file recorded in commit metadata, or None. Raises ValueError if unreadable."""
+    """The pending file recorded in commit metadata, or None. Raises ValueError for anything
+    else (see :meth:`PendingFile.mismatch` for a marker that parses but is not ours)."""
     if not metadata:
         return None
-    document = json.loads(metadata)
-    if not isinstance(document, dict) or document.get("v") != MARKER_VERSION:
-        raise ValueError(f"not a loader checkpoint marker: {metadata[:100]!r}")
-    return PendingFile(
-        first=int(document["first"]),
-        last=int(document["last"]),
-        bucket=int(document["bucket"]),
-        rg=int(document["rg"]),
-        key=str(document["key"]),
-        dlq=str(document["dlq"]),
-    )
+    try:
+        document = json.loads(metadata)
+        if not isinstance(document, dict) or document.get("v") != MARKER_VERSION:
+            raise ValueError("no version")  # noqa: TRY301 - one message for every way of failing
+        numbers = [document[name] for name in ("first", "last", "bucket", "rg")]
+        texts = [document[name] for name in ("key", "dlq")]
+        if not all(type(n) is int for n in numbers) or not all(isinstance(t, str) for t in texts):
+            raise ValueError("wrong types")  # noqa: TRY301
+    except (ValueError, KeyError, RecursionError):
+        raise ValueError(f"not a loader checkpoint marker: {clip(metadata, 100)!r}") from None
+    first, last, bucket, rg = numbers
+    return PendingFile(first=first, last=last, bucket=bucket, rg=rg, key=texts[0], dlq=texts[1])

@@ -498,6 +498,12 @@ class StreamWorker:
         for tp in sorted(assigned):
             entry = committed[tp]
             next_offset, pending = entry.offset, entry.pending
+            problem = None
+            if pending is not None and next_offset is not None:
+                problem = pending.mismatch(self.spec, tp.topic, tp.partition, next_offset)
+            if problem is not None:
+                self._log.warning("checkpoint_marker_ignored", partition=tp.partition, reason=problem)
+                pending = None
             if pending is not None:
                 self._log.info(
                     "roll_recovering",

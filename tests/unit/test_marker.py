@@ -1,0 +1,69 @@
+"""Checkpoint markers read from commit metadata, which any client of the group can write."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from loader.checkpoint.marker import PendingFile, decode_marker
+from loader.config.spec import load_specs
+from loader.store.layout import FileRange
+from loader.worker.partition import pending_for
+
+pytestmark = pytest.mark.unit
+
+SPEC = {s.name: s for s in load_specs(Path(__file__).parents[2] / "pipelines")}["order_created"]
+OURS = pending_for(SPEC, FileRange("orders", 3, 1000, 1999, 490_000), 500)
+
+
+def test_a_marker_this_code_writes_reads_back_and_matches() -> None:
+    """encode → decode gives the same roll, and it is consistent with where it was committed."""
+    decoded = decode_marker(OURS.encode())
+    assert decoded == OURS
+    assert decoded.mismatch(SPEC, "orders", 3, 1000) is None
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        '{"v":1}',
+        '{"v":1,"first":"0","last":1,"bucket":1,"rg":1,"key":"k","dlq":"d"}',
+        '{"v":1,"first":0,"last":1,"bucket":1,"rg":1,"key":null,"dlq":"d"}',
+        '{"v":1,"first":0.5,"last":1,"bucket":1,"rg":1,"key":"k","dlq":"d"}',
+        '{"v":2,"first":0,"last":1,"bucket":1,"rg":1,"key":"k","dlq":"d"}',
+        "[1, 2]",
+        "not json",
+        "[" * 100_000,
+        json.dumps({"v": 1, "first": 0}) + "x" * 1_000_000,
+    ],
+)
+def test_metadata_that_is_no_marker_is_a_value_error_with_a_short_message(metadata: str) -> None:
+    """Missing fields, wrong types, other versions, deep nesting: ValueError (the committer then
+    counts the offset with nothing pending), never KeyError or TypeError, and clipped."""
+    with pytest.raises(ValueError, match="not a loader checkpoint marker") as raised:
+        decode_marker(metadata)
+    assert len(str(raised.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("marker", "committed", "reason"),
+    [
+        (OURS, 999, "committed at 999"),
+        (replace(OURS, last=10), 1000, "make no file"),
+        (replace(OURS, rg=0), 1000, "make no file"),
+        (replace(OURS, bucket=10**15), 1000, "no date"),
+        (replace(OURS, key="events/order_created/data/../../elsewhere.parquet"), 1000, "is not the one"),
+        (replace(OURS, dlq=OURS.key), 1000, "is not the one"),
+    ],
+)
+def test_a_marker_that_is_not_this_workers_roll_is_named_a_mismatch(
+    marker: PendingFile, committed: int, reason: str
+) -> None:
+    """Recovery never follows a marker whose offsets, time partition or keys this worker would
+    not have written: it would upload to a key someone else chose."""
+    problem = marker.mismatch(SPEC, "orders", 3, committed)
+    assert problem is not None
+    assert reason in problem
