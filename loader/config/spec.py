@@ -76,7 +76,15 @@ def _table_name(value: str) -> str:
     return table
 
 
+def _free_text(value: str) -> str:
+    # Printed by `loader plan` and the like: a control character would drive the terminal.
+    if any((ord(ch) < 32 and ch not in "\n\t") or 127 <= ord(ch) < 160 for ch in value):
+        raise ValueError("control characters are not allowed (only text, new lines and tabs)")
+    return value
+
+
 SnowflakeName = Annotated[str, AfterValidator(_snowflake_name)]
+FreeText = Annotated[str, Field(max_length=4096), AfterValidator(_free_text)]
 TableName = Annotated[str, AfterValidator(_table_name)]
 EventName = Annotated[str, AfterValidator(check_event_name)]
 KafkaTopic = Annotated[str, AfterValidator(check_topic)]
@@ -168,8 +176,8 @@ class EventSpec(_Model):
     name: EventName
     """Event type name (lower snake case, at most 63 characters), used in file names, metrics,
     defaults and, with ``-`` for ``_``, the Helm chart's Kubernetes names."""
-    description: str = ""
-    owner: str = ""
+    description: FreeText = ""
+    owner: FreeText = ""
     kafka: KafkaSpec
     schema_ref: SchemaRef = Field(alias="schema")
     s3: S3Spec

@@ -61,3 +61,5 @@ def read_yaml(path: Path) -> object:
         return yaml.load(raw, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise YamlFileError(f"not valid YAML: {_describe(exc)}") from None
+    except RecursionError:
+        raise YamlFileError("nested too deeply to be a spec or settings file") from None

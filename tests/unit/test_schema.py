@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from loader.errors import ConfigError
 from loader.schema import arrow_schema, load_avro_schema, parse_avro_schema, snowflake_columns
 
 pytestmark = pytest.mark.unit
@@ -87,3 +88,35 @@ def test_example_schemas_parse() -> None:
         schema = load_avro_schema(path)
         assert schema.version >= 1
         assert schema.fields
+
+
+def _nested_arrays(levels: int) -> dict[str, object]:
+    inner: dict[str, object] | str = "string"
+    for _ in range(levels):
+        inner = {"type": "array", "items": inner}
+    return _record({"name": "deep", "type": inner})
+
+
+def test_types_nested_past_the_limit_are_refused() -> None:
+    """Records and arrays may nest 32 levels; deeper is refused by name, not with a RecursionError."""
+    parse_avro_schema(_nested_arrays(31))
+    with pytest.raises(ValueError, match="nest more than 32 levels"):
+        parse_avro_schema(_nested_arrays(33))
+
+
+def test_a_schema_file_too_deep_for_the_json_parser_is_a_config_error(tmp_path: Path) -> None:
+    """A schema file nested thousands of levels deep is refused with a message, not a traceback."""
+    path = tmp_path / "deep.avsc"
+    path.write_text(
+        '{"type": "record", "name": "T", "fields": [{"name": "a", "type": ' + "[" * 100_000 + "]}]}"
+    )
+    with pytest.raises(ConfigError, match="nested more than 32 levels"):
+        load_avro_schema(path)
+
+
+def test_an_oversized_schema_file_is_refused_unread(tmp_path: Path) -> None:
+    """A schema file above 1 MiB is refused before it is parsed."""
+    path = tmp_path / "huge.avsc"
+    path.write_text('{"doc": "' + "x" * (1024 * 1024) + '"}')
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        load_avro_schema(path)

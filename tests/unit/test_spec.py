@@ -284,3 +284,19 @@ def test_every_accepted_event_name_is_a_kubernetes_name_in_the_chart(name: str) 
     label = name.replace("_", "-")
     assert len(label) <= 63
     assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", label)
+
+
+def test_a_deeply_nested_spec_is_refused_with_a_message(tmp_path: Path) -> None:
+    """Nesting deep enough to exhaust the YAML parser's stack is a spec error, not a RecursionError."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(SpecError, match="nested too deeply"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("text", ["red \x1b[31malert", "bell\x07", "c1 \x9b31m"])
+def test_free_text_with_control_characters_is_refused(tmp_path: Path, text: str) -> None:
+    """description and owner are printed by `loader plan`: control characters would drive the terminal."""
+    with pytest.raises(SpecError, match="description: control characters are not allowed"):
+        load_spec(_write(tmp_path, "ctl", description=text))
+    assert load_spec(_write(tmp_path, "ok", description="two\nlines\tand tabs")).description.count("\n") == 1
