@@ -34,7 +34,11 @@ from loader.config.yamlfile import YamlFileError, read_yaml
 from loader.errors import ConfigError, SpecError, clip, excerpt
 
 __all__ = [
+    "FILE_FORMAT_SUFFIX",
+    "PIPES_TABLE",
+    "PIPE_SUFFIX",
     "RESERVED_TABLES",
+    "STAGE_SUFFIX",
     "TABLE_OBJECT_SUFFIXES",
     "DeploymentSpec",
     "EventSpec",
@@ -49,14 +53,17 @@ __all__ = [
 
 MIB = 1024 * 1024
 
-TABLE_OBJECT_SUFFIXES = ("_PARQUET", "_STAGE", "_PIPE")
+FILE_FORMAT_SUFFIX, STAGE_SUFFIX, PIPE_SUFFIX = "_PARQUET", "_STAGE", "_PIPE"
+TABLE_OBJECT_SUFFIXES = (FILE_FORMAT_SUFFIX, STAGE_SUFFIX, PIPE_SUFFIX)
 """The event's file format, stage and pipe are named after its table with these suffixes
 (:class:`loader.warehouse.objects.EventObjects`), so the table name leaves room for them."""
 
 _TABLE_CHARS = SNOWFLAKE_NAME_CHARS - max(map(len, TABLE_OBJECT_SUFFIXES))
 
-RESERVED_TABLES = frozenset({"LOADER_PIPES"})
-"""Tables of the loader itself in each event schema (:data:`loader.warehouse.objects.PIPES_TABLE`)."""
+PIPES_TABLE = "LOADER_PIPES"
+"""The table of copy-mode pipe definitions in each event schema (:mod:`loader.warehouse.objects`)."""
+RESERVED_TABLES = frozenset({PIPES_TABLE})
+"""Tables of the loader itself in each event schema."""
 
 
 def _snowflake_name(value: str) -> str:

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 
 from loader.config.identifiers import quote_ident, quote_literal
 from loader.config.settings import SnowflakeSettings
-from loader.config.spec import EventSpec
+from loader.config.spec import FILE_FORMAT_SUFFIX, PIPE_SUFFIX, PIPES_TABLE, STAGE_SUFFIX, EventSpec
 from loader.schema.model import EventSchema
 from loader.schema.types import METADATA_COLUMNS, snowflake_type
 
 __all__ = ["PIPES_TABLE", "PIPE_RECORD_COLUMNS", "Column", "EventObjects", "PipeRecord"]
 
-PIPES_TABLE = "LOADER_PIPES"
 PIPE_RECORD_COLUMNS = {
     "PIPE_NAME": "VARCHAR NOT NULL",
     "EVENT": "VARCHAR NOT NULL",
@@ -85,7 +84,7 @@ class EventObjects:
 
     @property
     def file_format_name(self) -> str:
-        return f"{self.spec.snowflake.table}_PARQUET"
+        return self.spec.snowflake.table + FILE_FORMAT_SUFFIX
 
     @property
     def file_format(self) -> str:
@@ -93,7 +92,7 @@ class EventObjects:
 
     @property
     def stage_name(self) -> str:
-        return f"{self.spec.snowflake.table}_STAGE"
+        return self.spec.snowflake.table + STAGE_SUFFIX
 
     @property
     def stage(self) -> str:
@@ -101,7 +100,7 @@ class EventObjects:
 
     @property
     def pipe_name(self) -> str:
-        return f"{self.spec.snowflake.table}_PIPE"
+        return self.spec.snowflake.table + PIPE_SUFFIX
 
     @property
     def pipe(self) -> str:
