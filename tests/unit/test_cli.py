@@ -8,16 +8,14 @@ from pathlib import Path
 
 import click
 import pytest
-import yaml
 from click.testing import CliRunner, Result
 
 from loader.cli import cli
 from loader.cli.ranges import MOMENT, check_range
 from loader.config.spec import load_specs
+from tests.unit.example_specs import EXAMPLES, write_example_spec
 
 pytestmark = pytest.mark.unit
-
-EXAMPLES = Path(__file__).parents[2] / "pipelines"
 
 
 def test_bad_spec_is_a_message_with_exit_code_2(tmp_path: Path) -> None:
@@ -65,17 +63,9 @@ def run(tmp_path: Path) -> Callable[..., Result]:
 
 def _spec_folder(tmp_path: Path, **changes: str) -> Path:
     """A folder holding the order_created example with top-level or ``section__field`` changes."""
-    data = yaml.safe_load((EXAMPLES / "order_created.yaml").read_text())
-    data["schema"]["path"] = str((EXAMPLES.parent / "schemas" / "order_created.avsc").resolve())
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split("__")
-        target = data
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
     folder = tmp_path / "specs"
     folder.mkdir()
-    (folder / "order_created.yaml").write_text(yaml.safe_dump(data))
+    write_example_spec(folder, "order_created", **changes)
     return folder
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,27 +19,9 @@ from loader.errors import ConfigError, SpecError
 from loader.schema.resolve import schema_for
 from loader.store.layout import FileRange, data_key, dead_letter_key, parse_key
 from loader.warehouse.objects import PIPES_TABLE, EventObjects
+from tests.unit.example_specs import EXAMPLES, write_example_spec
 
 pytestmark = pytest.mark.unit
-
-EXAMPLES = Path(__file__).parents[2] / "pipelines"
-
-
-def _write(tmp_path: Path, file_stem: str, **changes: object) -> Path:
-    data = yaml.safe_load((EXAMPLES / "order_created.yaml").read_text())
-    data["schema"]["path"] = str((EXAMPLES.parent / "schemas" / "order_created.avsc").resolve())
-    for dotted, value in changes.items():
-        target = data
-        *parents, leaf = dotted.split("__")
-        for parent in parents:
-            target = target[parent]
-        if value is None:
-            target.pop(leaf, None)
-        else:
-            target[leaf] = value
-    path = tmp_path / f"{file_stem}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_examples_load_with_derived_names() -> None:
@@ -56,7 +37,7 @@ def test_examples_load_with_derived_names() -> None:
 
 def test_missing_field_names_file_and_field(tmp_path: Path) -> None:
     """A spec without its topic is refused with the file and the dotted field."""
-    path = _write(tmp_path, "orders", kafka__topic=None)
+    path = write_example_spec(tmp_path, "orders", kafka__topic=None)
     with pytest.raises(SpecError) as caught:
         load_spec(path)
     assert str(path) in str(caught.value)
@@ -65,21 +46,21 @@ def test_missing_field_names_file_and_field(tmp_path: Path) -> None:
 
 def test_hostile_table_name_is_refused(tmp_path: Path) -> None:
     """A table name carrying SQL is refused before anything reaches Snowflake."""
-    path = _write(tmp_path, "orders", snowflake__table='X"; DROP TABLE USERS; --')
+    path = write_example_spec(tmp_path, "orders", snowflake__table='X"; DROP TABLE USERS; --')
     with pytest.raises(SpecError, match=r"snowflake.table: Snowflake name .* is not allowed"):
         load_spec(path)
 
 
 def test_unknown_field_is_refused(tmp_path: Path) -> None:
     """A typo in a field name is an error, not silently ignored."""
-    path = _write(tmp_path, "orders", rolling__max_recrods=10)
+    path = write_example_spec(tmp_path, "orders", rolling__max_recrods=10)
     with pytest.raises(SpecError, match=r"rolling.max_recrods: Extra inputs are not permitted"):
         load_spec(path)
 
 
 def test_wrong_type_says_what_was_given(tmp_path: Path) -> None:
     """A value of the wrong type is reported with the value given."""
-    path = _write(tmp_path, "orders", rolling__max_age_s="soon")
+    path = write_example_spec(tmp_path, "orders", rolling__max_age_s="soon")
     with pytest.raises(SpecError, match=r"rolling.max_age_s: .*\(got 'soon'\)"):
         load_spec(path)
 
@@ -94,23 +75,23 @@ def test_invalid_yaml_is_reported(tmp_path: Path) -> None:
 
 def test_missing_schema_file_is_reported(tmp_path: Path) -> None:
     """A schema path that does not exist is caught at load time."""
-    path = _write(tmp_path, "orders", schema__path="nope.avsc")
+    path = write_example_spec(tmp_path, "orders", schema__path="nope.avsc")
     with pytest.raises(SpecError, match=r"schema.path: file .*nope.avsc does not exist"):
         load_spec(path)
 
 
 def test_nested_prefixes_are_refused(tmp_path: Path) -> None:
     """Two events whose S3 prefixes nest would load each other's files: refused."""
-    _write(tmp_path, "a", name="a_event", s3__prefix="events/a", snowflake__table="A")
-    _write(tmp_path, "b", name="b_event", s3__prefix="events/a/b", snowflake__table="B")
+    write_example_spec(tmp_path, "a", name="a_event", s3__prefix="events/a", snowflake__table="A")
+    write_example_spec(tmp_path, "b", name="b_event", s3__prefix="events/a/b", snowflake__table="B")
     with pytest.raises(ConfigError, match="prefixes must not nest"):
         load_specs(tmp_path)
 
 
 def test_duplicate_tables_are_refused(tmp_path: Path) -> None:
     """Two events loading into one table are refused."""
-    _write(tmp_path, "a", name="a_event", s3__prefix="events/a")
-    _write(tmp_path, "b", name="b_event", s3__prefix="events/b")
+    write_example_spec(tmp_path, "a", name="a_event", s3__prefix="events/a")
+    write_example_spec(tmp_path, "b", name="b_event", s3__prefix="events/b")
     with pytest.raises(ConfigError, match="same table"):
         load_specs(tmp_path)
 
@@ -151,7 +132,9 @@ def test_an_oversized_spec_file_is_refused_unread(tmp_path: Path) -> None:
 
 def test_a_huge_value_is_quoted_clipped(tmp_path: Path) -> None:
     """An error quotes at most a short excerpt of the value given, however large."""
-    path = _write(tmp_path, "orders", kafka__topic="t" * 100_000, rolling__max_age_s=["soon"] * 10_000)
+    path = write_example_spec(
+        tmp_path, "orders", kafka__topic="t" * 100_000, rolling__max_age_s=["soon"] * 10_000
+    )
     with pytest.raises(SpecError) as caught:
         load_spec(path)
     message = str(caught.value)
@@ -162,7 +145,7 @@ def test_a_huge_value_is_quoted_clipped(tmp_path: Path) -> None:
 
 def test_a_flood_of_problems_is_counted_not_listed(tmp_path: Path) -> None:
     """A spec with a thousand unknown fields lists the first 20 problems and counts the rest."""
-    path = _write(tmp_path, "orders", **{f"field_{i}": i for i in range(1000)})
+    path = write_example_spec(tmp_path, "orders", **{f"field_{i}": i for i in range(1000)})
     with pytest.raises(SpecError) as caught:
         load_spec(path)
     assert "… and 980 more" in str(caught.value)
@@ -172,7 +155,7 @@ def test_a_flood_of_problems_is_counted_not_listed(tmp_path: Path) -> None:
 def test_a_table_name_too_long_for_its_stage_pipe_and_format_is_refused(tmp_path: Path) -> None:
     """A 250-255 character table name is refused at load, naming snowflake.table and the derived names."""
     for length in (248, 250, 255):
-        path = _write(tmp_path, "orders", snowflake__table="T" * length)
+        path = write_example_spec(tmp_path, "orders", snowflake__table="T" * length)
         with pytest.raises(
             SpecError, match=r"snowflake.table: table name .* at most 247 are allowed.*_PARQUET"
         ):
@@ -181,7 +164,7 @@ def test_a_table_name_too_long_for_its_stage_pipe_and_format_is_refused(tmp_path
 
 def test_the_longest_table_name_derives_valid_snowflake_names(tmp_path: Path) -> None:
     """A 247 character table loads, and its file format, stage and pipe names are valid identifiers."""
-    spec = load_spec(_write(tmp_path, "orders", snowflake__table="T" * 247))
+    spec = load_spec(write_example_spec(tmp_path, "orders", snowflake__table="T" * 247))
     objects = EventObjects(spec, schema_for(spec), SnowflakeSettings())
     derived = [objects.file_format_name, objects.stage_name, objects.pipe_name]
     assert sorted(name.removeprefix("T" * 247) for name in derived) == sorted(TABLE_OBJECT_SUFFIXES)
@@ -231,7 +214,7 @@ def test_names_breaking_their_systems_rules_are_refused(
     tmp_path: Path, field: str, value: str, rule: str
 ) -> None:
     """Each name a spec gives is refused, naming the field and the rule, if its system would refuse it."""
-    path = _write(tmp_path, "orders", **{field: value})
+    path = write_example_spec(tmp_path, "orders", **{field: value})
     with pytest.raises(SpecError) as caught:
         load_spec(path)
     assert f"  - {field.replace('__', '.')}: " in str(caught.value)
@@ -254,7 +237,7 @@ def test_names_breaking_their_systems_rules_are_refused(
 )
 def test_names_at_the_edge_of_the_rules_load(tmp_path: Path, field: str, value: str) -> None:
     """Names that only just follow the rules are accepted (a trailing '/' of a prefix is dropped)."""
-    loaded: Any = load_spec(_write(tmp_path, "orders", **{field: value})).model_dump(
+    loaded: Any = load_spec(write_example_spec(tmp_path, "orders", **{field: value})).model_dump(
         mode="json", by_alias=True
     )
     for part in field.split("__"):
@@ -264,7 +247,9 @@ def test_names_at_the_edge_of_the_rules_load(tmp_path: Path, field: str, value: 
 
 def test_the_longest_prefix_and_topic_make_keys_s3_accepts(tmp_path: Path) -> None:
     """With the longest prefix and topic allowed, data and dead-letter keys stay within S3's 1024 bytes."""
-    spec = load_spec(_write(tmp_path, "orders", s3__prefix="p" * S3_PREFIX_CHARS, kafka__topic="t" * 249))
+    spec = load_spec(
+        write_example_spec(tmp_path, "orders", s3__prefix="p" * S3_PREFIX_CHARS, kafka__topic="t" * 249)
+    )
     covered = FileRange(
         topic=spec.kafka.topic, partition=9_999, first_offset=2**63 - 2, last_offset=2**63 - 1, bucket=2**20
     )
@@ -298,5 +283,10 @@ def test_a_deeply_nested_spec_is_refused_with_a_message(tmp_path: Path) -> None:
 def test_free_text_with_control_characters_is_refused(tmp_path: Path, text: str) -> None:
     """description and owner are printed by `loader plan`: control characters would drive the terminal."""
     with pytest.raises(SpecError, match="description: control characters are not allowed"):
-        load_spec(_write(tmp_path, "ctl", description=text))
-    assert load_spec(_write(tmp_path, "ok", description="two\nlines\tand tabs")).description.count("\n") == 1
+        load_spec(write_example_spec(tmp_path, "ctl", description=text))
+    assert (
+        load_spec(write_example_spec(tmp_path, "ok", description="two\nlines\tand tabs")).description.count(
+            "\n"
+        )
+        == 1
+    )
