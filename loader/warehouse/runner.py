@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field
 from textwrap import shorten
@@ -52,18 +52,29 @@ FRESHNESS_AFTER_LOAD_S = 5.0
 """...and after a load, but not more often than this."""
 
 
+RECENT_FILES = 1000
+"""How many of the latest loaded and not-loaded files the stats keep: a loader runs for
+months, and a flood of bad objects must not grow its memory."""
+
+
 @dataclass
 class LoaderStats:
-    """Counts since start."""
+    """Counts since start, and the latest files (:data:`RECENT_FILES`) by outcome."""
 
     messages: int = 0
     files_loaded: int = 0
     rows_loaded: int = 0
     files_skipped: int = 0
     failures: int = 0
-    loaded_keys: list[str] = field(default_factory=list)
+    loaded_keys: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_FILES))
     not_loaded: dict[str, str] = field(default_factory=dict)
     """Files refused or failed (their notifications left for the redrive policy), and why."""
+
+    def record_not_loaded(self, key: str, reason: str) -> None:
+        self.not_loaded.pop(key, None)
+        self.not_loaded[key] = reason
+        if len(self.not_loaded) > RECENT_FILES:
+            del self.not_loaded[next(iter(self.not_loaded))]
 
 
 @dataclass
@@ -264,7 +275,7 @@ class SqsLoader:
             if not result.done:
                 # Its notification stays for the redrive policy; load_files logged the reason.
                 self.stats.failures += 1
-                self.stats.not_loaded[result.key] = f"{result.status}: {result.error}"
+                self.stats.record_not_loaded(result.key, f"{result.status}: {result.error}")
                 if result.status == REFUSED:
                     metrics.error("s3", "refused_object")
                 else:
