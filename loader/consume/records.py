@@ -135,13 +135,19 @@ class _Batch:
         return getattr(self._batch, name)
 
     def __iter__(self) -> Iterator[Any]:
-        # The whole batch in one call: a record of it fails before any of it is handed out.
-        # aiokafka's pure-Python reader (AIOKAFKA_NO_EXTENSIONS) raises the same error wrapped in
-        # CorruptRecordException; a batch that really is corrupt raises that again from read_batch.
+        # aiokafka's records one by one, as its fetcher reads them: a generator costs ~0.03 µs a
+        # record, where materialising the batch in a list cost ~0.2 µs (about a third of the
+        # worker's throughput). If a record fails, the records handed out before it are the
+        # same first records read_batch finds, so it goes on from there. aiokafka's pure-Python
+        # reader (AIOKAFKA_NO_EXTENSIONS) raises the same error wrapped in
+        # CorruptRecordException; a batch that really is corrupt raises that from read_batch.
+        handed = 0
         try:
-            return iter(list(self._batch))
+            for record in self._batch:
+                yield record
+                handed += 1
         except (UnicodeDecodeError, CorruptRecordException):
-            return iter(read_batch(self._data))
+            yield from read_batch(self._data)[handed:]
 
     def __next__(self) -> Any:
         # The fetcher reads a control batch's marker with next(): no headers there.
