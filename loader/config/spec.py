@@ -150,8 +150,9 @@ class RollingSpec(_Model):
     """Roll after this many records."""
     max_file_bytes: int = Field(default=128 * MIB, ge=1024)
     """Roll once the compressed file reaches about this size (Snowflake likes 100-250 MB)."""
-    max_age_s: float = Field(default=300.0, gt=0)
-    """Roll a partition's open file this long after its first record arrived (freshness bound)."""
+    max_age_s: float = Field(default=300.0, gt=0, le=7 * 86_400, allow_inf_nan=False)
+    """Roll a partition's open file this long after its first record arrived (freshness bound;
+    at most 7 days, the window in which Snowpipe's REFRESH still finds a file)."""
     row_group_records: int = Field(default=100_000, ge=1)
     """Records per Parquet row group (deterministic boundaries)."""
 
@@ -173,7 +174,7 @@ class DeploymentSpec(_Model):
     """How the event's worker runs."""
 
     replicas: int = Field(default=1, ge=0)
-    memory_budget_mb: int = Field(default=512, ge=64)
+    memory_budget_mb: int = Field(default=512, ge=64, le=1024 * 1024)
     """Buffer memory the worker may use before it pauses partitions."""
 
 

@@ -290,3 +290,19 @@ def test_free_text_with_control_characters_is_refused(tmp_path: Path, text: str)
         )
         == 1
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("rolling__max_age_s", float("inf")),
+        ("rolling__max_age_s", float("nan")),
+        ("rolling__max_age_s", 30 * 86_400),
+        ("deployment__memory_budget_mb", 2**40),
+    ],
+)
+def test_limits_without_meaning_are_refused(tmp_path: Path, field: str, value: float) -> None:
+    """An infinite, NaN or month-long age (a partition that never flushes) and a budget no machine
+    has are refused at load, naming the field."""
+    with pytest.raises(SpecError, match=field.replace("__", ".")):
+        load_spec(write_example_spec(tmp_path, "limits", **{field: value}))
