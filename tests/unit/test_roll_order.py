@@ -1,0 +1,258 @@
+"""The order of steps inside a roll: record → upload (dead letters, then data) → commit.
+
+Drives a StreamWorker's real assignment, processing and roll path (``on_assigned``,
+``_process_batches``, ``_roll_expired``, the chain of ``_finish`` tasks) with the clock and
+store it accepts, and a recording committer put where ``run()`` would put the real one (with
+a placeholder consumer, which assignment only checks is set): the narrowest seam, since
+``run()`` builds both around a live broker. No production code changed for these tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from aiokafka import TopicPartition
+
+from loader.checkpoint import Committed, PendingFile
+from loader.checkpoint.committer import Generation
+from loader.config.settings import AwsSettings, KafkaSettings, Settings, SnowflakeSettings
+from loader.config.spec import EventSpec, load_specs
+from loader.errors import FencedError
+from loader.samples import SampleEvents
+from loader.schema import load_avro_schema
+from loader.store.layout import FileRange
+from loader.worker.partition import pending_for
+from loader.worker.worker import StreamWorker
+from tests.unit.fakes import FakeRecord
+
+pytestmark = pytest.mark.unit
+
+BASE = {s.name: s for s in load_specs(Path(__file__).parents[2] / "pipelines")}["order_created"]
+assert BASE.schema_path is not None
+SCHEMA = load_avro_schema(BASE.schema_path)
+TOPIC = BASE.kafka.topic
+TP = TopicPartition(TOPIC, 1)
+HOUR = 3_600_000
+PINNED = Generation(4, "member-a")
+SETTINGS = Settings(
+    kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+    aws=AwsSettings(region="us-east-1"),
+    snowflake=SnowflakeSettings(account="acct", user="u"),
+)
+
+
+@dataclass
+class Clock:
+    """The worker's monotonic clock, moved by the test."""
+
+    now: float = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class RecordingStore:
+    """S3 as the worker uses it: uploads keep a copy of the bytes; ``present`` keys exist."""
+
+    steps: list[tuple[Any, ...]]
+    present: set[str] = field(default_factory=set)
+    objects: dict[str, bytes] = field(default_factory=dict)
+
+    def upload_file(self, path: Path, key: str) -> None:
+        self.steps.append(("upload", key))
+        self.objects[key] = path.read_bytes()
+
+    def exists(self, key: str) -> bool:
+        self.steps.append(("exists", key))
+        return key in self.present
+
+
+@dataclass
+class RecordingCommitter:
+    """The Committer surface the worker calls, writing each call into the shared step list."""
+
+    steps: list[tuple[Any, ...]]
+    committed: Committed = field(default_factory=lambda: Committed(None, None))
+    refuse_pending: bool = False
+    generations: list[Generation] = field(default_factory=list)
+
+    def current_generation(self) -> Generation:
+        return PINNED
+
+    async def fetch(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Committed]:
+        return dict.fromkeys(partitions, self.committed)
+
+    async def record_pending(self, tp: TopicPartition, pending: PendingFile, generation: Generation) -> None:
+        self.generations.append(generation)
+        if self.refuse_pending:
+            raise FencedError("commit refused (IllegalGenerationError): the group moved on")
+        self.steps.append(("record_pending", tp.partition, pending.first, pending.last))
+
+    async def record_done(self, tp: TopicPartition, last_offset: int, generation: Generation) -> None:
+        self.generations.append(generation)
+        self.steps.append(("record_done", tp.partition, last_offset))
+
+
+@dataclass
+class Rig:
+    worker: StreamWorker
+    store: RecordingStore
+    committer: RecordingCommitter
+    clock: Clock
+    steps: list[tuple[Any, ...]]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    """A worker on the injected clock and store, with a recording committer in place."""
+    steps: list[tuple[Any, ...]] = []
+    store, committer, clock = RecordingStore(steps), RecordingCommitter(steps), Clock()
+    worker = StreamWorker(_spec(), SETTINGS, store=store, clock=clock, spool_dir=tmp_path)  # type: ignore[arg-type]
+    worker._committer = committer  # type: ignore[assignment]
+    worker._consumer = object()  # type: ignore[assignment]  # only checked to be set on assignment
+    yield Rig(worker, store, committer, clock, steps)
+    worker._processing_pool.shutdown(wait=True)
+    worker._io_pool.shutdown(wait=True)
+
+
+def _spec(**rolling: object) -> EventSpec:
+    return BASE.model_copy(update={"rolling": BASE.rolling.model_copy(update=rolling)})
+
+
+def _records(first: int, count: int, bad: frozenset[int] = frozenset()) -> list[FakeRecord]:
+    """Sample events at ``first..first+count-1``; offsets in ``bad`` carry a value that is no JSON."""
+    samples = SampleEvents("order_created", SCHEMA, seed=11)
+    records = []
+    for offset in range(first, first + count):
+        key, value = samples.encoded(offset)
+        records.append(
+            FakeRecord(TOPIC, 1, offset, 10 * HOUR + offset, key, b"not json" if offset in bad else value)
+        )
+    return records
+
+
+async def _settle(worker: StreamWorker) -> None:
+    """Wait for every roll chain the worker scheduled."""
+    await asyncio.gather(*worker._chains.values())
+    assert worker._fatal is None
+
+
+def _pending(first: int, last: int) -> PendingFile:
+    return pending_for(BASE, FileRange(TOPIC, 1, first, last, 10), 1_000)
+
+
+def test_a_roll_is_recorded_then_uploads_dead_letters_then_data_then_commits(rig: Rig) -> None:
+    """The marker is committed before any upload, dead letters go before data, the final commit last."""
+    records = _records(500, 6, bad=frozenset({502}))
+
+    async def scenario() -> None:
+        await rig.worker.on_assigned({TP})
+        await rig.worker._process_batches({TP: records})
+        assert rig.steps == []  # nothing rolls before max_age_s
+        rig.clock.now += BASE.rolling.max_age_s
+        await rig.worker._roll_expired()
+        await _settle(rig.worker)
+
+    asyncio.run(scenario())
+    pending = _pending(500, 505)
+    assert rig.steps == [
+        ("record_pending", 1, 500, 505),
+        ("upload", pending.dlq),
+        ("upload", pending.key),
+        ("record_done", 1, 505),
+    ]
+    assert rig.committer.generations == [PINNED, PINNED]
+    data = pq.read_table(pa.BufferReader(rig.store.objects[pending.key]))
+    dead = pq.read_table(pa.BufferReader(rig.store.objects[pending.dlq]))
+    assert data.column("_OFFSET").to_pylist() == [500, 501, 503, 504, 505]
+    assert dead.column("_OFFSET").to_pylist() == [502]
+    assert (
+        rig.worker.stats.files_written,
+        rig.worker.stats.rows_written,
+        rig.worker.stats.dead_lettered,
+    ) == (1, 5, 1)
+
+
+def test_rolls_of_one_partition_finish_in_order(rig: Rig) -> None:
+    """A partition's second file is recorded only after the first one's final commit."""
+    rig.worker.spec = _spec(max_records=3)
+
+    async def scenario() -> None:
+        await rig.worker.on_assigned({TP})
+        await rig.worker._process_batches({TP: _records(0, 6)})
+        await _settle(rig.worker)
+
+    asyncio.run(scenario())
+    first, second = _pending(0, 2), _pending(3, 5)
+    assert rig.steps == [
+        ("record_pending", 1, 0, 2),
+        ("upload", first.key),
+        ("record_done", 1, 2),
+        ("record_pending", 1, 3, 5),
+        ("upload", second.key),
+        ("record_done", 1, 5),
+    ]
+
+
+def test_a_fenced_roll_uploads_nothing_and_commits_nothing(rig: Rig) -> None:
+    """When recording the roll is refused, no upload and no final commit follow."""
+    rig.committer.refuse_pending = True
+
+    async def scenario() -> None:
+        await rig.worker.on_assigned({TP})
+        await rig.worker._process_batches({TP: _records(0, 3)})
+        rig.clock.now += BASE.rolling.max_age_s
+        await rig.worker._roll_expired()
+        await _settle(rig.worker)
+
+    asyncio.run(scenario())
+    assert rig.steps == []
+    assert rig.store.objects == {}
+    assert rig.worker.stats.rolls_fenced == 1
+    assert rig.worker.stats.files_written == 0
+
+
+def test_a_recovered_roll_already_in_s3_only_commits(rig: Rig) -> None:
+    """A pending roll whose data file exists is neither recorded again nor re-uploaded: one commit."""
+    pending = _pending(200, 204)
+    rig.committer.committed = Committed(200, pending)
+    rig.store.present.add(pending.key)
+
+    async def scenario() -> None:
+        await rig.worker.on_assigned({TP})
+        await rig.worker._process_batches({TP: _records(200, 5)})
+        await _settle(rig.worker)
+
+    asyncio.run(scenario())
+    assert rig.steps == [("exists", pending.key), ("record_done", 1, 204)]
+    assert rig.committer.generations == [PINNED]
+    assert rig.worker.stats.recoveries == 1
+
+
+def test_a_recovered_roll_missing_from_s3_is_uploaded_then_committed_without_recording_again(
+    rig: Rig,
+) -> None:
+    """A pending roll not yet in S3 is rebuilt and uploaded, dead letters first, then committed."""
+    pending = _pending(200, 204)
+    rig.committer.committed = Committed(200, pending)
+
+    async def scenario() -> None:
+        await rig.worker.on_assigned({TP})
+        await rig.worker._process_batches({TP: _records(200, 5, bad=frozenset({201}))})
+        await _settle(rig.worker)
+
+    asyncio.run(scenario())
+    assert rig.steps == [
+        ("exists", pending.key),
+        ("upload", pending.dlq),
+        ("upload", pending.key),
+        ("record_done", 1, 204),
+    ]
