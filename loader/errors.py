@@ -12,7 +12,7 @@ place (:mod:`loader.retry`).
     ├── ServiceError                a backing service failed
     │   ├── KafkaError              transient unless marked otherwise
     │   ├── StorageError            S3/SQS; transient unless marked otherwise
-    │   └── WarehouseError          Snowflake; transient unless marked otherwise
+    │   └── WarehouseError          Snowflake; transient unless marked otherwise (keeps errno, sqlstate)
     ├── DevStackError               terminal: a local service could not be started
     └── FencedError                 terminal for this generation: we lost the partition
 """
@@ -109,7 +109,26 @@ class StorageError(ServiceError):
 
 
 class WarehouseError(ServiceError):
-    """Snowflake failed or refused a statement."""
+    """Snowflake failed or refused a statement.
+
+    Translated from a connector error, it keeps that error's Snowflake code (``errno``, e.g.
+    2003 for an object that does not exist), its ``sqlstate`` and the name of its class
+    (``origin``); each is None when there is none (an OS error, or raised by the loader).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool | None = None,
+        errno: int | None = None,
+        sqlstate: str | None = None,
+        origin: str | None = None,
+    ) -> None:
+        super().__init__(message, transient=transient)
+        self.errno = errno
+        self.sqlstate = sqlstate
+        self.origin = origin
 
 
 class DevStackError(LoaderError):

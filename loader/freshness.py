@@ -40,7 +40,7 @@ def _as_utc(value: datetime) -> datetime:
 def missing_object(exc: WarehouseError) -> bool:
     """Whether a statement failed only because its table or schema is not created yet."""
     # Snowflake's 002003 ("does not exist or not authorized"); fakesnow keeps the code.
-    return not exc.transient and ("does not exist" in str(exc) or "002003" in str(exc))
+    return not exc.transient and (exc.errno == 2003 or "does not exist" in str(exc))
 
 
 def newest_created_at_in_table(warehouse: Warehouse, objects: EventObjects) -> datetime | None:

@@ -16,11 +16,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError as AioKafkaError
 
 from loader.checkpoint.committer import Committed, Committer
 from loader.config.settings import KafkaSettings, Settings
 from loader.config.spec import EventSpec
+from loader.consume.errors import kafka_errors
 from loader.consume.kafka import client_kwargs
 from loader.encode.dead_letters_report import summarize_dead_letters
 from loader.errors import KafkaError, LoaderError, WarehouseError
@@ -128,20 +128,21 @@ async def consumer_lag(spec: EventSpec, settings: KafkaSettings) -> list[Partiti
     )
     try:
         async with asyncio.timeout(KAFKA_TIMEOUT_S):
-            await admin.start()
-            await consumer.start()
-            # Listed first: describing a missing topic could create it on a broker that auto-creates.
-            if spec.kafka.topic not in await admin.list_topics():
-                raise KafkaError(f"topic {spec.kafka.topic} does not exist", transient=False)
-            (described,) = await admin.describe_topics([spec.kafka.topic])
-            tps = sorted(TopicPartition(spec.kafka.topic, p["partition"]) for p in described["partitions"])
-            end = await consumer.end_offsets(tps)
-            beginning = await consumer.beginning_offsets(tps)
-            committed = await _committed(Committer(consumer, admin, spec.consumer_group), tps)
+            with kafka_errors(f"cannot read offsets of {spec.kafka.topic}"):
+                await admin.start()
+                await consumer.start()
+                # Listed first: describing a missing topic could create it on a broker that auto-creates.
+                if spec.kafka.topic not in await admin.list_topics():
+                    raise KafkaError(f"topic {spec.kafka.topic} does not exist", transient=False)
+                (described,) = await admin.describe_topics([spec.kafka.topic])
+                tps = sorted(
+                    TopicPartition(spec.kafka.topic, p["partition"]) for p in described["partitions"]
+                )
+                end = await consumer.end_offsets(tps)
+                beginning = await consumer.beginning_offsets(tps)
+                committed = await _committed(Committer(consumer, admin, spec.consumer_group), tps)
     except TimeoutError:
         raise KafkaError(f"no answer from Kafka within {KAFKA_TIMEOUT_S:.0f} s") from None
-    except AioKafkaError as exc:
-        raise KafkaError(f"cannot read offsets of {spec.kafka.topic}: {exc}") from None
     finally:
         await consumer.stop()
         await admin.close()

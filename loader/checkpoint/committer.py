@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import aiokafka.errors as kafka_errors
+import aiokafka.errors as aiokafka_errors
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.protocol.commit import OffsetCommitRequest
 
 from loader.checkpoint.marker import PendingFile, decode_marker
+from loader.consume.errors import kafka_errors
 from loader.errors import FencedError, KafkaError
 from loader.retry import Backoff
 
@@ -52,15 +52,15 @@ class Generation:
 
 
 _FENCED = {
-    kafka_errors.UnknownMemberIdError,
-    kafka_errors.IllegalGenerationError,
-    kafka_errors.RebalanceInProgressError,
+    aiokafka_errors.UnknownMemberIdError,
+    aiokafka_errors.IllegalGenerationError,
+    aiokafka_errors.RebalanceInProgressError,
 }
 _RETRY = {
-    kafka_errors.GroupCoordinatorNotAvailableError,
-    kafka_errors.NotCoordinatorForGroupError,
-    kafka_errors.RequestTimedOutError,
-    kafka_errors.GroupLoadInProgressError,
+    aiokafka_errors.GroupCoordinatorNotAvailableError,
+    aiokafka_errors.NotCoordinatorForGroupError,
+    aiokafka_errors.RequestTimedOutError,
+    aiokafka_errors.GroupLoadInProgressError,
 }
 
 
@@ -121,14 +121,14 @@ class Committer:
             try:
                 await coordinator.ensure_coordinator_known()
                 response = await coordinator._send_req(request)
-                error = kafka_errors.for_code(response.topics[0][1][0][1])
-            except kafka_errors.KafkaError as exc:
+                error = aiokafka_errors.for_code(response.topics[0][1][0][1])
+            except aiokafka_errors.KafkaError as exc:
                 self._count(type(exc))
                 if not exc.retriable:
                     raise KafkaError(f"{where}: commit failed: {exc}", transient=False) from exc
                 error = type(exc)
             else:
-                if error is kafka_errors.NoError:
+                if error is aiokafka_errors.NoError:
                     return
                 self._count(error)
             if error in _FENCED:
@@ -136,17 +136,14 @@ class Committer:
                 raise FencedError(f"{where}: commit refused ({error.__name__}): the group moved on")
             if error not in _RETRY and not getattr(error, "retriable", False):
                 raise KafkaError(f"{where}: commit failed: {error.__name__}", transient=False)
-            if error is kafka_errors.NotCoordinatorForGroupError:
+            if error is aiokafka_errors.NotCoordinatorForGroupError:
                 coordinator.coordinator_dead()
             await backoff.wait()
 
     async def fetch(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Committed]:
         """Committed offsets and pending-roll records of ``partitions``."""
-        try:
+        with kafka_errors(f"cannot read committed offsets of {self._group_id}", metrics=self._metrics):
             found = await self._admin.list_consumer_group_offsets(self._group_id, partitions=partitions)
-        except AioKafkaError as exc:
-            self._count(type(exc))
-            raise KafkaError(f"cannot read committed offsets of {self._group_id}: {exc}") from exc
         result = {}
         for tp in partitions:
             entry = found.get(tp)

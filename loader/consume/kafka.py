@@ -11,12 +11,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.errors import TopicAlreadyExistsError
 
 from loader.config.settings import KafkaSettings
 from loader.config.spec import EventSpec
 from loader.consume import records
+from loader.consume.errors import kafka_errors
 from loader.errors import KafkaError
 
 __all__ = ["client_kwargs", "ensure_topic", "make_consumer", "make_producer"]
@@ -73,14 +73,13 @@ async def ensure_topic(spec: EventSpec, settings: KafkaSettings, *, replication_
     """Create the event's topic if it is missing; True if it was created."""
     admin = AIOKafkaAdminClient(**client_kwargs(spec, settings))
     try:
-        await admin.start()
-        existing = await admin.list_topics()
-        if spec.kafka.topic in existing:
-            return False
-        topic = NewTopic(spec.kafka.topic, spec.kafka.partitions, replication_factor)
-        response = await admin.create_topics([topic])
-    except AioKafkaError as exc:
-        raise KafkaError(f"cannot create topic {spec.kafka.topic}: {exc}") from exc
+        with kafka_errors(f"cannot create topic {spec.kafka.topic}"):
+            await admin.start()
+            existing = await admin.list_topics()
+            if spec.kafka.topic in existing:
+                return False
+            topic = NewTopic(spec.kafka.topic, spec.kafka.partitions, replication_factor)
+            response = await admin.create_topics([topic])
     finally:
         await admin.close()
     # Errors come back per topic in the response rather than raised.

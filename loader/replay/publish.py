@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError as AioKafkaError
 
 from loader.config.settings import KafkaSettings
 from loader.config.spec import EventSpec
+from loader.consume.errors import kafka_errors
 from loader.consume.kafka import client_kwargs, ensure_topic, make_producer
 from loader.encode.reencode import RecordEncoder
-from loader.errors import ConfigError, KafkaError
+from loader.errors import ConfigError
 from loader.schema.model import EventSchema
 from loader.store.footer import parquet_footer
 from loader.store.layout import parse_key
@@ -87,17 +87,16 @@ async def topic_partitions(
         await ensure_topic(like_event, settings)
     admin = AIOKafkaAdminClient(**client_kwargs(spec, settings))
     try:
-        await admin.start()
-        if topic not in await admin.list_topics():
-            raise ConfigError(
-                f"topic {topic} does not exist: create it first, or pass --create-topic (it gets "
-                f"{spec.kafka.topic}'s {spec.kafka.partitions} partitions, which keeps each key's records "
-                "on the partition they were read from)"
-            )
-        (described,) = await admin.describe_topics([topic])
-        return len(described["partitions"])
-    except AioKafkaError as exc:
-        raise KafkaError(f"cannot read the metadata of topic {topic}: {exc}") from exc
+        with kafka_errors(f"cannot read the metadata of topic {topic}"):
+            await admin.start()
+            if topic not in await admin.list_topics():
+                raise ConfigError(
+                    f"topic {topic} does not exist: create it first, or pass --create-topic (it gets "
+                    f"{spec.kafka.topic}'s {spec.kafka.partitions} partitions, which keeps each key's "
+                    "records on the partition they were read from)"
+                )
+            (described,) = await admin.describe_topics([topic])
+            return len(described["partitions"])
     finally:
         await admin.close()
 
@@ -128,31 +127,30 @@ async def publish(
     producer = make_producer(spec, settings, enable_idempotence=True, acks="all")
     sent = 0
     try:
-        await producer.start()
-        with tempfile.TemporaryDirectory(prefix="loader-replay-") as scratch:
-            for info in plan.files:
-                local = Path(scratch) / "file.parquet"
-                store.download_file(info.key, local)
-                in_file = 0
-                for batch in pq.ParquetFile(local).iter_batches(batch_size=10_000):
-                    deliveries = [
-                        await producer.send(
-                            plan.topic,
-                            record.value,
-                            key=record.key,
-                            partition=record.partition if keep_partitions else None,
-                            timestamp_ms=record.timestamp_ms,
-                            headers=record.headers,
-                        )
-                        for record in encoder.records(batch)
-                    ]
-                    for delivery in deliveries:  # acknowledged a batch at a time: bounded memory
-                        await delivery
-                    in_file += len(deliveries)
-                sent += in_file
-                on_file(in_file)
-    except AioKafkaError as exc:
-        raise KafkaError(f"publishing to {plan.topic} failed after {sent} records: {exc}") from exc
+        with kafka_errors(lambda: f"publishing to {plan.topic} failed after {sent} records"):
+            await producer.start()
+            with tempfile.TemporaryDirectory(prefix="loader-replay-") as scratch:
+                for info in plan.files:
+                    local = Path(scratch) / "file.parquet"
+                    store.download_file(info.key, local)
+                    in_file = 0
+                    for batch in pq.ParquetFile(local).iter_batches(batch_size=10_000):
+                        deliveries = [
+                            await producer.send(
+                                plan.topic,
+                                record.value,
+                                key=record.key,
+                                partition=record.partition if keep_partitions else None,
+                                timestamp_ms=record.timestamp_ms,
+                                headers=record.headers,
+                            )
+                            for record in encoder.records(batch)
+                        ]
+                        for delivery in deliveries:  # acknowledged a batch at a time: bounded memory
+                            await delivery
+                        in_file += len(deliveries)
+                    sent += in_file
+                    on_file(in_file)
     finally:
         await producer.stop()
     return sent

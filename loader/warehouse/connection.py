@@ -40,7 +40,16 @@ def _translate(exc: Exception, action: str) -> WarehouseError:
     ):
         transient = getattr(exc, "errno", None) in _TIMED_OUT
     message = getattr(exc, "raw_msg", None) or str(exc)
-    return WarehouseError(f"{action}: {message}", transient=transient)
+    # The connector fills in -1 and "n/a" when it has no code: the error carries None instead.
+    errno = getattr(exc, "errno", None)
+    sqlstate = getattr(exc, "sqlstate", None)
+    return WarehouseError(
+        f"{action}: {message}",
+        transient=transient,
+        errno=errno if isinstance(errno, int) and errno > 0 else None,
+        sqlstate=sqlstate if isinstance(sqlstate, str) and sqlstate not in ("", "n/a") else None,
+        origin=type(exc).__name__,
+    )
 
 
 class Warehouse:

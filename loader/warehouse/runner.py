@@ -87,11 +87,9 @@ class _Pending:
 
 def _warehouse_error_kind(exc: WarehouseError) -> str:
     """The connector's error code (or class) behind a translated error, for the metrics."""
-    cause = exc.__cause__ or exc.__context__
-    errno = getattr(cause, "errno", None)
-    if isinstance(errno, int) and errno > 0:
-        return str(errno)
-    return type(cause).__name__ if cause is not None else type(exc).__name__
+    if exc.errno is not None:
+        return str(exc.errno)
+    return exc.origin or type(exc).__name__
 
 
 class SqsLoader:

@@ -34,11 +34,11 @@ from typing import Any, TypeVar
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError as AioKafkaError
 
 from loader.checkpoint.committer import Committer
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
+from loader.consume.errors import kafka_errors
 from loader.consume.kafka import client_kwargs, make_consumer
 from loader.encode import decoder_for
 from loader.errors import ConfigError, FencedError, KafkaError, StorageError
@@ -221,11 +221,8 @@ class StreamWorker:
 
     async def _check_reachable(self, admin: AIOKafkaAdminClient) -> None:
         """Readiness preconditions: the topic's metadata and the bucket answer."""
-        try:
+        with kafka_errors("cannot read topic metadata", metrics=self.metrics):
             topics = await admin.list_topics()
-        except AioKafkaError as exc:
-            self.metrics.error("kafka", type(exc).__name__)
-            raise KafkaError(f"cannot read topic metadata: {exc}") from exc
         if self.spec.kafka.topic not in topics:
             raise ConfigError(
                 f"topic {self.spec.kafka.topic!r} does not exist on the {self.spec.kafka.cluster!r} cluster: "
