@@ -29,7 +29,7 @@ from loader.config.settings import Settings, load_settings
 from loader.config.spec import EventSpec, load_specs
 from loader.consume.kafka import make_producer
 from loader.devstack import DevStack
-from loader.errors import LoaderError
+from loader.errors import RunError
 from loader.provision import provision
 from loader.samples import SampleEvents
 from loader.schema.resolve import schema_for
@@ -64,7 +64,7 @@ class DemoResult:
 def run_demo(
     specs_dir: Path, *, events_per_type: int = 3000, timeout_s: float = 240.0, console: Console | None = None
 ) -> DemoResult:
-    """Run the demo; raise LoaderError if the rows do not match the events in time."""
+    """Run the demo; raise RunError if the rows do not match the events in time."""
     console = console or Console()
     began = time.monotonic()
     specs = load_specs(specs_dir)
@@ -87,7 +87,7 @@ def run_demo(
     result.seconds = time.monotonic() - began
     _print_summary(console, result)
     if not result.complete:
-        raise LoaderError(
+        raise RunError(
             f"demo incomplete after {timeout_s:.0f}s: rows {result.rows} != produced {result.produced}"
         )
     return result

@@ -12,7 +12,11 @@ place (:mod:`loader.retry`).
     ├── ServiceError                a backing service failed
     │   ├── KafkaError              transient unless marked otherwise
     │   ├── StorageError            S3/SQS; transient unless marked otherwise
-    │   └── WarehouseError          Snowflake; transient unless marked otherwise (keeps errno, sqlstate)
+    │   ├── WarehouseError          Snowflake; transient unless marked otherwise (keeps errno, sqlstate)
+    │   └── RegistryError           the schema registry; transient unless marked otherwise
+    ├── NotAppliedError             transient: the warehouse's pipe is not what the spec implies
+    ├── ToolError                   terminal: an external program (helm) could not run or failed
+    ├── RunError                    terminal: a command ended without doing all it was asked
     ├── DevStackError               terminal: a local service could not be started
     └── FencedError                 terminal for this generation: we lost the partition
 """
@@ -25,9 +29,13 @@ __all__ = [
     "FencedError",
     "KafkaError",
     "LoaderError",
+    "NotAppliedError",
+    "RegistryError",
+    "RunError",
     "ServiceError",
     "SpecError",
     "StorageError",
+    "ToolError",
     "WarehouseError",
     "capped",
     "clip",
@@ -129,6 +137,26 @@ class WarehouseError(ServiceError):
         self.errno = errno
         self.sqlstate = sqlstate
         self.origin = origin
+
+
+class RegistryError(ServiceError):
+    """The schema registry failed or refused a request."""
+
+
+class NotAppliedError(LoaderError):
+    """The warehouse's objects for an event are not what its spec implies (no pipe recorded, or
+    a different one): ``loader pipes apply`` fixes it, and loads resume once it has run."""
+
+    transient = True
+
+
+class ToolError(LoaderError):
+    """An external program the loader runs (``helm``) could not be started or failed."""
+
+
+class RunError(LoaderError):
+    """A command ended without doing all it was asked (files not loaded, a worker that
+    failed, a demo short of rows); what failed was reported as it ran."""
 
 
 class DevStackError(LoaderError):

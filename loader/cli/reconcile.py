@@ -11,7 +11,7 @@ from loader.cli.app import specs_option
 from loader.cli.ranges import check_range, range_options
 from loader.config.settings import load_settings
 from loader.config.spec import load_specs
-from loader.errors import LoaderError
+from loader.errors import RunError
 
 __all__ = ["reconcile"]
 
@@ -63,4 +63,4 @@ def reconcile(
                 click.echo(f"  not loaded: {key!r}: {report.reasons[key]}")
             failures += len(report.failed)
     if failures:
-        raise LoaderError(f"{failures} file(s) could not be loaded: see the reasons above")
+        raise RunError(f"{failures} file(s) could not be loaded: see the reasons above")

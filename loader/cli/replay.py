@@ -18,7 +18,7 @@ from loader.cli.ranges import check_range, range_options
 from loader.config.identifiers import check_ident, check_topic
 from loader.config.settings import Settings, load_settings
 from loader.config.spec import EventSpec, load_specs
-from loader.errors import ConfigError, LoaderError
+from loader.errors import ConfigError, RunError
 
 __all__ = ["replay"]
 
@@ -140,7 +140,7 @@ def load(  # click passes options by name
         f"{len(report.skipped)} skipped as loaded before, {len(report.failed)} failed"
     )
     if report.failed:
-        raise LoaderError(f"{len(report.failed)} file(s) failed to load: see the log for the reasons")
+        raise RunError(f"{len(report.failed)} file(s) failed to load: see the log for the reasons")
 
 
 @replay.command("publish")

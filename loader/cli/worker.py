@@ -12,7 +12,7 @@ import structlog
 from loader.cli.app import specs_option
 from loader.config.settings import load_settings
 from loader.config.spec import load_specs
-from loader.errors import LoaderError
+from loader.errors import LoaderError, RunError
 from loader.metrics import exposition
 from loader.worker.app import ServiceProbes, WorkerService, build_app
 from loader.worker.pool import MIN_CHILD_BUDGET_MB, WorkerPool, affordable_processes
@@ -77,7 +77,7 @@ def run(event: str, specs_dir: Path | None, web_host: str, web_port: int, proces
     if processes > 1:
         code = WorkerPool(spec, settings, processes).run(web_host=web_host, web_port=web_port)
         if code:
-            raise LoaderError(f"a worker process of {spec.name} failed (see its log lines above)")
+            raise RunError(f"a worker process of {spec.name} failed (see its log lines above)")
         return
     service = WorkerService(StreamWorker(spec, settings))
 
@@ -106,4 +106,4 @@ def run(event: str, specs_dir: Path | None, web_host: str, web_port: int, proces
     if service.error is not None:
         if isinstance(service.error, LoaderError):
             raise service.error
-        raise LoaderError(f"worker failed: {service.error!r}") from service.error
+        raise RunError(f"worker failed: {service.error!r}") from service.error

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from loader.errors import ConfigError, LoaderError
+from loader.errors import ConfigError, ToolError
 
 __all__ = ["CHART_DIR", "HELM_HOME_BIN", "find_helm", "helm_template"]
 
@@ -63,7 +63,7 @@ def helm_template(
                 command, capture_output=True, text=True, timeout=TEMPLATE_TIMEOUT_S, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise LoaderError(f"could not run {helm} template: {exc}") from None
+            raise ToolError(f"could not run {helm} template: {exc}") from None
     if done.returncode != 0:
-        raise LoaderError(f"helm template failed: {done.stderr.strip()}")
+        raise ToolError(f"helm template failed: {done.stderr.strip()}")
     return done.stdout

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from loader.config.spec import EventSpec
-from loader.errors import ConfigError, LoaderError, excerpt
+from loader.errors import ConfigError, RegistryError, excerpt
 
 __all__ = ["Registration", "register_schema"]
 
@@ -62,12 +62,12 @@ def register_schema(
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:300]
         if exc.code == 409:
-            raise LoaderError(
-                f"{subject}: the registry refused the schema as incompatible: {detail}"
+            raise RegistryError(
+                f"{subject}: the registry refused the schema as incompatible: {detail}", transient=False
             ) from None
-        raise LoaderError(
+        raise RegistryError(
             f"{subject}: the registry answered {exc.code}: {detail}", transient=exc.code >= 500
         ) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise LoaderError(f"{subject}: cannot reach the schema registry: {exc}", transient=True) from None
+        raise RegistryError(f"{subject}: cannot reach the schema registry: {exc}", transient=True) from None
     return Registration(subject=subject, schema_id=int(answer["id"]))

@@ -28,7 +28,7 @@ import structlog
 
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
-from loader.errors import LoaderError, WarehouseError
+from loader.errors import LoaderError, NotAppliedError, WarehouseError
 from loader.freshness import newest_created_at_in_table
 from loader.metrics import EventMetrics
 from loader.notify.sqs import parse_notification
@@ -317,7 +317,7 @@ class SqsLoader:
             recorded = None  # no LOADER_PIPES yet, or one of the older shape
         name = objects.spec.name
         if recorded is None:
-            raise LoaderError(f"no pipe recorded for {name}: run `loader pipes apply {name}`", transient=True)
+            raise NotAppliedError(f"no pipe recorded for {name}: run `loader pipes apply {name}`")
         wanted = objects.pipe_record()
         if recorded != wanted:
             differences = ", ".join(
@@ -330,10 +330,9 @@ class SqsLoader:
                 )
                 if have != want
             )
-            raise LoaderError(
+            raise NotAppliedError(
                 f"the pipe recorded for {name} in LOADER_PIPES is not what its spec implies: {differences}; "
-                f"run `loader pipes apply {name}`",
-                transient=True,
+                f"run `loader pipes apply {name}`"
             )
         self._pipes_checked[objects.pipe_name] = time.monotonic()
 

@@ -10,7 +10,16 @@ import snowflake.connector.errors as sf_errors
 from prometheus_client.parser import text_string_to_metric_families
 
 from loader.consume.errors import kafka_errors
-from loader.errors import KafkaError, WarehouseError
+from loader.errors import (
+    ConfigError,
+    KafkaError,
+    LoaderError,
+    NotAppliedError,
+    RegistryError,
+    RunError,
+    ToolError,
+    WarehouseError,
+)
 from loader.metrics import EventMetrics, exposition, render
 from loader.warehouse.connection import _translate
 from loader.warehouse.runner import _warehouse_error_kind
@@ -115,3 +124,20 @@ def test_warehouse_error_kind_reads_the_attributes() -> None:
     uncoded = _translate(sf_errors.OperationalError(msg="reset"), "cannot connect to Snowflake")
     assert _warehouse_error_kind(uncoded) == "OperationalError"
     assert _warehouse_error_kind(WarehouseError("pipe p still has pending files")) == "WarehouseError"
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (RegistryError("s: cannot reach the schema registry"), True),
+        (NotAppliedError("no pipe recorded for e: run `loader pipes apply e`"), True),
+        (ToolError("helm template failed"), False),
+        (RunError("2 file(s) could not be loaded"), False),
+    ],
+)
+def test_specific_classes_keep_the_marks_and_exit_code_of_the_bare_errors_they_replace(
+    error: LoaderError, transient: bool
+) -> None:
+    """Each class that replaced a bare LoaderError has its transient mark and is no ConfigError (exit 1)."""
+    assert error.transient is transient
+    assert not isinstance(error, ConfigError)
