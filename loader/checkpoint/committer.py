@@ -7,6 +7,8 @@ what keeps a zombie worker from recording (and so from uploading) a file the
 partition's new owner will not also produce identically. Every error a
 commit or an offset fetch meets (refusals included) is counted by its class in
 ``loader_errors_total{component="kafka"}`` when the committer has metrics.
+The coordinator is reached through :mod:`loader.checkpoint.group`, the one place
+that uses aiokafka's private API.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.commit import OffsetCommitRequest
 
+from loader.checkpoint.group import GroupCoordinator
 from loader.checkpoint.marker import PendingFile, decode_marker
 from loader.consume.errors import kafka_errors
 from loader.errors import FencedError, KafkaError
@@ -82,7 +85,7 @@ class Committer:
         *,
         metrics: EventMetrics | None = None,
     ) -> None:
-        self._consumer = consumer
+        self._group = GroupCoordinator(consumer)
         self._admin = admin
         self._group_id = group_id
         self._metrics = metrics
@@ -93,8 +96,7 @@ class Committer:
 
     def current_generation(self) -> Generation:
         """The consumer's generation now (read when partitions are assigned)."""
-        coordinator = self._consumer._coordinator
-        return Generation(coordinator.generation, coordinator.member_id)
+        return Generation(*self._group.generation())
 
     async def record_pending(self, tp: TopicPartition, pending: PendingFile, generation: Generation) -> None:
         """Durably record a roll before its upload (offset stays at its first record)."""
@@ -108,7 +110,6 @@ class Committer:
         where = f"{tp.topic}[{tp.partition}]"
         if generation.generation_id < 0 or not generation.member_id:
             raise FencedError(f"{where}: no group generation to commit under")
-        coordinator = self._consumer._coordinator
         request = OffsetCommitRequest(
             self._group_id,
             generation.generation_id,
@@ -118,26 +119,18 @@ class Committer:
         )
         backoff = Backoff(first_s=0.1, max_s=5.0)
         while True:
-            try:
-                await coordinator.ensure_coordinator_known()
-                response = await coordinator._send_req(request)
-                error = aiokafka_errors.for_code(response.topics[0][1][0][1])
-            except aiokafka_errors.KafkaError as exc:
-                self._count(type(exc))
-                if not exc.retriable:
-                    raise KafkaError(f"{where}: commit failed: {exc}", transient=False) from exc
-                error = type(exc)
-            else:
-                if error is aiokafka_errors.NoError:
-                    return
-                self._count(error)
+            with kafka_errors(f"{where}: commit failed", metrics=self._metrics):
+                error = await self._group.commit(request)
+            if error is aiokafka_errors.NoError:
+                return
+            self._count(error)
             if error in _FENCED:
-                coordinator.request_rejoin()
+                self._group.request_rejoin()
                 raise FencedError(f"{where}: commit refused ({error.__name__}): the group moved on")
             if error not in _RETRY and not getattr(error, "retriable", False):
                 raise KafkaError(f"{where}: commit failed: {error.__name__}", transient=False)
             if error is aiokafka_errors.NotCoordinatorForGroupError:
-                coordinator.coordinator_dead()
+                self._group.coordinator_dead()
             await backoff.wait()
 
     async def fetch(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Committed]:
