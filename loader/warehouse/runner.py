@@ -28,7 +28,7 @@ import structlog
 
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
-from loader.errors import LoaderError, NotAppliedError, WarehouseError
+from loader.errors import ConfigError, LoaderError, NotAppliedError, WarehouseError
 from loader.freshness import newest_created_at_in_table
 from loader.metrics import EventMetrics
 from loader.notify.sqs import parse_notification
@@ -106,7 +106,7 @@ class SqsLoader:
     ) -> None:
         url = queue_url or settings.aws.notifications_queue_url
         if not url:
-            raise LoaderError(
+            raise ConfigError(
                 "no notifications queue: set LOADER_AWS__NOTIFICATIONS_QUEUE_URL (the SQS queue that "
                 "receives the buckets' ObjectCreated notifications)"
             )

@@ -219,3 +219,11 @@ def test_names_given_on_the_command_line_follow_the_spec_rules(
     result = run(*args, "--specs", str(EXAMPLES))
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--" in result.output and expected in result.output
+
+
+def test_pipes_run_without_a_queue_is_a_config_error(run: Callable[..., Result]) -> None:
+    """`loader pipes run` with no notifications queue configured says which setting to set, exit 2."""
+    result = run("pipes", "run", "--specs", str(EXAMPLES))
+    assert result.exit_code == 2, result.output
+    assert "LOADER_AWS__NOTIFICATIONS_QUEUE_URL" in result.output
+    assert "Traceback" not in result.output
