@@ -1,59 +1,29 @@
-"""How fresh an event's data is: the newest ``_CREATED_AT`` in its table and in its S3 files.
+"""How fresh an event's S3 files are: the newest ``_CREATED_AT`` in them.
 
-Freshness is ``now - newest created_at``. The table side is one ``MAX`` query.
-The S3 side never downloads data: it takes, from the key layout, the last
-file of every partition (highest offsets) and reads only those files' Parquet
-footers with ranged GETs; the writer keeps column statistics, so the footer's
-row-group maxima of ``_CREATED_AT`` are the answer.
+Freshness is ``now - newest created_at``. The table side is one ``MAX`` query
+(:mod:`loader.warehouse.freshness`). The S3 side never downloads data: it
+takes, from the key layout, the last file of every partition (highest offsets)
+and reads only those files' Parquet footers with ranged GETs; the writer keeps
+column statistics, so the footer's row-group maxima of ``_CREATED_AT`` are the
+answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loader.config.identifiers import quote_ident
-from loader.errors import StorageError, WarehouseError
+from loader.errors import StorageError
 from loader.schema.types import CREATED_AT
 from loader.store.footer import parquet_footer
 from loader.store.layout import FileName, parse_key
 from loader.store.s3 import ObjectInfo, S3Store
-from loader.warehouse.connection import Warehouse
-from loader.warehouse.objects import EventObjects
+from loader.warehouse.freshness import as_utc
 
-__all__ = [
-    "missing_object",
-    "newest_created_at_in_s3",
-    "newest_created_at_in_table",
-    "newest_data_files",
-]
-
-
-def _as_utc(value: datetime) -> datetime:
-    # A naive value can only come from a TIMESTAMP_NTZ column, which the loader writes in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def missing_object(exc: WarehouseError) -> bool:
-    """Whether a statement failed only because its table or schema is not created yet."""
-    # Snowflake's 002003 ("does not exist or not authorized"); fakesnow keeps the code.
-    return not exc.transient and (exc.errno == 2003 or "does not exist" in str(exc))
-
-
-def newest_created_at_in_table(warehouse: Warehouse, objects: EventObjects) -> datetime | None:
-    """The newest ``_CREATED_AT`` loaded into the event's table; None if it is empty or missing."""
-    sql = f"SELECT MAX({quote_ident(CREATED_AT)}) FROM {objects.table}"  # noqa: S608 - quoted names
-    try:
-        rows = warehouse.execute(sql)
-    except WarehouseError as exc:
-        if missing_object(exc):
-            return None
-        raise
-    value = rows[0][0] if rows else None
-    return _as_utc(value) if isinstance(value, datetime) else None
+__all__ = ["newest_created_at_in_s3", "newest_data_files"]
 
 
 def newest_data_files(files: Iterable[ObjectInfo]) -> dict[tuple[str, int], tuple[str, FileName]]:
@@ -79,7 +49,7 @@ def _max_created_at(metadata: pq.FileMetaData) -> datetime | None:
                 continue
             stats = column.statistics
             if stats is not None and stats.has_min_max and isinstance(stats.max, datetime):
-                value = _as_utc(stats.max)
+                value = as_utc(stats.max)
                 newest = value if newest is None or value > newest else newest
     return newest
 

@@ -13,17 +13,22 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 import pyarrow as pa
 
-if TYPE_CHECKING:
-    from loader.encode.decode import KafkaRecord
-
 __all__ = ["HEADERS_TYPE", "decode_headers", "header_key_bytes", "headers_column", "is_utf8_key"]
 
 HEADERS_TYPE = pa.json_()
+
+
+class _WithHeaders(Protocol):
+    """What :func:`headers_column` reads of a record (a :class:`~loader.encode.decode.KafkaRecord`
+    has it; naming only this keeps the decoder importing this module, not the other way round)."""
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
 def is_utf8_key(key: str) -> bool:
@@ -46,7 +51,7 @@ def header_key_bytes(key: str) -> bytes:
         return key.encode("utf-8", "surrogatepass")
 
 
-def headers_column(records: Sequence[KafkaRecord]) -> pa.Array:
+def headers_column(records: Sequence[_WithHeaders]) -> pa.Array:
     """The ``_HEADERS`` values of ``records`` (JSON text, or null for a record without headers)."""
     if not any(record.headers for record in records):
         return pa.nulls(len(records), HEADERS_TYPE)

@@ -31,8 +31,8 @@ from loader.errors import ConfigError
 from loader.schema.model import EventSchema
 from loader.store.footer import parquet_footer
 from loader.store.layout import parse_key
+from loader.store.listing import data_files
 from loader.store.s3 import ObjectInfo, S3Store
-from loader.warehouse.reconcile import data_files
 
 __all__ = ["PublishPlan", "plan_publish", "publish", "topic_partitions"]
 

@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from loader.config.identifiers import quote_literal
-from loader.config.spec import EventSpec
-from loader.store.layout import parse_data_key
-from loader.store.s3 import ObjectInfo, S3Store
+from loader.store.listing import data_prefix_listing
+from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import REFUSED, load_files
 from loader.warehouse.objects import EventObjects
 
-__all__ = ["ReconcileReport", "data_files", "loaded_files", "reconcile"]
+__all__ = ["ReconcileReport", "loaded_files", "reconcile"]
 
 BATCH_FILES = 200
 
@@ -48,32 +47,6 @@ class ReconcileReport:
         self.reasons[key] = reason
 
 
-def data_files(
-    store: S3Store, spec: EventSpec, since: datetime | None, until: datetime | None
-) -> list[ObjectInfo]:
-    """The event's data files whose time partition falls in [since, until), in key order."""
-    return _list_data_prefix(store, spec, since, until)[0]
-
-
-def _list_data_prefix(
-    store: S3Store, spec: EventSpec, since: datetime | None, until: datetime | None
-) -> tuple[list[ObjectInfo], list[str]]:
-    """The data files of the range (see ``data_files``), and every key under the data prefix
-    that is not a data file name of the event (never loaded, whatever its time)."""
-    files, foreign = [], []
-    for info in store.list_objects(spec.data_prefix):
-        parsed = parse_data_key(spec, info.key)
-        if parsed is None:
-            foreign.append(info.key)
-            continue
-        if since is not None and parsed.time_partition < since:
-            continue
-        if until is not None and parsed.time_partition >= until:
-            continue
-        files.append(info)
-    return files, foreign
-
-
 def loaded_files(warehouse: Warehouse, objects: EventObjects, table: str | None = None) -> set[str]:
     """Stage-relative paths the load history lists as loaded into the event's table (or ``table``)."""
     warehouse.execute(objects.use_statement())
@@ -96,7 +69,7 @@ def reconcile(
 ) -> ReconcileReport:
     """Load every data file of the range that the warehouse has not loaded (unless ``dry_run``)."""
     report = ReconcileReport(event=objects.spec.name)
-    files, foreign = _list_data_prefix(store, objects.spec, since, until)
+    files, foreign = data_prefix_listing(store, objects.spec, since, until)
     for key in foreign:
         report.fail(key, f"{REFUSED}: not a data file name the workers write")
     keys = [info.key for info in files]

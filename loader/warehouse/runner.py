@@ -29,12 +29,12 @@ import structlog
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.errors import ConfigError, LoaderError, NotAppliedError, WarehouseError
-from loader.freshness import newest_created_at_in_table
 from loader.metrics import EventMetrics
 from loader.notify.sqs import parse_notification
 from loader.schema.resolve import schema_for
 from loader.store.s3 import S3Store, aws_client, storage_errors
 from loader.warehouse.connection import Warehouse
+from loader.warehouse.freshness import newest_created_at_in_table
 from loader.warehouse.load import REFUSED, load_files
 from loader.warehouse.manager import recorded_pipe
 from loader.warehouse.objects import EventObjects

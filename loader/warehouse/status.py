@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from loader.config.identifiers import quote_literal
+from loader.store.listing import data_files
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.objects import EventObjects
-from loader.warehouse.reconcile import data_files
 
 __all__ = ["PipeStatus", "pipe_status"]
 

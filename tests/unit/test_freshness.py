@@ -15,13 +15,14 @@ from loader.config.settings import AwsSettings, SnowflakeSettings
 from loader.config.spec import EventSpec
 from loader.encode.parquet import write_parquet
 from loader.errors import StorageError
-from loader.freshness import newest_created_at_in_s3, newest_created_at_in_table
+from loader.freshness import newest_created_at_in_s3
 from loader.schema.resolve import schema_for
 from loader.store.layout import FileRange, data_key, dead_letter_key
+from loader.store.listing import data_files
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
+from loader.warehouse.freshness import newest_created_at_in_table
 from loader.warehouse.objects import EventObjects
-from loader.warehouse.reconcile import data_files
 from tests.integration.helpers import make_spec
 
 pytestmark = [
