@@ -27,6 +27,7 @@ from loader.warehouse.objects import EventObjects
 from tests.chaos.faulty_s3 import FaultyS3Proxy
 from tests.integration.helpers import produce, sample_values, spec_on_disk
 from tests.integration.workers import WorkerProcess, end_and_committed, offsets_in_s3, worker_env
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1200)]
 
@@ -121,13 +122,23 @@ def test_kill_nine_rebalances_and_s3_errors_lose_and_duplicate_nothing(
         print(f"kills={KILLS} worker_runs={runs} s3_faults_injected={proxy.injected}")
 
         # Let the last worker catch up: every partition committed to its end.
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            ends, committed = end_and_committed(settings, spec)
-            if committed == ends:
-                break
+        offsets: list[tuple[dict[int, int], dict[int, int]]] = []
+
+        def caught_up() -> bool:
+            offsets.append(end_and_committed(settings, spec))
+            if offsets[-1][0] == offsets[-1][1]:
+                return True
             assert worker.alive, (logs / f"worker-{runs:02d}.log").read_text()[-3000:]
-            time.sleep(1.0)
+            return False
+
+        eventually(
+            caught_up,
+            300,
+            what="the last worker to commit every partition to its end",
+            interval_s=1.0,
+            detail=lambda: f"committed={offsets[-1][1]} ends={offsets[-1][0]}",
+        )
+        ends, committed = offsets[-1]
         assert committed == ends, f"not caught up: committed={committed} ends={ends}"
         assert worker.wait_until_assigned()
         assert worker.signal(signal.SIGTERM) == 0, "a graceful stop exits 0"

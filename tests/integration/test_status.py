@@ -26,6 +26,7 @@ from loader.warehouse.reconcile import reconcile
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import produce, sample_values, spec_on_disk
 from tests.integration.workers import cli_env, end_and_committed, run_worker_until
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -53,16 +54,14 @@ def _status(
 def _real_lag(settings: Settings, spec: EventSpec) -> dict[str, int]:
     """Lag per partition measured independently: end offsets minus committed ones (a fresh
     topic starts at 0), keyed as in the JSON."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            end, committed = end_and_committed(settings, spec)
-        except GroupCoordinatorNotAvailableError:  # a new broker is still creating its offsets topic
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-            continue
-        return {str(p): end[p] - max(committed[p], 0) for p in end}
+    end, committed = eventually(
+        lambda: end_and_committed(settings, spec),
+        30,
+        what="the group's committed offsets",
+        interval_s=0.5,
+        ignoring=(GroupCoordinatorNotAvailableError,),  # a new broker is still creating its offsets topic
+    )
+    return {str(p): end[p] - max(committed[p], 0) for p in end}
 
 
 def _assert_age(age_s: float | None, newest: datetime, before: float, after: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -16,17 +15,9 @@ from loader.config.spec import EventSpec
 from loader.devstack import DevStack, free_port
 from tests.integration.helpers import produce, sample_values, spec_on_disk
 from tests.integration.workers import WorkerProcess, end_and_committed, offsets_in_s3, worker_env
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _caught_up(settings: Settings, spec: EventSpec) -> bool:
@@ -48,20 +39,22 @@ def test_probes_sigterm_and_restart(
     produce(settings, spec, values[:10_000])
 
     first = WorkerProcess(name, specs, env, tmp_path / "first.log", web_port=free_port())
-    _wait_for(lambda: first.probe("/readyz") == 200, 60, "the first worker to be ready")
+    eventually(lambda: first.probe("/readyz") == 200, 60, what="the first worker to be ready")
     assert first.probe("/healthz") == 200
     assert first.signal(signal.SIGKILL) == -signal.SIGKILL
 
     # A cold worker joining behind a dead member is alive but not ready until it owns and
     # has recovered its partitions (the dead member's session must expire first).
     second = WorkerProcess(name, specs, env, tmp_path / "second.log", web_port=free_port())
-    _wait_for(lambda: second.probe("/healthz") == 200, 60, "the second worker to answer")
+    eventually(lambda: second.probe("/healthz") == 200, 60, what="the second worker to answer")
     statuses = []
-    _wait_for(lambda: statuses.append(second.probe("/readyz")) or statuses[-1] == 200, 60, "readiness")
+    eventually(lambda: statuses.append(second.probe("/readyz")) or statuses[-1] == 200, 60, what="readiness")
     assert 503 in statuses, statuses
 
     produce(settings, spec, values[10_000:])
-    _wait_for(lambda: b"file_committed" in second.log_path.read_bytes(), 30, "a file from the second worker")
+    eventually(
+        lambda: b"file_committed" in second.log_path.read_bytes(), 30, what="a file from the second worker"
+    )
     assert second.signal(signal.SIGTERM) == 0  # mid-stream: graceful
     stopped = [
         json.loads(line) for line in second.log_path.read_text().splitlines() if '"worker_stopped"' in line
@@ -70,8 +63,8 @@ def test_probes_sigterm_and_restart(
     assert stopped[0]["records_read"] > 0
 
     third = WorkerProcess(name, specs, env, tmp_path / "third.log", web_port=free_port())
-    _wait_for(lambda: third.probe("/readyz") == 200, 60, "the third worker to be ready")
-    _wait_for(lambda: _caught_up(settings, spec), 90, "the third worker to catch up")
+    eventually(lambda: third.probe("/readyz") == 200, 60, what="the third worker to be ready")
+    eventually(lambda: _caught_up(settings, spec), 90, what="the third worker to catch up")
     assert third.signal(signal.SIGTERM) == 0
 
     rows, dead, _ranges = offsets_in_s3(store, spec)
@@ -93,8 +86,8 @@ def test_process_pool_shares_partitions_exactly_once(
     produce(settings, spec, sample_values(spec, 12_000))
     env = worker_env(settings, settings.aws.endpoint_url) | {"LOADER_WORKER_PROCESSES": "2"}
     pool = WorkerProcess(name, specs, env, tmp_path / "pool.log", web_port=free_port())
-    _wait_for(lambda: pool.probe("/readyz") == 200, 60, "the pool to be ready")
-    _wait_for(lambda: _caught_up(settings, spec), 90, "the pool to catch up")
+    eventually(lambda: pool.probe("/readyz") == 200, 60, what="the pool to be ready")
+    eventually(lambda: _caught_up(settings, spec), 90, what="the pool to catch up")
     assigned = [
         json.loads(line) for line in pool.log_path.read_text().splitlines() if '"partitions_assigned"' in line
     ]

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from loader.store.layout import parse_key
 from loader.store.s3 import S3Store
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import read_files
+from tests.waiting import eventually, eventually_async
 
 
 class WorkerProcess:
@@ -52,13 +52,21 @@ class WorkerProcess:
         return code
 
     def wait_until_assigned(self, timeout_s: float = 60) -> bool:
-        """Wait until the worker logged a partition assignment (or exited)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.alive:
-            if b"partitions_assigned" in self.log_path.read_bytes():
-                return True
-            time.sleep(0.1)
-        return False
+        """Wait until the worker logged a partition assignment (True), or exited or ``timeout_s``
+        passed (False: the caller decides; the kill loop of the chaos test kills it anyway)."""
+
+        def assigned() -> bool:
+            return b"partitions_assigned" in self.log_path.read_bytes()
+
+        try:
+            eventually(lambda: assigned() or not self.alive, timeout_s, what="an assignment", interval_s=0.1)
+        except AssertionError:
+            return False
+        return assigned()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the worker's log, for failure messages."""
+        return self.log_path.read_text()[-chars:]
 
     def probe(self, path: str) -> int | None:
         """HTTP status of one of the worker's endpoints, or None if it does not answer yet."""
@@ -168,15 +176,20 @@ def run_worker_until(worker: StreamWorker, done: Callable[[], bool], timeout_s: 
 
     state: dict[str, object] = {}
 
+    def doing() -> str:
+        """What the worker was doing, for a failure that would otherwise read "0 == 300"."""
+        return f"ready={worker.ready.is_set()}, partitions={worker.assigned_partitions()}, {worker.stats}"
+
     async def _main() -> None:
         task = asyncio.create_task(worker.run())
-        deadline = time.monotonic() + timeout_s
-        while not done() and time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.2)
-        state.update(ready=worker.ready.is_set(), partitions=worker.assigned_partitions())
-        worker.stop()
-        await task
+        try:
+            await eventually_async(
+                lambda: done() or task.done(), timeout_s, what="the worker to be done", detail=doing
+            )
+        finally:
+            state.update(doing=doing())
+            worker.stop()
+            await task
 
     asyncio.run(_main())
-    # Say what the worker was doing, for a failure that would otherwise read "0 == 300".
-    assert done(), f"the worker was not done after {timeout_s:.0f} s: {state}, {worker.stats}"
+    assert done(), f"the worker ended before it was done: {state['doing']}; after the stop: {worker.stats}"
