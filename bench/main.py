@@ -39,7 +39,7 @@ from bench.worker_run import FilesCheck, WorkerResult, check_files, run_worker, 
 from loader.config.settings import Settings, load_settings
 from loader.devstack import DevStack, running_stack
 from loader.logs import configure_logging
-from loader.store.s3 import aws_client
+from loader.store.aws import aws_client
 
 __all__ = ["main"]
 

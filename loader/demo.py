@@ -29,14 +29,14 @@ from loader.config.settings import Settings, load_settings
 from loader.config.spec import EventSpec, load_specs
 from loader.consume.kafka import make_producer
 from loader.devstack import DevStack
+from loader.devstack.provision import provision
 from loader.errors import RunError
-from loader.provision import provision
 from loader.samples import SampleEvents
 from loader.schema.resolve import schema_for
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 from loader.warehouse.objects import EventObjects
-from loader.warehouse.runner import SqsLoader
+from loader.warehouse.sqs_loader import SqsLoader
 from loader.worker.worker import StreamWorker
 
 __all__ = ["DemoResult", "run_demo"]

@@ -100,7 +100,7 @@ def run(
     batch the warehouse does not finish by then is abandoned (its messages come back) and the
     exit status is 3."""
     from loader import metrics  # noqa: PLC0415 - only the loader serves them from here
-    from loader.warehouse.runner import SqsLoader  # noqa: PLC0415 - heavy, see above
+    from loader.warehouse.sqs_loader import SqsLoader  # noqa: PLC0415 - heavy, see above
 
     settings = load_settings()
     specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)

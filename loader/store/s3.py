@@ -1,10 +1,8 @@
-"""S3 and SQS clients, with botocore's errors translated at this boundary.
+"""S3 access: the few operations the loader needs on one bucket.
 
-Retries with exponential backoff and jitter are botocore's own ("standard"
-mode); what still fails after them becomes a :class:`~loader.errors.StorageError`
-whose ``transient`` flag says whether retrying later can help. Uploads go
-through boto3's transfer manager, which switches to multipart uploads above
-``multipart_threshold`` bytes.
+Clients and the translation of botocore's errors come from
+:mod:`loader.store.aws`. Uploads go through boto3's transfer manager, which
+switches to multipart uploads above ``multipart_threshold`` bytes.
 
 A store given an event's metrics counts every failed attempt in
 ``loader_errors_total{component="s3"}`` by :func:`attempt_error_kind`,
@@ -20,31 +18,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import boto3
-import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
 from loader.config.settings import AwsSettings
-from loader.errors import StorageError
+from loader.store.aws import aws_client, storage_errors
 
 if TYPE_CHECKING:
     from loader.metrics import EventMetrics
 
-__all__ = ["ObjectInfo", "S3Store", "attempt_error_kind", "aws_client", "storage_errors"]
+__all__ = ["ObjectInfo", "S3Store", "attempt_error_kind"]
 
 MIB = 1024 * 1024
-_TERMINAL_CODES = {
-    "NoSuchBucket",
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "InvalidBucketName",
-    "AllAccessDisabled",
-    "NonExistentQueue",
-    "AWS.SimpleQueueService.NonExistentQueue",
-    "QueueDoesNotExist",
-}
 _THROTTLING_CODES = {
     "SlowDown",
     "Throttling",
@@ -66,26 +51,6 @@ class ObjectInfo:
     size: int
     etag: str
     last_modified: datetime | None = None
-
-
-def aws_client(service: str, settings: AwsSettings, *, max_attempts: int = 8) -> Any:
-    """A boto3 client for ``service`` configured from ``settings`` (path-style for local endpoints)."""
-    config = botocore.config.Config(
-        region_name=settings.region,
-        retries={"mode": "standard", "max_attempts": max_attempts},
-        s3={"addressing_style": "path"} if settings.endpoint_url else {},
-        connect_timeout=10,
-        read_timeout=60,
-    )
-    kwargs: dict[str, Any] = {"config": config}
-    if settings.endpoint_url:
-        kwargs["endpoint_url"] = settings.endpoint_url
-    if settings.access_key_id and settings.secret_access_key:
-        kwargs["aws_access_key_id"] = settings.access_key_id.get_secret_value()
-        kwargs["aws_secret_access_key"] = settings.secret_access_key.get_secret_value()
-    # A fresh session per client: boto3's default session is not thread-safe.
-    session: Any = boto3.session.Session()
-    return session.client(service, **kwargs)
 
 
 def attempt_error_kind(
@@ -122,28 +87,6 @@ def _count_attempts(metrics: EventMetrics) -> Callable[..., None]:
             metrics.error("s3", kind)
 
     return on_response
-
-
-class storage_errors:  # noqa: N801 - used as a lower-case context manager, like contextlib's
-    """Translate botocore errors raised inside the block into StorageError."""
-
-    def __init__(self, action: str) -> None:
-        self.action = action
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        if exc is None:
-            return
-        if isinstance(exc, botocore.exceptions.ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
-            message = exc.response.get("Error", {}).get("Message", "")
-            raise StorageError(
-                f"{self.action} failed: {code} {message}".strip(), transient=code not in _TERMINAL_CODES
-            ) from exc
-        if isinstance(exc, botocore.exceptions.BotoCoreError):
-            raise StorageError(f"{self.action} failed: {exc}", transient=True) from exc
 
 
 class S3Store:

@@ -31,7 +31,7 @@ from loader.config.identifiers import quote_ident, quote_literal
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.errors import ConfigError, WarehouseError
-from loader.provision import ensure_notification_rules, queue_arn
+from loader.notify.provision import ensure_notification_rules, queue_arn
 from loader.schema.resolve import schema_for
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.objects import PIPE_RECORD_COLUMNS, PIPES_TABLE, Column, EventObjects, PipeRecord

@@ -17,11 +17,12 @@ import yaml
 from loader.config.settings import AwsSettings
 from loader.config.spec import EventSpec
 from loader.devstack import DevStack
-from loader.provision import ensure_notification_rules, ensure_queue, queue_arn
-from loader.store.s3 import S3Store, aws_client
+from loader.notify.provision import ensure_notification_rules, ensure_queue, queue_arn
+from loader.store.aws import aws_client
+from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
-from loader.warehouse.runner import SHUTDOWN_GRACE_S, SqsLoader
+from loader.warehouse.sqs_loader import SHUTDOWN_GRACE_S, SqsLoader
 from tests.chaos.hung_warehouse import CopyBlackHole
 from tests.integration.helpers import make_spec, upload_sample_file
 from tests.integration.workers import cli_env

@@ -10,11 +10,11 @@ from collections.abc import Callable
 import pytest
 
 from loader.devstack import DevStack
-from loader.provision import provision
+from loader.devstack.provision import provision
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
-from loader.warehouse.runner import SqsLoader
+from loader.warehouse.sqs_loader import SqsLoader
 from loader.worker.worker import StreamWorker
 from tests.chaos.tcp_outage import TcpOutageProxy
 from tests.integration.helpers import make_spec, produce, read_files, sample_values

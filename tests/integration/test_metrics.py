@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loader.devstack import DevStack, free_port
-from loader.provision import provision
+from loader.devstack.provision import provision
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 from tests.chaos.faulty_s3 import FaultyS3Proxy

@@ -23,10 +23,10 @@ from loader.cli import cli
 from loader.config.spec import load_specs
 from loader.consume.kafka import ensure_topic
 from loader.devstack import DevStack
-from loader.provision import ensure_queue
+from loader.notify.provision import ensure_queue
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
-from loader.warehouse.runner import SqsLoader
+from loader.warehouse.sqs_loader import SqsLoader
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import produce
 from tests.integration.workers import cli_env, run_worker_until

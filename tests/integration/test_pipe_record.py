@@ -13,12 +13,12 @@ from loader.config.identifiers import quote_literal
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.devstack import DevStack
-from loader.provision import provision
+from loader.devstack.provision import provision
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 from loader.warehouse.objects import EventObjects
-from loader.warehouse.runner import SqsLoader
+from loader.warehouse.sqs_loader import SqsLoader
 from tests.integration.helpers import make_spec, upload_sample_file
 
 pytestmark = pytest.mark.integration

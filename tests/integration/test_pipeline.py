@@ -16,14 +16,15 @@ from click.testing import CliRunner
 from loader.cli import cli
 from loader.consume.kafka import ensure_topic
 from loader.devstack import DevStack
-from loader.provision import provision
+from loader.devstack.provision import provision
 from loader.schema.avro import load_avro_schema
+from loader.store.aws import aws_client
 from loader.store.layout import parse_key
-from loader.store.s3 import S3Store, aws_client
+from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 from loader.warehouse.objects import EventObjects
-from loader.warehouse.runner import SqsLoader
+from loader.warehouse.sqs_loader import SqsLoader
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import make_spec, produce, read_files, sample_values
 from tests.integration.workers import run_worker_until, worker_env

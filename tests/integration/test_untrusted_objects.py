@@ -20,13 +20,14 @@ import pytest
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.devstack import DevStack
-from loader.provision import ensure_notification_rules, ensure_queue, queue_arn
-from loader.store.s3 import S3Store, aws_client
+from loader.notify.provision import ensure_notification_rules, ensure_queue, queue_arn
+from loader.store.aws import aws_client
+from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 from loader.warehouse.objects import EventObjects
 from loader.warehouse.reconcile import reconcile
-from loader.warehouse.runner import SqsLoader
+from loader.warehouse.sqs_loader import SqsLoader
 from tests.integration.helpers import make_spec, upload_sample_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

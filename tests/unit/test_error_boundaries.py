@@ -22,7 +22,7 @@ from loader.errors import (
 )
 from loader.metrics import EventMetrics, exposition, render
 from loader.warehouse.connection import _translate
-from loader.warehouse.runner import _warehouse_error_kind
+from loader.warehouse.sqs_loader import _warehouse_error_kind
 
 pytestmark = pytest.mark.unit
 

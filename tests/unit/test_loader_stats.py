@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loader.warehouse.runner import RECENT_FILES, LoaderStats
+from loader.warehouse.sqs_loader import RECENT_FILES, LoaderStats
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from loader.notify.sqs import parse_notification
+from loader.notify.message import parse_notification
 
 pytestmark = pytest.mark.unit
 

@@ -24,7 +24,7 @@ import yaml
 
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec, load_specs
-from loader.provision import ensure_queue
+from loader.notify.provision import ensure_queue
 
 pytestmark = pytest.mark.unit
 

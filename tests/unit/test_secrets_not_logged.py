@@ -23,7 +23,7 @@ from loader.config.settings import CONFIG_FILE_ENV, STATE_DIR_ENV, Settings, loa
 from loader.errors import ConfigError, LoaderError, StorageError, WarehouseError
 from loader.logs import MASK, configure_logging
 from loader.status_report import consumer_lag
-from loader.store.s3 import aws_client, storage_errors
+from loader.store.aws import aws_client, storage_errors
 from loader.warehouse.connection import Warehouse
 from tests.integration.helpers import make_spec
 

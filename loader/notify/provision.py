@@ -1,25 +1,24 @@
-"""Create the infrastructure the specs need where it is missing: Kafka topics,
-buckets, the notifications queue (with its dead-letter queue) and the
-buckets' notification rules. Used by the demo, tests and ``loader dev up``;
-in production the same pieces come from infrastructure as code.
+"""The notifications queue (with its dead-letter queue) and the buckets'
+notification rules that send ObjectCreated events to it.
+
+``loader pipes apply`` merges an event's rule in ``auto-ingest`` mode; the
+local stack (:mod:`loader.devstack.provision`) and tests create the queue. In
+production the queue comes from infrastructure as code.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
 from loader.config.settings import Settings
-from loader.config.spec import EventSpec
-from loader.consume.kafka import ensure_topic
-from loader.store.s3 import S3Store, aws_client, storage_errors
+from loader.store.aws import aws_client, storage_errors
 
-__all__ = ["ensure_notification_rules", "ensure_queue", "provision"]
+__all__ = ["ensure_notification_rules", "ensure_queue", "queue_arn"]
 
-log = structlog.get_logger("loader.provision")
+log = structlog.get_logger("loader.notify")
 
 RULE_ID_PREFIX = "loader-"
 
@@ -83,18 +82,3 @@ def _same_rule(have: dict[str, Any] | None, want: dict[str, Any]) -> bool:
     }
     want_prefix = want["Filter"]["Key"]["FilterRules"][0]["Value"]
     return bool(have.get("QueueArn") == want["QueueArn"] and rules.get("prefix") == want_prefix)
-
-
-async def provision(settings: Settings, specs: Sequence[EventSpec], *, queue_name: str) -> str:
-    """Topics, buckets, queue and notification rules for ``specs``; returns the queue URL."""
-    for spec in specs:
-        await ensure_topic(spec, settings.kafka)
-    queue_url = settings.aws.notifications_queue_url or ensure_queue(settings, queue_name)
-    arn = queue_arn(settings, queue_url)
-    by_bucket: dict[str, dict[str, str]] = {}
-    for spec in specs:
-        S3Store(settings.aws, spec.s3.bucket).create_bucket()
-        by_bucket.setdefault(spec.s3.bucket, {})[spec.data_prefix] = arn
-    for bucket, rules in by_bucket.items():
-        ensure_notification_rules(settings, bucket, rules)
-    return queue_url

@@ -1,11 +1,12 @@
 """The SQS-triggered loader (``copy`` mode): notifications in, COPY statements out.
 
-Long-polls the queue that receives the buckets' ObjectCreated notifications,
-maps each key to its event by prefix, batches keys per event, COPYs them,
-and deletes a message only once every file it names is loaded (or known
-loaded). Messages it cannot read stay on the queue, so the queue's redrive
-policy moves them to its dead-letter queue. While a COPY runs, the batch's
-messages have their visibility extended so no other loader picks them up.
+Long-polls the queue that receives the buckets' ObjectCreated notifications
+(:mod:`loader.notify.queue`), maps each key to its event by prefix, batches
+keys per event, COPYs them, and deletes a message only once every file it
+names is loaded (or known loaded). Messages it cannot read stay on the queue,
+so the queue's redrive policy moves them to its dead-letter queue. While a
+COPY runs, the batch's messages have their visibility extended so no other
+loader picks them up.
 
 Metrics (:mod:`loader.metrics`): files and rows loaded, load latency (from
 the notification's ``SentTimestamp``, which S3 sets as the object is
@@ -22,7 +23,6 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field
 from textwrap import shorten
-from typing import Any
 
 import structlog
 
@@ -30,9 +30,9 @@ from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.errors import ConfigError, LoaderError, NotAppliedError, WarehouseError
 from loader.metrics import EventMetrics
-from loader.notify.sqs import parse_notification
+from loader.notify.queue import NotificationQueue
 from loader.schema.resolve import schema_for
-from loader.store.s3 import S3Store, aws_client, storage_errors
+from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.freshness import newest_created_at_in_table
 from loader.warehouse.load import REFUSED, load_files
@@ -114,15 +114,15 @@ class SqsLoader:
         self.settings = settings
         self.specs = list(specs)
         self.stats = LoaderStats()
-        self._sqs = aws_client("sqs", settings.aws)
+        self._queue = NotificationQueue(
+            settings.aws, url, visibility_timeout_s=visibility_timeout_s, wait_time_s=wait_time_s
+        )
         self._warehouse = Warehouse(settings.snowflake)
         self._stores: dict[str, S3Store] = {}
         self._objects = {
             spec.name: EventObjects(spec, schema_for(spec), settings.snowflake) for spec in self.specs
         }
         self._pipes_checked: dict[str, float] = {}
-        self._visibility_s = visibility_timeout_s
-        self._wait_s = wait_time_s
         self.metrics = {spec.name: EventMetrics(spec.name) for spec in self.specs}
         self._freshness_read: dict[str, float] = {}
         self._in_flight: dict[str, int] = {}
@@ -199,23 +199,13 @@ class SqsLoader:
 
     def poll_once(self) -> int:
         """Receive one batch of messages and load what they name; returns messages received."""
-        with storage_errors("receive from the notifications queue"):
-            response = self._sqs.receive_message(
-                QueueUrl=self.queue_url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=self._wait_s,
-                VisibilityTimeout=self._visibility_s,
-                MessageSystemAttributeNames=["SentTimestamp"],
-            )
-        messages: list[dict[str, Any]] = response.get("Messages", [])
+        messages = self._queue.receive()
         pending: list[_Pending] = []
         for message in messages:
             self.stats.messages += 1
-            note = parse_notification(message.get("Body", ""))
+            note = message.notification
             if note.unreadable:
-                log.warning(
-                    "notification_unreadable", reason=note.unreadable, message_id=message["MessageId"]
-                )
+                log.warning("notification_unreadable", reason=note.unreadable, message_id=message.message_id)
                 continue  # left for the redrive policy
             keys = []
             for bucket, key in note.objects:
@@ -224,9 +214,7 @@ class SqsLoader:
                     log.info("notification_ignored", bucket=bucket, key=key)
                 else:
                     keys.append((spec, key))
-            sent_ms = message.get("Attributes", {}).get("SentTimestamp")
-            sent_s = int(sent_ms) / 1000 if sent_ms else None
-            pending.append(_Pending(message["ReceiptHandle"], keys, sent_s))
+            pending.append(_Pending(message.receipt, keys, message.sent_s))
         if pending:
             self._load_and_delete(pending)
         return len(messages)
@@ -241,13 +229,12 @@ class SqsLoader:
                 if item.sent_s is not None:
                     sent[key] = min(item.sent_s, sent.get(key, item.sent_s))
         done: set[str] = set()
-        with _VisibilityExtender(self._sqs, self.queue_url, [p.receipt for p in pending], self._visibility_s):
+        with self._queue.hidden([p.receipt for p in pending]):
             for event_name, keys in by_event.items():
                 done |= self._load(event_name, keys, sent)
         for item in pending:
             if all(key in done for _, key in item.keys):
-                with storage_errors("delete a notification"):
-                    self._sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=item.receipt)
+                self._queue.delete(item.receipt)
 
     def _load(self, event_name: str, keys: list[str], sent: dict[str, float]) -> set[str]:
         """COPY one event's files; the keys that are loaded now or were before."""
@@ -343,30 +330,3 @@ class SqsLoader:
                 self.settings.aws, spec.s3.bucket, metrics=self.metrics[spec.name]
             )
         return self._stores[spec.name]
-
-
-class _VisibilityExtender:
-    """Keeps a batch's messages invisible to other consumers while it loads."""
-
-    def __init__(self, sqs: Any, queue_url: str, receipts: list[str], timeout_s: int) -> None:
-        self._sqs, self._queue_url, self._receipts, self._timeout_s = sqs, queue_url, receipts, timeout_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqs-visibility", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._timeout_s / 2):
-            for receipt in self._receipts:
-                try:
-                    self._sqs.change_message_visibility(
-                        QueueUrl=self._queue_url, ReceiptHandle=receipt, VisibilityTimeout=self._timeout_s
-                    )
-                except Exception as exc:  # best effort: at worst the message reappears
-                    log.warning("visibility_extend_failed", error=str(exc))
-
-    def __enter__(self) -> _VisibilityExtender:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
