@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,9 @@ from loader.warehouse.manager import PipeManager
 from loader.warehouse.sqs_loader import SHUTDOWN_GRACE_S, SqsLoader
 from tests.chaos.hung_warehouse import CopyBlackHole
 from tests.integration.helpers import make_spec, upload_sample_file
+from tests.integration.loading import running
 from tests.integration.workers import cli_env
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -76,23 +77,12 @@ def test_a_copy_that_never_answers_times_out_and_the_loader_goes_on(
             }
         )
         loader = SqsLoader(through, [spec], queue_url=queue_url, wait_time_s=1, visibility_timeout_s=30)
-        stop = threading.Event()
-        thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
-        started = time.monotonic()
-        thread.start()
-        try:
-            while key not in loader.stats.not_loaded:
-                assert time.monotonic() - started < 60, "the COPY did not time out"
-                assert thread.is_alive()
-                time.sleep(0.2)
+        with running(loader) as handle:
+            handle.until(lambda ldr: key in ldr.stats.not_loaded, 60, what="the COPY to time out")
             assert proxy.copies_held >= 1
             polled = loader.stats.messages
             time.sleep(2.5)
-            assert thread.is_alive()
-        finally:
-            stop.set()
-            thread.join(timeout=60)
-            loader.close()
+            assert handle.alive
     assert "timeout" in loader.stats.not_loaded[key].lower()
     assert loader.stats.files_loaded == 0
     assert polled >= 1
@@ -123,11 +113,12 @@ def test_sigterm_ends_pipes_run_during_a_hung_copy(
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 90
-            while proxy.copies_held == 0:
+
+            def copy_held() -> bool:
                 assert process.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.2)
+                return proxy.copies_held > 0
+
+            eventually(copy_held, 90, what="a COPY held by the proxy", detail=log_path.read_text)
             time.sleep(1)  # well inside the COPY
             sent = time.monotonic()
             os.kill(process.pid, signal.SIGTERM)

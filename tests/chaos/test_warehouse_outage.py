@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -18,6 +16,8 @@ from loader.warehouse.sqs_loader import SqsLoader
 from loader.worker.worker import StreamWorker
 from tests.chaos.tcp_outage import TcpOutageProxy
 from tests.integration.helpers import make_spec, produce, read_files, sample_values
+from tests.integration.loading import running
+from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
@@ -48,20 +48,20 @@ def test_ingestion_goes_on_while_the_warehouse_is_down(
             }
         )
         loader = SqsLoader(through_proxy, [spec], queue_url=queue_url, wait_time_s=1, visibility_timeout_s=5)
-        stop = threading.Event()
-        loader_thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
-        loader_thread.start()
         worker = StreamWorker(spec, settings)
 
         async def scenario() -> tuple[int, int, int]:  # rows during, rows after, loads during
             task = asyncio.create_task(worker.run())
 
+            def state() -> str:
+                return f"rows={rows()}, worker: {worker.stats}, loader: {loader.stats}"
+
             async def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
-                deadline = time.monotonic() + timeout_s
-                while not predicate():
-                    assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                def checked() -> bool:
                     assert not task.done(), task
-                    await asyncio.sleep(0.3)
+                    return predicate()
+
+                await eventually_async(checked, timeout_s, what=what, interval_s=0.3, detail=state)
 
             await asyncio.to_thread(produce, settings, spec, values[:1_500])
             await wait_for(lambda: rows() == 1_500, "the first half in the table")
@@ -79,12 +79,8 @@ def test_ingestion_goes_on_while_the_warehouse_is_down(
             await task
             return during, rows(), loads_during
 
-        try:
+        with running(loader):
             during, after, loads_during = asyncio.run(scenario())
-        finally:
-            stop.set()
-            loader_thread.join(timeout=60)
-            loader.close()
         loaded = direct.execute(f'SELECT "_PARTITION", "_OFFSET" FROM {objects.table}')
     assert during == 1_500  # nothing reached the table while it was down
     assert loads_during == 0

@@ -24,6 +24,7 @@ from loader.warehouse.manager import PipeManager
 from tests.chaos.faulty_s3 import FaultyS3Proxy
 from tests.integration.helpers import produce, sample_values, spec_on_disk
 from tests.integration.workers import WorkerProcess, cli_env, worker_env
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -68,20 +69,17 @@ def _by_partition(samples: Samples, event: str) -> dict[str, float]:
     }
 
 
-def _wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass  # not serving yet
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+NOT_SERVING = (OSError,)
+"""What scraping an endpoint that is not serving yet raises: "not yet" while waiting."""
 
 
 def _wait_until_no_lag(port: int, event: str) -> None:
-    _wait_for(lambda: set(_by_partition(_scrape(port)[1], event).values()) == {0.0}, 30, "the lag to reach 0")
+    eventually(
+        lambda: set(_by_partition(_scrape(port)[1], event).values()) == {0.0},
+        30,
+        what="the lag to reach 0",
+        ignoring=NOT_SERVING,
+    )
 
 
 def _fresh(values: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], float]:
@@ -115,14 +113,15 @@ def test_worker_and_loader_metrics_match_s3_and_the_table(
         name, specs, worker_env(settings, settings.aws.endpoint_url), tmp_path / "w.log", free_port()
     )
     try:
-        _wait_for(
+        eventually(
             lambda: (
                 _scraped(worker.web_port, "loader_records_written_total", event=name)
                 + _scraped(worker.web_port, "loader_records_dead_lettered_total", event=name)
                 == produced
             ),
             90,
-            "every record to be committed",
+            what="every record to be committed",
+            ignoring=NOT_SERVING,
         )
         _wait_until_no_lag(worker.web_port, name)
         content_type, samples = _scrape(worker.web_port)
@@ -160,15 +159,17 @@ def test_worker_and_loader_metrics_match_s3_and_the_table(
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for(
+        eventually(
             lambda: _scraped(loader_port, "loader_files_loaded_total", event=name) == len(data_files),
             90,
-            "every file to be loaded",
+            what="every file to be loaded",
+            ignoring=NOT_SERVING,
         )
-        _wait_for(
+        eventually(
             lambda: _scraped(loader_port, "loader_newest_created_at_seconds", event=name, where="table") > 0,
             40,
-            "the table's freshness",
+            what="the table's freshness",
+            ignoring=NOT_SERVING,
         )
         content_type, samples = _scrape(loader_port)
         assert content_type.startswith("text/plain; version=0.0.4")
@@ -197,10 +198,11 @@ def test_pool_metrics_are_the_sum_over_children(
     env = worker_env(settings, settings.aws.endpoint_url) | {"LOADER_WORKER_PROCESSES": "2"}
     pool = WorkerProcess(name, specs, env, tmp_path / "pool.log", web_port=free_port())
     try:
-        _wait_for(
+        eventually(
             lambda: _scraped(pool.web_port, "loader_records_written_total", event=name) == produced,
             90,
-            "both children to commit everything",
+            what="both children to commit everything",
+            ignoring=NOT_SERVING,
         )
         _wait_until_no_lag(pool.web_port, name)
         _content_type, samples = _scrape(pool.web_port)
@@ -234,16 +236,22 @@ def test_s3_throttling_is_counted_per_attempt(
     with FaultyS3Proxy(settings.aws.endpoint_url, seed=11) as proxy:
         worker = WorkerProcess(name, specs, worker_env(settings, proxy.url), tmp_path / "w.log", free_port())
         try:
-            _wait_for(lambda: worker.probe("/readyz") == 200, 60, "the worker to be ready")
+            eventually(
+                lambda: worker.probe("/readyz") == 200,
+                60,
+                what="the worker to be ready",
+                ignoring=NOT_SERVING,
+            )
             proxy.failure_rate = 0.5
             produced = produce(settings, spec, sample_values(spec, 3_000))
-            _wait_for(
+            eventually(
                 lambda: _scraped(worker.web_port, "loader_records_written_total", event=name) == produced,
                 120,
-                "every record to be committed through the faults",
+                what="every record to be committed through the faults",
+                ignoring=NOT_SERVING,
             )
             assert proxy.injected > 0
-            _wait_for(
+            eventually(
                 lambda: (
                     _scraped(
                         worker.web_port, "loader_errors_total", event=name, component="s3", kind="throttling"
@@ -251,7 +259,8 @@ def test_s3_throttling_is_counted_per_attempt(
                     == proxy.injected
                 ),
                 10,
-                "one throttling error per 503 sent",
+                what="one throttling error per 503 sent",
+                ignoring=NOT_SERVING,
             )
         finally:
             assert worker.signal(signal.SIGTERM) == 0

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +27,7 @@ from loader.warehouse.connection import Warehouse
 from loader.warehouse.sqs_loader import SqsLoader
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import produce
+from tests.integration.loading import run_loader_until
 from tests.integration.workers import cli_env, run_worker_until
 
 pytestmark = pytest.mark.integration
@@ -109,16 +108,13 @@ def test_scaffolded_event_type_flows_to_its_table(
     assert worker.stats.rows_written == EVENTS
     assert worker.stats.dead_lettered == 0
 
-    loader = SqsLoader(settings, [spec], queue_url=queue_url, wait_time_s=1, visibility_timeout_s=10)
-    stop = threading.Event()
-    thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while loader.stats.rows_loaded < EVENTS and time.monotonic() < deadline:
-        time.sleep(0.3)
-    stop.set()
-    thread.join(timeout=30)
-    loader.close()
+    run_loader_until(
+        SqsLoader(settings, [spec], queue_url=queue_url, wait_time_s=1, visibility_timeout_s=10),
+        lambda loader: loader.stats.rows_loaded >= EVENTS,
+        60,
+        what=f"{EVENTS} rows loaded",
+        join_timeout_s=30,
+    )
 
     table = plan["snowflake"]["table"]
     with Warehouse(settings.snowflake) as warehouse:

@@ -4,7 +4,6 @@ and refuses a record that someone changed by hand (fakesnow, moto)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import pytest
@@ -20,17 +19,33 @@ from loader.warehouse.manager import PipeManager
 from loader.warehouse.objects import EventObjects
 from loader.warehouse.sqs_loader import SqsLoader
 from tests.integration.helpers import make_spec, upload_sample_file
+from tests.waiting import eventually, stays
 
 pytestmark = pytest.mark.integration
 
 
-def _poll(settings: Settings, spec: EventSpec, queue_url: str, seconds: float) -> SqsLoader:
-    """A fresh loader (no cached pipe check) polling the queue for ``seconds``."""
+def _poll(settings: Settings, spec: EventSpec, queue_url: str, seconds: float, *, loads: bool) -> SqsLoader:
+    """A fresh loader (no cached pipe check) polling the queue: until it loads a file (within
+    ``seconds``) if ``loads``, else for ``seconds`` without loading any."""
     loader = SqsLoader(settings, [spec], queue_url=queue_url, wait_time_s=1, visibility_timeout_s=2)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not loader.stats.files_loaded:
-        loader.poll_once()
-    loader.close()
+
+    def files_loaded() -> int:
+        loader.poll_once()  # a long poll: waits up to wait_time_s itself
+        return loader.stats.files_loaded
+
+    try:
+        if loads:
+            eventually(files_loaded, seconds, what="a file loaded", interval_s=0, detail=lambda: loader.stats)
+        else:
+            stays(
+                lambda: not files_loaded(),
+                seconds,
+                what="no file loaded",
+                interval_s=0,
+                detail=lambda: loader.stats,
+            )
+    finally:
+        loader.close()
     return loader
 
 
@@ -70,7 +85,7 @@ def test_stored_sql_is_never_run_and_a_tampered_record_is_refused(
         )
 
         upload_sample_file(store, spec, 0, 20)
-        stale = _poll(settings, spec, queue_url, 4)
+        stale = _poll(settings, spec, queue_url, 4, loads=False)
         assert stale.stats.files_loaded == 0  # nothing recorded in the new shape: wait for apply
 
         plan = manager.plan(spec)
@@ -81,7 +96,7 @@ def test_stored_sql_is_never_run_and_a_tampered_record_is_refused(
         )
         manager.apply(spec)
         assert manager.plan(spec).empty
-        assert _poll(settings, spec, queue_url, 20).stats.files_loaded == 1
+        assert _poll(settings, spec, queue_url, 20, loads=True).stats.files_loaded == 1
         assert _rows(warehouse, objects) == 20
 
         # Someone points the record at another table: refused, the file waits, nothing is lost.
@@ -90,12 +105,12 @@ def test_stored_sql_is_never_run_and_a_tampered_record_is_refused(
             f" WHERE PIPE_NAME = {quote_literal(objects.pipe_name)}"
         )
         upload_sample_file(store, spec, 20, 30)
-        refused = _poll(settings, spec, queue_url, 4)
+        refused = _poll(settings, spec, queue_url, 4, loads=False)
         assert refused.stats.files_loaded == 0
         assert refused.stats.failures >= 1
         assert _rows(warehouse, objects) == 20
 
         assert not manager.plan(spec).empty  # apply sees the drift and rewrites the record
         manager.apply(spec)
-        assert _poll(settings, spec, queue_url, 20).stats.files_loaded == 1
+        assert _poll(settings, spec, queue_url, 20, loads=True).stats.files_loaded == 1
         assert _rows(warehouse, objects) == 50

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from loader.warehouse.objects import EventObjects
 from loader.warehouse.sqs_loader import SqsLoader
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import make_spec, produce, read_files, sample_values
+from tests.integration.loading import run_loader_until
 from tests.integration.workers import run_worker_until, worker_env
 
 pytestmark = pytest.mark.integration
@@ -77,16 +76,13 @@ def test_events_flow_from_kafka_to_the_table(dev_stack: DevStack, unique_name: C
     sqs = aws_client("sqs", settings.aws)
     sqs.send_message(QueueUrl=queue_url, MessageBody="this is not an S3 notification")
 
-    loader = SqsLoader(settings, [spec], queue_url=queue_url, wait_time_s=1, visibility_timeout_s=5)
-    stop = threading.Event()
-    thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while loader.stats.rows_loaded < 2500 and time.monotonic() < deadline:
-        time.sleep(0.3)
-    stop.set()
-    thread.join(timeout=30)
-    loader.close()
+    run_loader_until(
+        SqsLoader(settings, [spec], queue_url=queue_url, wait_time_s=1, visibility_timeout_s=5),
+        lambda loader: loader.stats.rows_loaded >= 2500,
+        60,
+        what="2500 rows loaded",
+        join_timeout_s=30,
+    )
 
     with Warehouse(settings.snowflake) as warehouse:
         rows = warehouse.execute(f"SELECT _PARTITION, _OFFSET FROM {objects.table}")
