@@ -1,6 +1,6 @@
 """Filling the benchmark topic once: N realistic events, generated in parallel, produced in batches.
 
-Generation (:class:`loader.samples.SampleEvents`, pure Python) runs in a
+Generation (:class:`loader.devstack.samples.SampleEvents`, pure Python) runs in a
 process pool so that it overlaps production; records are appended to
 per-partition batches (``create_batch``/``send_batch``) rather than sent one
 by one, which keeps a million events well under two minutes on two cores.
@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from loader.samples import SampleEvents
+from loader.devstack.samples import SampleEvents
 from loader.schema.avro import load_avro_schema
 
 __all__ = ["Produced", "average_value_bytes", "create_topic", "pick_schema", "produce"]

@@ -12,7 +12,7 @@ from rich.table import Table
 from loader.cli.app import specs_option
 from loader.config.settings import load_settings
 from loader.config.spec import load_specs
-from loader.encode.dead_letters_report import summarize_dead_letters
+from loader.ops.dead_letters import summarize_dead_letters
 from loader.store.s3 import S3Store
 
 __all__ = ["dead_letters"]

@@ -32,6 +32,6 @@ __all__ = ["demo"]
 )
 def demo(specs_dir: Path | None, events_per_type: int, timeout_s: float) -> None:
     """Run the whole pipeline end to end on local services and print a summary."""
-    from loader.demo import run_demo  # noqa: PLC0415 - heavy (all services' clients); only the demo needs it
+    from loader.devstack.demo import run_demo  # noqa: PLC0415 - heavy (all services' clients); only the demo needs it
 
     run_demo(specs_dir or load_settings().specs_dir, events_per_type=events_per_type, timeout_s=timeout_s)

@@ -8,7 +8,7 @@ import click
 
 from loader.cli.app import specs_option
 from loader.config.settings import load_settings
-from loader.scaffold import DEFAULT_BUCKET, scaffold
+from loader.ops.new_event import DEFAULT_BUCKET, scaffold
 
 __all__ = ["new_event"]
 

@@ -149,11 +149,11 @@ def status(events: tuple[str, ...], specs_dir: Path | None, as_json: bool) -> No
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
+    from loader.ops.pipe_status import pipe_status  # noqa: PLC0415
     from loader.schema.resolve import schema_for  # noqa: PLC0415
     from loader.store.s3 import S3Store  # noqa: PLC0415
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
-    from loader.warehouse.status import pipe_status  # noqa: PLC0415
 
     settings = load_settings()
     specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)

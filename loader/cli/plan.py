@@ -20,7 +20,7 @@ __all__ = ["plan"]
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def plan(event: str, specs_dir: Path | None, as_json: bool) -> None:
     """Show EVENT's topic, S3 layout, table DDL, pipe and deployment; contacts nothing."""
-    from loader.explain import plan_event  # noqa: PLC0415 - heavy imports (Snowflake connector), only here
+    from loader.ops.plan import plan_event  # noqa: PLC0415 - heavy imports (Snowflake connector), only here
 
     settings = load_settings()
     [spec] = load_specs(specs_dir or settings.specs_dir, [event])

@@ -29,11 +29,11 @@ def reconcile(
     dry_run: bool,
 ) -> None:
     """Compare EVENTS' files in S3 with the warehouse's load history and load what is missing."""
+    from loader.ops.reconcile import reconcile as run_reconcile  # noqa: PLC0415
     from loader.schema.resolve import schema_for  # noqa: PLC0415 - heavy imports, only here
     from loader.store.s3 import S3Store  # noqa: PLC0415
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
-    from loader.warehouse.reconcile import reconcile as run_reconcile  # noqa: PLC0415
 
     settings = load_settings()
     specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)

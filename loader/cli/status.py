@@ -17,7 +17,7 @@ from loader.config.spec import load_specs
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from loader.status_report import EventStatus
+    from loader.ops.status import EventStatus
 
 __all__ = ["duration", "status", "status_table"]
 
@@ -103,7 +103,7 @@ def status(events: tuple[str, ...], specs_dir: Path | None, as_json: bool) -> No
     last load, dead letters and freshness of the table and of S3."""
     from rich.console import Console  # noqa: PLC0415 - heavy imports, only here
 
-    from loader.status_report import gather_status  # noqa: PLC0415
+    from loader.ops.status import gather_status  # noqa: PLC0415
 
     settings = load_settings()
     specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)

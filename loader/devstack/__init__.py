@@ -5,6 +5,12 @@ same code serves the demo, ``loader dev up/down/status`` and the test fixtures:
 
     with DevStack.start() as stack:   # starts only what is not configured
         run(stack.settings)
+
+Beside the services (:mod:`~loader.devstack.stack`, one module per service),
+the package holds what only a local stack needs: the infrastructure the specs
+imply (:mod:`~loader.devstack.provision`: topics, buckets, the notifications
+queue), realistic sample events (:mod:`~loader.devstack.samples`, also used by
+tests and the benchmark) and ``loader demo`` (:mod:`~loader.devstack.demo`).
 """
 
 from __future__ import annotations

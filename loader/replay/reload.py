@@ -15,12 +15,12 @@ from datetime import datetime
 
 from loader.config.identifiers import check_ident, quote_literal
 from loader.errors import ConfigError
+from loader.ops.load_history import loaded_files
 from loader.store.listing import data_files
 from loader.store.s3 import ObjectInfo, S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import load_files
 from loader.warehouse.objects import PIPES_TABLE, EventObjects
-from loader.warehouse.reconcile import loaded_files
 
 __all__ = ["ReloadPlan", "ReloadReport", "plan_reload", "run_reload"]
 

@@ -16,9 +16,9 @@ from aiokafka import TopicPartition
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec, load_spec
 from loader.consume.kafka import ensure_topic, make_consumer, make_producer
+from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder
 from loader.encode.parquet import write_parquet
-from loader.samples import SampleEvents
 from loader.schema.avro import load_avro_schema
 from loader.store.layout import FileRange, data_key
 from loader.store.s3 import S3Store

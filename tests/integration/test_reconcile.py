@@ -13,13 +13,13 @@ import pytest
 
 from loader.devstack import DevStack
 from loader.devstack.provision import provision
+from loader.ops.pipe_status import pipe_status
+from loader.ops.reconcile import reconcile
 from loader.store.aws import aws_client
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
-from loader.warehouse.reconcile import reconcile
 from loader.warehouse.sqs_loader import SqsLoader
-from loader.warehouse.status import pipe_status
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import make_spec, produce, sample_values
 from tests.integration.workers import run_worker_until

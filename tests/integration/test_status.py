@@ -18,11 +18,11 @@ from loader.cli import cli
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.devstack import DevStack
+from loader.ops.reconcile import reconcile
 from loader.store.layout import parse_key
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
-from loader.warehouse.reconcile import reconcile
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import produce, sample_values, spec_on_disk
 from tests.integration.workers import cli_env, end_and_committed, run_worker_until

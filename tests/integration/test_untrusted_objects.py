@@ -21,12 +21,12 @@ from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.devstack import DevStack
 from loader.notify.provision import ensure_notification_rules, ensure_queue, queue_arn
+from loader.ops.reconcile import reconcile
 from loader.store.aws import aws_client
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 from loader.warehouse.objects import EventObjects
-from loader.warehouse.reconcile import reconcile
 from loader.warehouse.sqs_loader import SqsLoader
 from tests.integration.helpers import make_spec, upload_sample_file
 

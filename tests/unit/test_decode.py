@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder
-from loader.samples import SampleEvents
 from loader.schema import load_avro_schema
 from tests.unit.fakes import FakeRecord
 

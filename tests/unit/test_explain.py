@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from loader.cli import cli
 from loader.config.settings import AwsSettings, Settings, SnowflakeSettings
 from loader.config.spec import EventSpec, load_specs
-from loader.explain import plan_event
-from loader.scaffold import scaffold
+from loader.ops.new_event import scaffold
+from loader.ops.plan import plan_event
 from loader.store.layout import parse_key
 
 pytestmark = pytest.mark.unit

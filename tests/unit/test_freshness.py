@@ -15,7 +15,7 @@ from loader.config.settings import AwsSettings, SnowflakeSettings
 from loader.config.spec import EventSpec
 from loader.encode.parquet import write_parquet
 from loader.errors import StorageError
-from loader.freshness import newest_created_at_in_s3
+from loader.ops.freshness import newest_created_at_in_s3
 from loader.schema.resolve import schema_for
 from loader.store.layout import FileRange, data_key, dead_letter_key
 from loader.store.listing import data_files

@@ -21,9 +21,9 @@ from loader import metrics
 from loader.checkpoint.committer import Generation
 from loader.cli import cli
 from loader.config.spec import load_specs
+from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder
 from loader.metrics import EventMetrics, count_error, exposition, render
-from loader.samples import SampleEvents
 from loader.schema import load_avro_schema
 from loader.store.s3 import attempt_error_kind
 from loader.worker.partition import PartitionState

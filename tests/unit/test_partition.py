@@ -10,8 +10,8 @@ from aiokafka import TopicPartition
 
 from loader.checkpoint.committer import Generation
 from loader.config.spec import EventSpec, load_specs
+from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder
-from loader.samples import SampleEvents
 from loader.schema import load_avro_schema
 from loader.worker.partition import PartitionState, Roll, pending_for, split_at_boundaries
 from tests.unit.fakes import FakeRecord

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from loader.config.settings import SnowflakeSettings
 from loader.config.spec import load_specs
+from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder
 from loader.encode.reencode import RecordEncoder
-from loader.samples import SampleEvents
 from loader.schema import arrow_schema, load_avro_schema, parse_avro_schema, snowflake_columns
 from loader.warehouse.objects import EventObjects
 from tests.unit.fakes import FakeRecord

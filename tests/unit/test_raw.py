@@ -7,8 +7,8 @@ import json
 import pyarrow as pa
 import pytest
 
+from loader.devstack.samples import SampleEvents
 from loader.encode.raw import RawDecoder
-from loader.samples import SampleEvents
 from loader.schema.model import raw_schema
 from tests.unit.fakes import FakeRecord
 

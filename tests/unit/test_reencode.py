@@ -8,11 +8,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder
 from loader.encode.headers import decode_headers, headers_column
 from loader.encode.raw import RawDecoder
 from loader.encode.reencode import RecordEncoder
-from loader.samples import SampleEvents
 from loader.schema import load_avro_schema
 from tests.unit.fakes import FakeRecord
 

@@ -24,8 +24,8 @@ from loader.checkpoint import Committed, PendingFile
 from loader.checkpoint.committer import Generation
 from loader.config.settings import AwsSettings, KafkaSettings, Settings, SnowflakeSettings
 from loader.config.spec import EventSpec, load_specs
+from loader.devstack.samples import SampleEvents
 from loader.errors import FencedError
-from loader.samples import SampleEvents
 from loader.schema import load_avro_schema
 from loader.store.layout import FileRange
 from loader.worker.partition import pending_for

@@ -22,7 +22,7 @@ from loader.config.spec import (
     load_specs,
 )
 from loader.errors import ConfigError
-from loader.scaffold import scaffold
+from loader.ops.new_event import scaffold
 from loader.schema.resolve import schema_for
 
 pytestmark = pytest.mark.unit

@@ -22,7 +22,7 @@ from loader.cli import cli
 from loader.config.settings import CONFIG_FILE_ENV, STATE_DIR_ENV, Settings, load_settings
 from loader.errors import ConfigError, LoaderError, StorageError, WarehouseError
 from loader.logs import MASK, configure_logging
-from loader.status_report import consumer_lag
+from loader.ops.status import consumer_lag
 from loader.store.aws import aws_client, storage_errors
 from loader.warehouse.connection import Warehouse
 from tests.integration.helpers import make_spec

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from loader.config.spec import load_specs
+from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder, DecodedBatch, Rejected
-from loader.samples import SampleEvents
 from loader.schema import load_avro_schema
 from loader.store.layout import FileRange
 from loader.worker.spool import SpoolFile

@@ -16,14 +16,14 @@ from click.testing import CliRunner
 from moto import mock_aws
 from rich.console import Console
 
-import loader.status_report as status_report
+import loader.ops.status as status_report
 from loader.cli import cli
 from loader.cli.status import duration, status_table
 from loader.config.settings import AwsSettings, KafkaSettings, Settings, SnowflakeSettings
 from loader.config.spec import EventSpec
 from loader.encode.parquet import write_parquet
+from loader.ops.status import EventStatus, PartitionLag, gather_status, partition_lags
 from loader.schema.resolve import schema_for
-from loader.status_report import EventStatus, PartitionLag, gather_status, partition_lags
 from loader.store.layout import FileRange, data_key, dead_letter_key
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse

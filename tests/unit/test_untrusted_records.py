@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from loader.checkpoint.committer import Generation
 from loader.config.spec import EventSpec, load_specs
+from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder, Decoder
 from loader.encode.raw import RawDecoder
-from loader.samples import SampleEvents
 from loader.schema import load_avro_schema
 from loader.schema.types import KAFKA_TIMESTAMP_RANGE_MS
 from loader.store.layout import parse_key

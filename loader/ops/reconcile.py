@@ -15,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from loader.config.identifiers import quote_literal
+from loader.ops.load_history import loaded_files
 from loader.store.listing import data_prefix_listing
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import REFUSED, load_files
 from loader.warehouse.objects import EventObjects
 
-__all__ = ["ReconcileReport", "loaded_files", "reconcile"]
+__all__ = ["ReconcileReport", "reconcile"]
 
 BATCH_FILES = 200
 
@@ -45,17 +45,6 @@ class ReconcileReport:
     def fail(self, key: str, reason: str) -> None:
         self.failed.append(key)
         self.reasons[key] = reason
-
-
-def loaded_files(warehouse: Warehouse, objects: EventObjects, table: str | None = None) -> set[str]:
-    """Stage-relative paths the load history lists as loaded into the event's table (or ``table``)."""
-    warehouse.execute(objects.use_statement())
-    rows = warehouse.execute(
-        "SELECT FILE_NAME FROM INFORMATION_SCHEMA.LOAD_HISTORY"  # noqa: S608 - a quoted literal
-        f" WHERE TABLE_NAME = {quote_literal(table or objects.spec.snowflake.table)}"
-        " AND STATUS IN ('LOADED', 'PARTIALLY_LOADED')"
-    )
-    return {objects.relative_path(str(row[0])) for row in rows}
 
 
 def reconcile(

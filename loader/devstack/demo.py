@@ -30,8 +30,8 @@ from loader.config.spec import EventSpec, load_specs
 from loader.consume.kafka import make_producer
 from loader.devstack import DevStack
 from loader.devstack.provision import provision
+from loader.devstack.samples import SampleEvents
 from loader.errors import RunError
-from loader.samples import SampleEvents
 from loader.schema.resolve import schema_for
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager

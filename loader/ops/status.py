@@ -22,9 +22,10 @@ from loader.config.settings import KafkaSettings, Settings
 from loader.config.spec import EventSpec
 from loader.consume.errors import kafka_errors
 from loader.consume.kafka import client_kwargs
-from loader.encode.dead_letters_report import summarize_dead_letters
 from loader.errors import KafkaError, LoaderError, WarehouseError
-from loader.freshness import newest_created_at_in_s3
+from loader.ops.dead_letters import summarize_dead_letters
+from loader.ops.freshness import newest_created_at_in_s3
+from loader.ops.pipe_status import pipe_status
 from loader.retry import Backoff
 from loader.schema.resolve import schema_for
 from loader.store.listing import data_files
@@ -32,7 +33,6 @@ from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.freshness import missing_object, newest_created_at_in_table
 from loader.warehouse.objects import EventObjects
-from loader.warehouse.status import pipe_status
 
 __all__ = ["EventStatus", "PartitionLag", "consumer_lag", "event_status", "gather_status", "partition_lags"]
 
