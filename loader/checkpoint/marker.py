@@ -3,11 +3,13 @@
 It travels as the metadata string of a Kafka offset commit, at the file's
 first offset::
 
-    offset = first, metadata = {"v":1,"first":F,"last":L,"bucket":B,"rg":N,"key":"…","dlq":"…"}
+    offset = first, metadata = {"v":1,"first":F,"last":L,"bucket":P,"rg":N,"key":"…","dlq":"…"}
 
 so it is exactly as durable as committed offsets and fenced the same way (a
 commit from a stale consumer-group generation is refused). An empty metadata
 string means "no roll in flight"; a commit at ``last + 1`` clears the record.
+``bucket`` is the file's period (:attr:`PendingFile.period`) under the name
+markers already committed by running workers carry: it is part of the format.
 
 Commit metadata is not only ours to write (any client of the group can commit),
 so a marker is read as untrusted: one that does not parse, or whose range and
@@ -18,7 +20,7 @@ keys are not what this worker would have decided at that offset, is ignored
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from loader.config.spec import EventSpec
 from loader.errors import clip
@@ -35,17 +37,22 @@ class PendingFile:
 
     first: int
     last: int
-    bucket: int
+    period: int
+    """The time partition of the file's first record (see :func:`~loader.store.layout.period_of`)."""
     rg: int
     """Records per row group, so the rebuilt file has the same bytes."""
     key: str
     dlq: str
 
     def covered(self, topic: str, partition: int) -> FileRange:
-        return FileRange(topic, partition, self.first, self.last, self.bucket)
+        return FileRange(topic, partition, self.first, self.last, self.period)
 
     def encode(self) -> str:
-        return json.dumps({"v": MARKER_VERSION, **asdict(self)}, separators=(",", ":"))
+        # "bucket" is the period's name on the wire: markers already committed by running
+        # workers carry it, so it stays (see decode_marker).
+        document: dict[str, int | str] = {"v": MARKER_VERSION, "first": self.first, "last": self.last}
+        document |= {"bucket": self.period, "rg": self.rg, "key": self.key, "dlq": self.dlq}
+        return json.dumps(document, separators=(",", ":"))
 
     def mismatch(self, spec: EventSpec, topic: str, partition: int, committed: int) -> str | None:
         """Why this cannot be a roll the worker of ``spec`` recorded at offset ``committed``
@@ -58,7 +65,7 @@ class PendingFile:
             covered = self.covered(topic, partition)
             keys = (data_key(spec, covered), dead_letter_key(spec, covered))
         except (ValueError, OverflowError, OSError):
-            return f"time partition {self.bucket} is no date"
+            return f"time partition {self.period} is no date"
         if (self.key, self.dlq) != keys:
             return f"its key {clip(self.key, 200)!r} is not the one the spec gives these offsets ({keys[0]})"
         return None
@@ -79,5 +86,5 @@ def decode_marker(metadata: str | None) -> PendingFile | None:
             raise ValueError("wrong types")  # noqa: TRY301
     except (ValueError, KeyError, RecursionError):
         raise ValueError(f"not a loader checkpoint marker: {clip(metadata, 100)!r}") from None
-    first, last, bucket, rg = numbers
-    return PendingFile(first=first, last=last, bucket=bucket, rg=rg, key=texts[0], dlq=texts[1])
+    first, last, period, rg = numbers
+    return PendingFile(first=first, last=last, period=period, rg=rg, key=texts[0], dlq=texts[1])

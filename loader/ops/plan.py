@@ -17,7 +17,7 @@ from typing import Any
 from loader.config.settings import Settings
 from loader.config.spec import MIB, EventSpec
 from loader.deploy.render import event_values, values_yaml
-from loader.store.layout import FileRange, data_key, dead_letter_key, time_bucket
+from loader.store.layout import FileRange, data_key, dead_letter_key, period_of
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 
@@ -165,7 +165,7 @@ def plan_event(spec: EventSpec, settings: Settings, *, now: datetime | None = No
         partition=0,
         first_offset=0,
         last_offset=spec.rolling.max_records - 1,
-        bucket=time_bucket(spec, int(moment.timestamp() * 1000)),
+        period=period_of(spec, int(moment.timestamp() * 1000)),
     )
     return EventPlan(
         event=spec.name,

@@ -33,8 +33,8 @@ __all__ = [
     "dead_letter_key",
     "parse_data_key",
     "parse_key",
-    "time_bucket",
-    "time_partition_ms",
+    "period_ms",
+    "period_of",
 ]
 
 # The exact form _key writes, anchored at both ends: a key is a name, never a path, so any
@@ -64,34 +64,37 @@ class FileName:
     time_partition: datetime
 
 
-def time_partition_ms(spec: EventSpec) -> int:
-    """How long one time partition (one folder) of the event is."""
+def period_ms(spec: EventSpec) -> int:
+    """How long one time partition (one folder) of the event is: period ``p`` holds the
+    timestamps ``p * period_ms(spec)`` up to, not including, ``(p + 1) * period_ms(spec)``."""
     return 3_600_000 if spec.s3.time_partition == "hour" else 86_400_000
 
 
-def time_bucket(spec: EventSpec, timestamp_ms: int) -> int:
-    """The time partition (hours or days since the epoch) a Kafka timestamp falls in; the
-    epoch's (0) for a timestamp outside ``KAFKA_TIMESTAMP_RANGE_MS`` (see the module docstring)."""
+def period_of(spec: EventSpec, timestamp_ms: int) -> int:
+    """The period (the time partition's index: hours or days since the epoch) a Kafka timestamp
+    falls in; the epoch's (0) for a timestamp outside ``KAFKA_TIMESTAMP_RANGE_MS`` (see the
+    module docstring). The only place a record's time partition is computed: the worker's files,
+    their keys and ``loader plan``'s example keys all come from it."""
     low, high = KAFKA_TIMESTAMP_RANGE_MS
     if not low <= timestamp_ms <= high:
         return 0
-    return timestamp_ms // time_partition_ms(spec)
+    return timestamp_ms // period_ms(spec)
 
 
 @dataclass(frozen=True)
 class FileRange:
     """The records one file covers: a partition's offsets ``first..last`` (inclusive),
-    and the time partition (``bucket``) of the first of them."""
+    and the time partition (``period``, see :func:`period_of`) of the first of them."""
 
     topic: str
     partition: int
     first_offset: int
     last_offset: int
-    bucket: int
+    period: int
 
 
 def _key(spec: EventSpec, kind: str, covered: FileRange) -> str:
-    moment = datetime.fromtimestamp(covered.bucket * time_partition_ms(spec) // 1000, tz=UTC)
+    moment = datetime.fromtimestamp(covered.period * period_ms(spec) // 1000, tz=UTC)
     folder = f"dt={moment:%Y-%m-%d}" + (f"/hour={moment:%H}" if spec.s3.time_partition == "hour" else "")
     name = f"p{covered.partition:04d}-{covered.first_offset:020d}-{covered.last_offset:020d}.parquet"
     return f"{spec.s3.prefix}/{kind}/{folder}/{covered.topic}/{name}"

@@ -1,8 +1,8 @@
 """One assigned partition: where its records go, and when its files end.
 
-Runs in the worker's processing thread. Records are cut where a file must
-end (``max_records``, the time partition moving forward, the size limit),
-decoded and appended to the open :class:`~loader.worker.spool.SpoolFile`.
+Runs in the worker's processing thread. Records are cut where the rolling
+policy (:mod:`loader.worker.rolling`) ends a file, decoded and appended to
+the open :class:`~loader.worker.spool.SpoolFile`.
 A partition that was assigned with a pending roll first rebuilds exactly
 that file (same range, same row groups) before anything else.
 
@@ -25,19 +25,12 @@ from loader.checkpoint.committer import Generation
 from loader.checkpoint.marker import PendingFile
 from loader.config.spec import EventSpec
 from loader.encode.decode import Decoder, KafkaRecord
-from loader.schema.types import CREATED_AT, KAFKA_TIMESTAMP_RANGE_MS
-from loader.store.layout import FileRange, data_key, dead_letter_key, time_bucket, time_partition_ms
+from loader.schema.types import CREATED_AT
+from loader.store.layout import FileRange, data_key, dead_letter_key
+from loader.worker.rolling import over_size, split_at_boundaries
 from loader.worker.spool import ClosedFile, SpoolFile
 
-__all__ = ["ARROW_TO_PARQUET_RATIO", "MAX_LATENESS_MS", "PartitionState", "Roll", "split_at_boundaries"]
-
-ARROW_TO_PARQUET_RATIO = 4
-"""About how much smaller a zstd row group is than its Arrow buffers (for the size limit)."""
-
-MAX_LATENESS_MS = 86_400_000
-"""How long before the start of the open file's time partition a record may be and still
-join that file. An older record ends the file: one record from a clock years ahead opens a
-folder of its own, and the records after it do not follow it there."""
+__all__ = ["PartitionState", "Roll", "pending_for"]
 
 
 @dataclass(frozen=True)
@@ -61,52 +54,11 @@ def pending_for(spec: EventSpec, covered: FileRange, row_group_records: int) -> 
     return PendingFile(
         first=covered.first_offset,
         last=covered.last_offset,
-        bucket=covered.bucket,
+        period=covered.period,
         rg=row_group_records,
         key=data_key(spec, covered),
         dlq=dead_letter_key(spec, covered),
     )
-
-
-def split_at_boundaries(
-    spec: EventSpec, open_records: int, open_bucket: int | None, records: Sequence[KafkaRecord]
-) -> list[tuple[Sequence[KafkaRecord], int, bool]]:
-    """Cut ``records`` where a file must end: at ``max_records`` (counting the
-    ``open_records`` already in the open file), where the time partition moves
-    forward, and before a record more than :data:`MAX_LATENESS_MS` older than the
-    open file's time partition. Returns (segment, bucket, ends_file) triples.
-
-    A record up to a day late stays in the open file, so files do not flap around a
-    boundary. A record without a usable timestamp (outside ``KAFKA_TIMESTAMP_RANGE_MS``:
-    a dead letter) never ends a file; a file it opens is in the epoch's folder, which the
-    next record with a timestamp leaves."""
-    segments: list[tuple[Sequence[KafkaRecord], int, bool]] = []
-    max_records = spec.rolling.max_records
-    size_ms = time_partition_ms(spec)
-    low, high = KAFKA_TIMESTAMP_RANGE_MS
-    room = max_records - open_records
-    current = open_bucket
-    earliest = latest = 0  # the open file takes timestamps in earliest..latest-1
-    if current is not None:
-        earliest, latest = current * size_ms - MAX_LATENESS_MS, (current + 1) * size_ms
-    start = 0
-    for index, record in enumerate(records):
-        timestamp = record.timestamp
-        if current is None:
-            current = time_bucket(spec, timestamp)
-            earliest, latest = current * size_ms - MAX_LATENESS_MS, (current + 1) * size_ms
-        elif not earliest <= timestamp < latest and low <= timestamp <= high:
-            segments.append((records[start:index], current, True))
-            start, room, current = index, max_records, timestamp // size_ms
-            earliest, latest = current * size_ms - MAX_LATENESS_MS, (current + 1) * size_ms
-        if index - start + 1 >= room:
-            segments.append((records[start : index + 1], current, True))
-            # The next file takes its first record's time partition, as it would in the next batch.
-            start, room, current = index + 1, max_records, None
-    if start < len(records):
-        assert current is not None
-        segments.append((records[start:], current, False))
-    return segments
 
 
 class PartitionState:
@@ -173,11 +125,11 @@ class PartitionState:
             inside += 1
         if inside:
             if self._recovery_spool is None:
-                self._recovery_spool = self._open(pending.first, pending.bucket, pending.rg)
+                self._recovery_spool = self._open(pending.first, pending.period, pending.rg)
             self._append(self._recovery_spool, records[:inside])
         # Complete once the batch reaches the recorded last offset or goes past it.
         if inside < len(records) or records[-1].offset >= pending.last:
-            spool = self._recovery_spool or self._open(pending.first, pending.bucket, pending.rg)
+            spool = self._recovery_spool or self._open(pending.first, pending.period, pending.rg)
             spool.last_offset = pending.last
             rolls.append(self._roll(spool, pending))
             self._recovery_spool = None
@@ -186,14 +138,17 @@ class PartitionState:
 
     def _route(self, records: Sequence[KafkaRecord], now: float, rolls: list[Roll]) -> None:
         open_records = self.spool.records if self.spool else 0
-        open_bucket = self.spool.bucket if self.spool else None
-        for segment, bucket, ends_file in split_at_boundaries(self.spec, open_records, open_bucket, records):
+        open_period = self.spool.period if self.spool else None
+        for segment, period, ends_file in split_at_boundaries(self.spec, open_records, open_period, records):
             if segment:
                 if self.spool is None:
-                    self.spool = self._open(segment[0].offset, bucket, self._row_group_records())
+                    self.spool = self._open(segment[0].offset, period, self._row_group_records())
                     self.opened_at = now
                 self._append(self.spool, segment)
-            if ends_file or self._over_size():
+            spool = self.spool
+            if ends_file or (
+                spool is not None and over_size(self.spec, spool.file_bytes, spool.memory_bytes)
+            ):
                 self.close_into(rolls)
 
     def _append(self, spool: SpoolFile, segment: Sequence[KafkaRecord]) -> None:
@@ -221,26 +176,16 @@ class PartitionState:
             newest_created_at_us=self._newest.pop(id(spool), None),
         )
 
-    def _over_size(self) -> bool:
-        spool = self.spool
-        if spool is None:
-            return False
-        estimate = spool.file_bytes + spool.memory_bytes // ARROW_TO_PARQUET_RATIO
-        return estimate >= self.spec.rolling.max_file_bytes
-
-    def _open(self, first_offset: int, bucket: int, row_group_records: int) -> SpoolFile:
+    def _open(self, first_offset: int, period: int, row_group_records: int) -> SpoolFile:
         return SpoolFile(
             topic=self.tp.topic,
             partition=self.tp.partition,
             first_offset=first_offset,
-            bucket=bucket,
+            period=period,
             schema=self._decoder.file_schema,
             row_group_records=row_group_records,
             spool_dir=self._spool_dir,
         )
-
-    def expired(self, now: float) -> bool:
-        return self.opened_at is not None and now - self.opened_at >= self.spec.rolling.max_age_s
 
     def close_into(self, rolls: list[Roll]) -> None:
         """End the open file now (full, expired, memory pressure or shutdown)."""

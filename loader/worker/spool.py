@@ -59,7 +59,7 @@ class SpoolFile:
         topic: str,
         partition: int,
         first_offset: int,
-        bucket: int,
+        period: int,
         schema: pa.Schema,
         row_group_records: int,
         spool_dir: Path | None,
@@ -68,7 +68,7 @@ class SpoolFile:
         self.partition = partition
         self.first_offset = first_offset
         self.last_offset = first_offset - 1
-        self.bucket = bucket
+        self.period = period
         self.row_group_records = row_group_records
         self.records = 0
         self.raw_bytes = 0
@@ -150,7 +150,7 @@ class SpoolFile:
             rejected = sorted(self._rejected, key=lambda r: r.record.offset)
             write_parquet(dead_letter_table(rejected), str(dead_letter_path), self.row_group_records)
         closed = ClosedFile(
-            covered=FileRange(self.topic, self.partition, self.first_offset, self.last_offset, self.bucket),
+            covered=FileRange(self.topic, self.partition, self.first_offset, self.last_offset, self.period),
             row_group_records=self.row_group_records,
             data_path=data_path,
             dead_letter_path=dead_letter_path,

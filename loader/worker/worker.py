@@ -7,8 +7,9 @@ becomes a :class:`~loader.worker.partition.Roll`. Rolls of one partition run
 in order, as a chain of tasks, each following the checkpoint protocol of
 :mod:`loader.checkpoint`: record the roll in the group (fenced), upload,
 commit past it. A partition whose chain falls behind is paused
-(backpressure); when buffered rows pass the memory budget, the biggest open
-file is rolled early.
+(backpressure). When files roll is :mod:`loader.worker.rolling`'s decision:
+the worker asks it about age (on its clock) and memory pressure (over all its
+partitions), and the partitions ask it about the rest.
 
 On assignment, the worker first reads each partition's committed offset and
 pending roll and finishes that roll (or sees it is in S3) before going on.
@@ -46,6 +47,7 @@ from loader.metrics import EventMetrics
 from loader.retry import Backoff
 from loader.store.s3 import S3Store
 from loader.worker.partition import PartitionState, Roll
+from loader.worker.rolling import expired, roll_for_memory
 
 __all__ = ["StreamWorker", "WorkerStats"]
 
@@ -288,12 +290,9 @@ class StreamWorker:
                 return
 
     def _relieve_memory(self, rolls: list[Roll]) -> None:
-        """Roll the biggest open files early while buffered rows exceed the budget."""
-        while self._buffered_bytes() > self.budget_bytes:
-            biggest = max(self._partitions.values(), key=lambda s: s.memory_bytes)
-            if biggest.spool is None:
-                return
-            biggest.close_into(rolls)
+        """Roll open files early for as long as the rolling policy asks (memory pressure)."""
+        while (state := roll_for_memory(self._partitions.values(), self.budget_bytes)) is not None:
+            state.close_into(rolls)
             self.stats.early_rolls += 1
 
     def _row_group_records(self) -> int:
@@ -307,10 +306,10 @@ class StreamWorker:
 
     async def _roll_expired(self) -> None:
         now = self._clock()
-        if not any(s.expired(now) for s in self._partitions.values()):
+        if not any(expired(self.spec, s.opened_at, now) for s in self._partitions.values()):
             return
         async with self._lock:
-            rolls = await self._in_processing(self._close, lambda s: s.expired(now))
+            rolls = await self._in_processing(self._close, lambda s: expired(self.spec, s.opened_at, now))
         for roll in rolls:
             self._schedule(roll)
 

@@ -29,7 +29,7 @@ def test_commits_under_an_old_generation_are_refused(
     asyncio.run(ensure_topic(spec, settings.kafka))
     bootstrap = settings.kafka.bootstrap_for("default")
     tp = TopicPartition(spec.kafka.topic, 0)
-    pending = PendingFile(first=0, last=9, bucket=1, rg=10, key="k", dlq="d")
+    pending = PendingFile(first=0, last=9, period=1, rg=10, key="k", dlq="d")
 
     async def scenario() -> tuple[Generation, Generation, str | None]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -55,7 +55,7 @@ def test_foreign_commit_metadata_is_ignored_and_the_offsets_still_count(
     store.create_bucket()
     asyncio.run(ensure_topic(spec, settings.kafka))
     produced = produce(settings, spec, sample_values(spec, 300))
-    hostile = PendingFile(first=10, last=19, bucket=490_000, rg=5, key=ESCAPE_KEY, dlq=ESCAPE_KEY + ".dlq")
+    hostile = PendingFile(first=10, last=19, period=490_000, rg=5, key=ESCAPE_KEY, dlq=ESCAPE_KEY + ".dlq")
     _commit(
         settings,
         spec,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from loader.config.spec import load_specs
-from loader.store.layout import FileRange, data_key, dead_letter_key, parse_data_key, parse_key, time_bucket
+from loader.store.layout import FileRange, data_key, dead_letter_key, parse_data_key, parse_key, period_of
 
 pytestmark = pytest.mark.unit
 
@@ -17,7 +17,7 @@ T = 1_764_230_400_000 + 123  # 2025-11-27 08:00:00.123 UTC
 
 def test_key_names_event_time_topic_partition_offsets() -> None:
     """A data key holds the prefix, the hour of its first record, topic, partition and offsets."""
-    key = data_key(SPEC, FileRange("orders.order_created", 3, 1000, 1999, time_bucket(SPEC, T)))
+    key = data_key(SPEC, FileRange("orders.order_created", 3, 1000, 1999, period_of(SPEC, T)))
     assert key == (
         "events/order_created/data/dt=2025-11-27/hour=08/orders.order_created/"
         "p0003-00000000000000001000-00000000000000001999.parquet"
@@ -36,24 +36,24 @@ def test_key_names_event_time_topic_partition_offsets() -> None:
 
 def test_dead_letter_key_mirrors_data_key() -> None:
     """Dead letters of a range live outside the data prefix, under the same name."""
-    bucket = time_bucket(SPEC, T)
-    key = dead_letter_key(SPEC, FileRange("t", 0, 5, 9, bucket))
+    period = period_of(SPEC, T)
+    key = dead_letter_key(SPEC, FileRange("t", 0, 5, 9, period))
     assert key.startswith("events/order_created/dead-letter/")
     assert not key.startswith(SPEC.data_prefix)
-    assert key.split("/")[-1] == data_key(SPEC, FileRange("t", 0, 5, 9, bucket)).split("/")[-1]
+    assert key.split("/")[-1] == data_key(SPEC, FileRange("t", 0, 5, 9, period)).split("/")[-1]
 
 
 def test_keys_sort_by_offset() -> None:
     """Zero-padded offsets make lexical order the offset order within a partition."""
-    bucket = time_bucket(SPEC, T)
-    keys = [data_key(SPEC, FileRange("t", 1, first, first + 9, bucket)) for first in (5, 50, 500, 5000)]
+    period = period_of(SPEC, T)
+    keys = [data_key(SPEC, FileRange("t", 1, first, first + 9, period)) for first in (5, 50, 500, 5000)]
     assert sorted(keys) == keys
 
 
 def test_day_partitioning() -> None:
     """A spec partitioned by day has no hour folder."""
     daily = SPEC.model_copy(update={"s3": SPEC.s3.model_copy(update={"time_partition": "day"})})
-    key = data_key(daily, FileRange("t", 0, 1, 2, time_bucket(daily, T)))
+    key = data_key(daily, FileRange("t", 0, 1, 2, period_of(daily, T)))
     assert "/dt=2025-11-27/t/" in key
     assert parse_key(key) is not None
 

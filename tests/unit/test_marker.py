@@ -26,6 +26,23 @@ def test_a_marker_this_code_writes_reads_back_and_matches() -> None:
     assert decoded.mismatch(SPEC, "orders", 3, 1000) is None
 
 
+WRITTEN_BEFORE_THE_RENAME = (
+    '{"v":1,"first":1000,"last":1999,"bucket":490000,"rg":500,'
+    '"key":"events/order_created/data/dt=2025-11-24/hour=16/orders/p0003-00000000000000001000-00000000000000001999.parquet",'
+    '"dlq":"events/order_created/dead-letter/dt=2025-11-24/hour=16/orders/p0003-00000000000000001000-00000000000000001999.parquet"}'
+)
+"""A marker exactly as workers commit it, with the period under its wire name ``bucket``."""
+
+
+def test_a_marker_committed_by_a_running_worker_still_decodes_to_the_same_roll() -> None:
+    """The wire format did not change with the field's name: ``bucket`` is read as the period,
+    and this code writes the very same string (so recovery finishes rolls recorded before)."""
+    decoded = decode_marker(WRITTEN_BEFORE_THE_RENAME)
+    assert decoded == OURS
+    assert decoded.period == 490_000
+    assert OURS.encode() == WRITTEN_BEFORE_THE_RENAME
+
+
 @pytest.mark.parametrize(
     "metadata",
     [
@@ -54,7 +71,7 @@ def test_metadata_that_is_no_marker_is_a_value_error_with_a_short_message(metada
         (OURS, 999, "committed at 999"),
         (replace(OURS, last=10), 1000, "make no file"),
         (replace(OURS, rg=0), 1000, "make no file"),
-        (replace(OURS, bucket=10**15), 1000, "no date"),
+        (replace(OURS, period=10**15), 1000, "no date"),
         (replace(OURS, key="events/order_created/data/../../elsewhere.parquet"), 1000, "is not the one"),
         (replace(OURS, dlq=OURS.key), 1000, "is not the one"),
     ],

@@ -13,7 +13,8 @@ from loader.config.spec import EventSpec, load_specs
 from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder
 from loader.schema import load_avro_schema
-from loader.worker.partition import PartitionState, Roll, pending_for, split_at_boundaries
+from loader.worker.partition import PartitionState, Roll, pending_for
+from loader.worker.rolling import split_at_boundaries
 from tests.unit.fakes import FakeRecord
 
 pytestmark = pytest.mark.unit
@@ -34,7 +35,7 @@ def _records(timestamps: list[int], start: int = 0) -> list[FakeRecord]:
 
 
 def _shape(segments):
-    return [([r.offset for r in seg], bucket, ends) for seg, bucket, ends in segments]
+    return [([r.offset for r in seg], period, ends) for seg, period, ends in segments]
 
 
 def _events(count: int, start: int = 0) -> list[FakeRecord]:

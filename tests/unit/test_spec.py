@@ -251,7 +251,7 @@ def test_the_longest_prefix_and_topic_make_keys_s3_accepts(tmp_path: Path) -> No
         write_example_spec(tmp_path, "orders", s3__prefix="p" * S3_PREFIX_CHARS, kafka__topic="t" * 249)
     )
     covered = FileRange(
-        topic=spec.kafka.topic, partition=9_999, first_offset=2**63 - 2, last_offset=2**63 - 1, bucket=2**20
+        topic=spec.kafka.topic, partition=9_999, first_offset=2**63 - 2, last_offset=2**63 - 1, period=2**20
     )
     for key in (data_key(spec, covered), dead_letter_key(spec, covered)):
         assert parse_key(key) is not None

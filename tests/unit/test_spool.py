@@ -35,7 +35,7 @@ def _spool(tmp_path: Path, row_group_records: int = 4, first_offset: int = FIRST
         topic="t",
         partition=2,
         first_offset=first_offset,
-        bucket=10,
+        period=10,
         schema=DECODER.file_schema,
         row_group_records=row_group_records,
         spool_dir=tmp_path,

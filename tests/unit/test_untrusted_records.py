@@ -24,7 +24,8 @@ from loader.encode.raw import RawDecoder
 from loader.schema import load_avro_schema
 from loader.schema.types import KAFKA_TIMESTAMP_RANGE_MS
 from loader.store.layout import parse_key
-from loader.worker.partition import PartitionState, Roll, split_at_boundaries
+from loader.worker.partition import PartitionState, Roll
+from loader.worker.rolling import split_at_boundaries
 from tests.unit.fakes import FakeRecord
 
 pytestmark = pytest.mark.unit
@@ -157,7 +158,7 @@ def test_a_far_future_record_does_not_drag_later_records_into_its_folder() -> No
         _record(i, ts) for i, ts in enumerate([10 * HOUR, 10 * HOUR + 1, far, 10 * HOUR + 2, 11 * HOUR])
     ]
     segments = split_at_boundaries(_spec(), 0, None, records)
-    assert [([r.offset for r in s], bucket, ends) for s, bucket, ends in segments] == [
+    assert [([r.offset for r in s], period, ends) for s, period, ends in segments] == [
         ([0, 1], 10, True),
         ([2], far // HOUR, True),
         ([3], 10, True),
@@ -169,14 +170,14 @@ def test_a_record_late_by_less_than_a_day_stays_in_the_open_file() -> None:
     """Late records within a day of the open file's hour join it, as before (no flapping)."""
     records = [_record(i, ts) for i, ts in enumerate([30 * HOUR, 30 * HOUR - 23 * HOUR, 30 * HOUR + 5])]
     segments = split_at_boundaries(_spec(), 0, None, records)
-    assert [([r.offset for r in s], bucket, ends) for s, bucket, ends in segments] == [([0, 1, 2], 30, False)]
+    assert [([r.offset for r in s], period, ends) for s, period, ends in segments] == [([0, 1, 2], 30, False)]
 
 
 def test_a_record_late_by_more_than_a_day_starts_a_new_file() -> None:
     """A record more than a day before the open file's hour ends it and opens its own hour."""
     records = [_record(i, ts) for i, ts in enumerate([30 * HOUR, 30 * HOUR - 25 * HOUR])]
     segments = split_at_boundaries(_spec(), 0, None, records)
-    assert [([r.offset for r in s], bucket, ends) for s, bucket, ends in segments] == [
+    assert [([r.offset for r in s], period, ends) for s, period, ends in segments] == [
         ([0], 30, True),
         ([1], 5, False),
     ]
