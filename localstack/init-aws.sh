@@ -1,6 +1,6 @@
 #!/bin/bash
 # LocalStack "ready" hook: create the S3 and SQS pieces the loader expects,
-# the same ones loader/provision.py creates (and with the same rule ids, so a
+# the same ones loader/notify/provision.py creates (and with the same rule ids, so a
 # later `provision` finds them and changes nothing):
 #   - the bucket the event specs write to;
 #   - the notifications queue, with a dead-letter queue after 5 receives;
@@ -48,7 +48,7 @@ arn="$(queue_arn "$queue_url")"
 echo "queue $queue_url (dead letters to $DLQ after $MAX_RECEIVE_COUNT receives)"
 
 # S3 replaces the whole notification configuration on each write, so write
-# every rule at once. Rule ids follow loader/provision.py: loader-<prefix with / as ->.
+# every rule at once. Rule ids follow loader/notify/provision.py: loader-<prefix with / as ->.
 rules=""
 for prefix in "${DATA_PREFIXES[@]}"; do
   id="loader-${prefix%/}"
