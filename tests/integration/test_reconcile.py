@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Callable
 from urllib.parse import unquote_plus
 
@@ -22,7 +20,9 @@ from loader.warehouse.manager import PipeManager
 from loader.warehouse.sqs_loader import SqsLoader
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import make_spec, produce, sample_values
+from tests.integration.loading import run_loader_until
 from tests.integration.workers import run_worker_until
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -40,30 +40,31 @@ def test_reconcile_loads_the_file_whose_notification_was_lost(
 
     # Lose one notification on purpose.
     sqs = aws_client("sqs", settings.aws)
-    dropped = None
-    while dropped is None:
+
+    def drop_one() -> str | None:
+        """Take one message off the queue; the key it names, if it is a file's notification."""
         for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=2)[
             "Messages"
         ]:
             body = json.loads(message["Body"])
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             if "Records" in body:
-                dropped = unquote_plus(body["Records"][0]["s3"]["object"]["key"])
+                return unquote_plus(body["Records"][0]["s3"]["object"]["key"])
+        return None
+
+    dropped = eventually(drop_one, 60, what="a file's notification to drop", interval_s=0)
 
     with Warehouse(settings.snowflake) as warehouse:
         manager = PipeManager(warehouse, settings)
         manager.apply(spec)
         objects = manager.objects(spec)
-        loader = SqsLoader(settings, [spec], queue_url=queue_url, wait_time_s=1)
-        stop = threading.Event()
-        thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while loader.stats.files_loaded < worker.stats.files_written - 1 and time.monotonic() < deadline:
-            time.sleep(0.3)
-        stop.set()
-        thread.join(timeout=30)
-        loader.close()
+        run_loader_until(
+            SqsLoader(settings, [spec], queue_url=queue_url, wait_time_s=1),
+            lambda loader: loader.stats.files_loaded >= worker.stats.files_written - 1,
+            60,
+            what="every file but the dropped one loaded",
+            join_timeout_s=30,
+        )
         assert warehouse.execute(objects.count_statement())[0][0] < produced  # the dropped file is missing
 
         store = S3Store(settings.aws, spec.s3.bucket)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from loader.warehouse.manager import PipeManager
 from loader.warehouse.objects import EventObjects
 from loader.warehouse.sqs_loader import SqsLoader
 from tests.integration.helpers import make_spec, upload_sample_file
+from tests.integration.loading import run_loader_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -81,7 +81,7 @@ def pipeline(dev_stack: DevStack, unique_name: Callable[..., str]) -> Iterator[P
 
 
 def _run_loader_until(
-    pipeline: Pipeline, done: Callable[[SqsLoader], bool], timeout_s: float = 90
+    pipeline: Pipeline, done: Callable[[SqsLoader], bool], *, what: str, timeout_s: float = 90
 ) -> SqsLoader:
     """Run the SQS loader on a thread until ``done``; it must still be running then."""
     loader = SqsLoader(
@@ -91,21 +91,7 @@ def _run_loader_until(
         wait_time_s=1,
         visibility_timeout_s=2,
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not done(loader):
-            assert thread.is_alive(), "the loader stopped"
-            assert time.monotonic() < deadline, f"timed out: {loader.stats}"
-            time.sleep(0.2)
-        assert thread.is_alive()
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-        loader.close()
-    return loader
+    return run_loader_until(loader, done, timeout_s, what=what)
 
 
 def _notify(pipeline: Pipeline, key: str) -> None:
@@ -132,7 +118,9 @@ def test_a_key_that_leaves_the_stage_is_refused_and_kept_for_the_redrive_policy(
     upload_sample_file(pipeline.store, pipeline.spec, 0, ROWS_PER_FILE)
     _notify(pipeline, key)
     loader = _run_loader_until(
-        pipeline, lambda ldr: key in ldr.stats.not_loaded and ldr.stats.files_loaded == 1
+        pipeline,
+        lambda ldr: key in ldr.stats.not_loaded and ldr.stats.files_loaded == 1,
+        what="the escaping key refused and the valid file loaded",
     )
     assert loader.stats.not_loaded[key].startswith("REFUSED: not a data file name")
     local = pipeline.settings.snowflake.local_stage_dir
@@ -151,7 +139,9 @@ def test_a_bad_file_among_good_ones_fails_alone(pipeline: Pipeline) -> None:
     bad = _data_key_like(valid[0], 999)
     pipeline.store.upload_fileobj(io.BytesIO(b"PAR1" + b"not parquet at all" * 10 + b"PAR1"), bad)
     loader = _run_loader_until(
-        pipeline, lambda ldr: ldr.stats.files_loaded == 3 and bad in ldr.stats.not_loaded
+        pipeline,
+        lambda ldr: ldr.stats.files_loaded == 3 and bad in ldr.stats.not_loaded,
+        what="the three valid files loaded and the bad one failed",
     )
     assert sorted(loader.stats.loaded_keys) == sorted(valid)
     assert loader.stats.not_loaded[bad].startswith("LOAD_FAILED: ")
@@ -178,6 +168,7 @@ def test_a_zero_byte_object_is_refused_before_any_copy(pipeline: Pipeline) -> No
     loader = _run_loader_until(
         pipeline,
         lambda ldr: ldr.stats.files_loaded == 1 and {empty, text} <= ldr.stats.not_loaded.keys(),
+        what="the valid file loaded and both impostors refused",
         timeout_s=60,
     )
     assert loader.stats.not_loaded[empty] == "REFUSED: 0 bytes: too small to be a Parquet file"
