@@ -106,10 +106,12 @@ class WorkerPool:
     """Children running one event type's worker, and the probes over them."""
 
     def __init__(self, spec: EventSpec, settings: Settings, processes: int) -> None:
+        """``processes`` is what :func:`affordable_processes` allows: each child's share of the
+        budget is then at least :data:`MIN_CHILD_BUDGET_MB`."""
         self.spec = spec
         context = multiprocessing.get_context("fork")
         spare_mb = spec.deployment.memory_budget_mb - PROCESS_OVERHEAD_MB * (processes - 1)
-        budget_mb = max(64, spare_mb // processes)
+        budget_mb = spare_mb // processes
         self._ready = [context.Value("b", 0) for _ in range(processes)]
         self._children: list[ForkProcess] = [
             context.Process(

@@ -266,7 +266,7 @@ class StreamWorker:
         self.stats.records_read += taken
         self.metrics.records_consumed.inc(taken)
         self.metrics.bytes_consumed.inc(taken_bytes)
-        self._learn_row_size(rolls)
+        self._learn_row_size()
         self._relieve_memory(rolls)
         self.metrics.buffer_memory.set(self._buffered_bytes())
         return rolls
@@ -282,7 +282,7 @@ class StreamWorker:
             if highwater is not None and next_offset is not None:
                 self.metrics.lag(tp.partition, max(0, highwater - next_offset))
 
-    def _learn_row_size(self, rolls: list[Roll]) -> None:
+    def _learn_row_size(self) -> None:
         for state in self._partitions.values():
             spool = state.spool
             if spool is not None and spool.memory_bytes and spool.records:
