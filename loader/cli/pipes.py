@@ -150,7 +150,6 @@ def status(events: tuple[str, ...], specs_dir: Path | None, as_json: bool) -> No
     from rich.table import Table  # noqa: PLC0415
 
     from loader.ops.pipe_status import pipe_status  # noqa: PLC0415
-    from loader.schema.resolve import schema_for  # noqa: PLC0415
     from loader.store.s3 import S3Store  # noqa: PLC0415
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
@@ -162,7 +161,7 @@ def status(events: tuple[str, ...], specs_dir: Path | None, as_json: bool) -> No
             pipe_status(
                 warehouse,
                 S3Store(settings.aws, s.s3.bucket),
-                EventObjects(s, schema_for(s), settings.snowflake),
+                EventObjects.for_spec(s, settings.snowflake),
             )
             for s in specs
         ]

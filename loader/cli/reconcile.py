@@ -29,8 +29,7 @@ def reconcile(
     dry_run: bool,
 ) -> None:
     """Compare EVENTS' files in S3 with the warehouse's load history and load what is missing."""
-    from loader.ops.reconcile import reconcile as run_reconcile  # noqa: PLC0415
-    from loader.schema.resolve import schema_for  # noqa: PLC0415 - heavy imports, only here
+    from loader.ops.reconcile import reconcile as run_reconcile  # noqa: PLC0415 - heavy imports, only here
     from loader.store.s3 import S3Store  # noqa: PLC0415
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
@@ -41,7 +40,7 @@ def reconcile(
     failures = 0
     with Warehouse(settings.snowflake) as warehouse:
         for spec in specs:
-            objects = EventObjects(spec, schema_for(spec), settings.snowflake)
+            objects = EventObjects.for_spec(spec, settings.snowflake)
             report = run_reconcile(
                 warehouse,
                 S3Store(settings.aws, spec.s3.bucket),

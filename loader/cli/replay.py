@@ -102,13 +102,12 @@ def load(  # click passes options by name
     Files the target table has loaded before are skipped (a reload into the event's
     own table loads only what is missing); --force reloads them too."""
     from loader.replay.reload import plan_reload, run_reload  # noqa: PLC0415 - heavy imports, only here
-    from loader.schema.resolve import schema_for  # noqa: PLC0415
     from loader.store.s3 import S3Store  # noqa: PLC0415
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
 
     settings, spec = _one_spec(event, specs_dir, since, until)
-    objects = EventObjects(spec, schema_for(spec), settings.snowflake)
+    objects = EventObjects.for_spec(spec, settings.snowflake)
     store = S3Store(settings.aws, spec.s3.bucket)
     with Warehouse(settings.snowflake) as warehouse:
         plan = plan_reload(warehouse, store, objects, since=since, until=until, into=into, force=force)

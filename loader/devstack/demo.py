@@ -100,7 +100,7 @@ async def _run(
     specs = [s.model_copy(update={"rolling": s.rolling.model_copy(update={"max_age_s": 2.0})}) for s in specs]
     with console.status("provisioning topics, bucket, queue, notifications and tables…"):
         queue_url = await provision(settings, specs, queue_name=DEMO_QUEUE)
-        objects = {s.name: EventObjects(s, schema_for(s), settings.snowflake) for s in specs}
+        objects = {s.name: EventObjects.for_spec(s, settings.snowflake) for s in specs}
         with Warehouse(settings.snowflake) as warehouse:
             manager = PipeManager(warehouse, settings)
             for spec in specs:

@@ -27,7 +27,6 @@ from loader.ops.dead_letters import summarize_dead_letters
 from loader.ops.freshness import newest_created_at_in_s3
 from loader.ops.pipe_status import pipe_status
 from loader.retry import Backoff
-from loader.schema.resolve import schema_for
 from loader.store.listing import data_files
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
@@ -205,7 +204,7 @@ def event_status(
     """
     status = EventStatus(event=spec.name)
     store = S3Store(settings.aws, spec.s3.bucket, max_attempts=STATUS_S3_ATTEMPTS)
-    objects = EventObjects(spec, schema_for(spec), settings.snowflake)
+    objects = EventObjects.for_spec(spec, settings.snowflake)
     sources: dict[str, tuple[str, Callable[[], None]]] = {
         "kafka": (f"kafka:{spec.kafka.cluster}", lambda: _kafka(status, spec, settings)),
         "s3": ("s3", lambda: _s3(status, spec, store, now)),

@@ -32,7 +32,6 @@ from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.errors import ConfigError, WarehouseError
 from loader.notify.provision import ensure_notification_rules, queue_arn
-from loader.schema.resolve import schema_for
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.objects import PIPE_RECORD_COLUMNS, PIPES_TABLE, Column, EventObjects, PipeRecord
 
@@ -104,7 +103,7 @@ class PipeManager:
         self.settings = settings
 
     def objects(self, spec: EventSpec) -> EventObjects:
-        return EventObjects(spec, schema_for(spec), self.settings.snowflake)
+        return EventObjects.for_spec(spec, self.settings.snowflake)
 
     # -- plan ------------------------------------------------------------------------------------
 

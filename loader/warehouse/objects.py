@@ -19,6 +19,7 @@ from loader.config.identifiers import quote_ident, quote_literal
 from loader.config.settings import SnowflakeSettings
 from loader.config.spec import FILE_FORMAT_SUFFIX, PIPE_SUFFIX, PIPES_TABLE, STAGE_SUFFIX, EventSpec
 from loader.schema.model import EventSchema
+from loader.schema.resolve import schema_for
 from loader.schema.types import METADATA_COLUMNS, snowflake_type
 
 __all__ = ["PIPES_TABLE", "PIPE_RECORD_COLUMNS", "Column", "EventObjects", "PipeRecord"]
@@ -67,6 +68,11 @@ class EventObjects:
     spec: EventSpec
     schema: EventSchema
     settings: SnowflakeSettings
+
+    @classmethod
+    def for_spec(cls, spec: EventSpec, settings: SnowflakeSettings) -> EventObjects:
+        """The objects of ``spec``, with the schema it names (raises ConfigError when that is invalid)."""
+        return cls(spec, schema_for(spec), settings)
 
     # -- names -----------------------------------------------------------------------------------
 

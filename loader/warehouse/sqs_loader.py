@@ -31,7 +31,6 @@ from loader.config.spec import EventSpec
 from loader.errors import ConfigError, LoaderError, NotAppliedError, WarehouseError
 from loader.metrics import EventMetrics
 from loader.notify.queue import NotificationQueue
-from loader.schema.resolve import schema_for
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.freshness import newest_created_at_in_table
@@ -119,9 +118,7 @@ class SqsLoader:
         )
         self._warehouse = Warehouse(settings.snowflake)
         self._stores: dict[str, S3Store] = {}
-        self._objects = {
-            spec.name: EventObjects(spec, schema_for(spec), settings.snowflake) for spec in self.specs
-        }
+        self._objects = {spec.name: EventObjects.for_spec(spec, settings.snowflake) for spec in self.specs}
         self._pipes_checked: dict[str, float] = {}
         self.metrics = {spec.name: EventMetrics(spec.name) for spec in self.specs}
         self._freshness_read: dict[str, float] = {}

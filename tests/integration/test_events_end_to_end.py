@@ -13,7 +13,6 @@ import pytest
 
 from loader.consume.kafka import ensure_topic
 from loader.devstack import DevStack
-from loader.schema.resolve import schema_for
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import load_files
@@ -85,7 +84,7 @@ def test_valid_header_and_broken_events(dev_stack: DevStack, unique_name: Callab
     assert by_key[b"bad-tombstone"]["_VALUE"] is None
     assert by_key[b"bad-latin1"]["_VALUE"] == broken["latin1"]  # raw bytes kept as sent
 
-    objects = EventObjects(spec, schema_for(spec), settings.snowflake)
+    objects = EventObjects.for_spec(spec, settings.snowflake)
     with Warehouse(settings.snowflake) as warehouse:
         for statement in objects.create_statements():
             warehouse.execute(statement)

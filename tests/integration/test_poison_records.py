@@ -21,7 +21,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from loader.config.spec import EventSpec
 from loader.devstack import DevStack
-from loader.schema.resolve import schema_for
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.load import load_files
@@ -146,7 +145,7 @@ def test_codecs_header_keys_and_timestamps(dev_stack: DevStack, unique_name: Cal
     ends, committed = end_and_committed(settings, spec)
     assert committed == ends  # nothing left behind, nothing skipped
 
-    objects = EventObjects(spec, schema_for(spec), settings.snowflake)
+    objects = EventObjects.for_spec(spec, settings.snowflake)
     with Warehouse(settings.snowflake) as warehouse:
         for statement in objects.create_statements():
             warehouse.execute(statement)

@@ -16,7 +16,6 @@ from loader.config.spec import EventSpec
 from loader.encode.parquet import write_parquet
 from loader.errors import StorageError
 from loader.ops.freshness import newest_created_at_in_s3
-from loader.schema.resolve import schema_for
 from loader.store.layout import FileRange, data_key, dead_letter_key
 from loader.store.listing import data_files
 from loader.store.s3 import S3Store
@@ -116,7 +115,7 @@ def test_a_data_key_that_is_not_parquet_is_a_clear_error(
 def test_table_freshness_is_none_until_rows_arrive_then_the_utc_maximum(spec: EventSpec) -> None:
     """Missing table and empty table give None; rows give the newest value as aware UTC."""
     with fakesnow.patch(), Warehouse(SnowflakeSettings(account="acct", user="u")) as warehouse:
-        objects = EventObjects(spec, schema_for(spec), warehouse.settings)
+        objects = EventObjects.for_spec(spec, warehouse.settings)
         assert newest_created_at_in_table(warehouse, objects) is None  # no database, schema or table
         warehouse.execute(objects.create_database())
         warehouse.execute(objects.create_schema())

@@ -16,7 +16,6 @@ from loader.config.settings import SnowflakeSettings
 from loader.config.spec import RESERVED_TABLES, TABLE_OBJECT_SUFFIXES, load_spec, load_specs
 from loader.config.yamlfile import MAX_CONFIG_BYTES
 from loader.errors import ConfigError, SpecError
-from loader.schema.resolve import schema_for
 from loader.store.layout import FileRange, data_key, dead_letter_key, parse_key
 from loader.warehouse.objects import PIPES_TABLE, EventObjects
 from tests.unit.example_specs import EXAMPLES, write_example_spec
@@ -165,7 +164,7 @@ def test_a_table_name_too_long_for_its_stage_pipe_and_format_is_refused(tmp_path
 def test_the_longest_table_name_derives_valid_snowflake_names(tmp_path: Path) -> None:
     """A 247 character table loads, and its file format, stage and pipe names are valid identifiers."""
     spec = load_spec(write_example_spec(tmp_path, "orders", snowflake__table="T" * 247))
-    objects = EventObjects(spec, schema_for(spec), SnowflakeSettings())
+    objects = EventObjects.for_spec(spec, SnowflakeSettings())
     derived = [objects.file_format_name, objects.stage_name, objects.pipe_name]
     assert sorted(name.removeprefix("T" * 247) for name in derived) == sorted(TABLE_OBJECT_SUFFIXES)
     for name in derived:

@@ -23,7 +23,6 @@ from loader.config.settings import AwsSettings, KafkaSettings, Settings, Snowfla
 from loader.config.spec import EventSpec
 from loader.encode.parquet import write_parquet
 from loader.ops.status import EventStatus, PartitionLag, gather_status, partition_lags
-from loader.schema.resolve import schema_for
 from loader.store.layout import FileRange, data_key, dead_letter_key
 from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
@@ -182,7 +181,7 @@ def test_an_unreachable_broker_leaves_s3_and_warehouse_columns_filled(
 
     with fakesnow.patch():
         with Warehouse(settings.snowflake) as warehouse:
-            objects = EventObjects(specs[0], schema_for(specs[0]), settings.snowflake)
+            objects = EventObjects.for_spec(specs[0], settings.snowflake)
             for statement in (objects.create_database(), objects.create_schema(), objects.create_table()):
                 warehouse.execute(statement)
         one, two = gather_status(specs, settings, now=NOW)
