@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
@@ -13,7 +12,7 @@ import click
 from loader.errors import ConfigError, LoaderError, clip
 from loader.logs import configure_logging
 
-__all__ = ["cli", "main", "specs_option"]
+__all__ = ["cli", "main"]
 
 
 USAGE_ERROR_CHARS = 500
@@ -73,15 +72,6 @@ class _LoaderGroup(click.Group):
 def cli(log_level: str | None, log_format: str | None) -> None:
     """Load Kafka event streams into Snowflake through S3, exactly once."""
     configure_logging(log_level, log_format)
-
-
-specs_option = click.option(
-    "--specs",
-    "specs_dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Folder of event specs (default: $LOADER_SPECS_DIR or ./pipelines).",
-)
 
 
 def main() -> None:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from loader.cli.app import specs_option
-from loader.config.settings import load_settings
-from loader.config.spec import load_specs
+from loader.cli.options import CliContext, json_option, pass_cli, specs_option
 from loader.ops.dead_letters import summarize_dead_letters
 from loader.store.s3 import S3Store
 
@@ -28,13 +25,13 @@ __all__ = ["dead_letters"]
     show_default=True,
     help="Rejected records to show per event type.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def dead_letters(events: tuple[str, ...], specs_dir: Path | None, samples: int, as_json: bool) -> None:
+@json_option("tables")
+@pass_cli
+def dead_letters(cli: CliContext, events: tuple[str, ...], samples: int, as_json: bool) -> None:
     """List and summarise the dead letters of EVENTS (default: all)."""
-    settings = load_settings()
-    specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
     summaries = [
-        summarize_dead_letters(s, S3Store(settings.aws, s.s3.bucket), samples=samples) for s in specs
+        summarize_dead_letters(s, S3Store(cli.settings.aws, s.s3.bucket), samples=samples)
+        for s in cli.specs(events)
     ]
     if as_json:
         click.echo(json.dumps([s.to_json() for s in summaries], indent=2))

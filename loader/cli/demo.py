@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from loader.cli.app import specs_option
-from loader.config.settings import load_settings
+from loader.cli.options import CliContext, pass_cli, specs_option
 
 __all__ = ["demo"]
 
@@ -30,8 +27,9 @@ __all__ = ["demo"]
     show_default=True,
     help="Seconds to wait for every event to reach its table.",
 )
-def demo(specs_dir: Path | None, events_per_type: int, timeout_s: float) -> None:
+@pass_cli
+def demo(cli: CliContext, events_per_type: int, timeout_s: float) -> None:
     """Run the whole pipeline end to end on local services and print a summary."""
     from loader.devstack.demo import run_demo  # noqa: PLC0415 - heavy (all services' clients); only the demo needs it
 
-    run_demo(specs_dir or load_settings().specs_dir, events_per_type=events_per_type, timeout_s=timeout_s)
+    run_demo(cli.specs_folder, events_per_type=events_per_type, timeout_s=timeout_s)

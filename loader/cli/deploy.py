@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from loader.cli.app import specs_option
-from loader.config.settings import load_settings
+from loader.cli.options import CliContext, pass_cli, specs_option
 from loader.config.spec import load_specs
 from loader.deploy.helm import CHART_DIR, helm_template
 from loader.deploy.render import chart_values, values_yaml
@@ -56,10 +55,11 @@ def deploy() -> None:
     "--release", default="event-loader", show_default=True, help="With --manifests: the release name."
 )
 @click.option("--namespace", default=None, help="With --manifests: the namespace.")
+@pass_cli
 def render(
+    cli: CliContext,
     *,
     events: tuple[str, ...],
-    specs_dir: Path | None,
     output: Path,
     image: str | None,
     manifests: bool,
@@ -74,7 +74,8 @@ def render(
     exceed its partition count. No credential is read or written: pods get
     theirs from the Secret named by the existingSecret value.
     """
-    specs = load_specs(specs_dir or load_settings().specs_dir, list(events) or None)
+    # No settings: with --specs, rendering reads no configuration at all.
+    specs = load_specs(cli.specs_folder, list(events) or None)
     text = values_yaml(chart_values(specs, image=image))
     if manifests:
         text = helm_template(

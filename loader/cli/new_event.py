@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from loader.cli.app import specs_option
-from loader.config.settings import load_settings
+from loader.cli.options import CliContext, pass_cli, specs_option
 from loader.ops.new_event import DEFAULT_BUCKET, scaffold
 
 __all__ = ["new_event"]
@@ -34,10 +33,11 @@ __all__ = ["new_event"]
 @click.option("--bucket", default=DEFAULT_BUCKET, show_default=True, help="S3 bucket of the Parquet files.")
 @click.option("--raw", is_flag=True, help="Raw JSON events: no schema, the payload is one VARIANT column.")
 @click.option("--force", is_flag=True, help="Overwrite the spec and schema if they exist.")
+@pass_cli
 def new_event(
+    cli: CliContext,
     name: str,
     *,  # click passes options by name
-    specs_dir: Path | None,
     schemas_dir: Path | None,
     topic: str | None,
     partitions: int,
@@ -46,7 +46,7 @@ def new_event(
     force: bool,
 ) -> None:
     """Write NAME's spec (every field explained) and an example schema, valid as they are."""
-    specs = specs_dir or load_settings().specs_dir
+    specs = cli.specs_folder
     written = scaffold(
         name,
         specs_dir=specs,
@@ -60,7 +60,7 @@ def new_event(
     click.echo(f"wrote {written.spec_path}")
     if written.schema_path is not None:
         click.echo(f"wrote {written.schema_path}")
-    option = "" if specs_dir is None else f" --specs {specs_dir}"
+    option = "" if cli.specs_dir is None else f" --specs {cli.specs_dir}"
     steps = [
         f"describe the payload's fields in {written.schema_path}, then `loader schemas check{option}`"
         if written.schema_path is not None

@@ -6,14 +6,11 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
 
 import click
 
-from loader.cli.app import specs_option
-from loader.config.settings import load_settings
-from loader.config.spec import load_specs
+from loader.cli.options import CliContext, bind_options, json_option, pass_cli, specs_option
 from loader.errors import ConfigError
 
 __all__ = ["pipes"]
@@ -27,13 +24,13 @@ def pipes() -> None:
     """Snowflake tables, stages and pipes, and the SQS-triggered loader."""
 
 
-def _plans(events: tuple[str, ...], specs_dir: Path | None, *, apply: bool) -> None:
+def _plans(cli: CliContext, events: tuple[str, ...], *, apply: bool) -> None:
     # Imported here: the Snowflake connector is heavy, and workers never need it.
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.manager import PipeManager  # noqa: PLC0415
 
-    settings = load_settings()
-    specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
+    specs = cli.specs(events)
+    settings = cli.settings
     refused = 0
     with Warehouse(settings.snowflake) as warehouse:
         manager = PipeManager(warehouse, settings)
@@ -51,17 +48,19 @@ def _plans(events: tuple[str, ...], specs_dir: Path | None, *, apply: bool) -> N
 @pipes.command("plan")
 @click.argument("events", nargs=-1)
 @specs_option
-def plan(events: tuple[str, ...], specs_dir: Path | None) -> None:
+@pass_cli
+def plan(cli: CliContext, events: tuple[str, ...]) -> None:
     """Print the statements that would bring the warehouse in line with the specs (changes nothing)."""
-    _plans(events, specs_dir, apply=False)
+    _plans(cli, events, apply=False)
 
 
 @pipes.command("apply")
 @click.argument("events", nargs=-1)
 @specs_option
-def apply(events: tuple[str, ...], specs_dir: Path | None) -> None:
+@pass_cli
+def apply(cli: CliContext, events: tuple[str, ...]) -> None:
     """Create or evolve tables, file formats, stages and pipes of EVENTS (default: all); idempotent."""
-    _plans(events, specs_dir, apply=True)
+    _plans(cli, events, apply=True)
 
 
 @pipes.command("run")
@@ -72,24 +71,11 @@ def apply(events: tuple[str, ...], specs_dir: Path | None) -> None:
     default=None,
     help="SQS queue of the bucket notifications (default: $LOADER_AWS__NOTIFICATIONS_QUEUE_URL).",
 )
-@click.option(
-    "--metrics-host",
-    envvar="LOADER_METRICS_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address of the Prometheus /metrics endpoint ($LOADER_METRICS_HOST).",
-)
-@click.option(
-    "--metrics-port",
-    envvar="LOADER_METRICS_PORT",
-    type=click.IntRange(0, 65535),
-    default=9102,
-    show_default=True,
-    help="Port of the /metrics endpoint ($LOADER_METRICS_PORT); 0 turns it off.",
-)
+@bind_options("metrics", port=9102, what="the Prometheus /metrics endpoint")
+@pass_cli
 def run(
+    cli: CliContext,
     events: tuple[str, ...],
-    specs_dir: Path | None,
     queue_url: str | None,
     metrics_host: str,
     metrics_port: int,
@@ -102,9 +88,8 @@ def run(
     from loader import metrics  # noqa: PLC0415 - only the loader serves them from here
     from loader.warehouse.sqs_loader import SqsLoader  # noqa: PLC0415 - heavy, see above
 
-    settings = load_settings()
-    specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
-    loader = SqsLoader(settings, specs, queue_url=queue_url)
+    specs = cli.specs(events)
+    loader = SqsLoader(cli.settings, specs, queue_url=queue_url)
     server = None
     if metrics_port:
         try:
@@ -141,8 +126,9 @@ def run(
 @pipes.command("status")
 @click.argument("events", nargs=-1)
 @specs_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def status(events: tuple[str, ...], specs_dir: Path | None, as_json: bool) -> None:
+@json_option("a table")
+@pass_cli
+def status(cli: CliContext, events: tuple[str, ...], as_json: bool) -> None:
     """Per pipe: files in S3, loaded, pending, the last file loaded, and load errors."""
     import json  # noqa: PLC0415
 
@@ -154,8 +140,8 @@ def status(events: tuple[str, ...], specs_dir: Path | None, as_json: bool) -> No
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
 
-    settings = load_settings()
-    specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
+    specs = cli.specs(events)
+    settings = cli.settings
     with Warehouse(settings.snowflake) as warehouse:
         statuses = [
             pipe_status(

@@ -10,18 +10,15 @@ refused too, rather than reported as empty.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
 
 import click
 
 from loader.config.spec import EventSpec
 from loader.errors import excerpt
 
-__all__ = ["MOMENT", "check_range", "range_options"]
-
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = ["MOMENT", "check_range"]
 
 
 class _Moment(click.ParamType):
@@ -40,29 +37,6 @@ class _Moment(click.ParamType):
 
 
 MOMENT = _Moment()
-
-
-def range_options(what: str) -> Callable[[F], F]:
-    """The ``--since`` and ``--until`` options; ``what`` names the files' use in their help."""
-
-    def decorate(command: F) -> F:
-        # Applied innermost first: --until, then --since, so that help lists --since first.
-        command = click.option(
-            "--until",
-            type=MOMENT,
-            default=None,
-            help="Time partition to stop before (ISO-8601, UTC unless an offset is given), exclusive; "
-            "on a partition boundary.",
-        )(command)
-        return click.option(
-            "--since",
-            type=MOMENT,
-            default=None,
-            help=f"First time partition {what} (ISO-8601, UTC unless an offset is given), inclusive; "
-            "on a partition boundary.",
-        )(command)
-
-    return decorate
 
 
 def _show(moment: datetime, partition: str) -> str:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 import click
 
-from loader.cli.app import specs_option
-from loader.cli.ranges import check_range, range_options
-from loader.config.settings import load_settings
-from loader.config.spec import load_specs
+from loader.cli.options import CliContext, pass_cli, range_options, specs_option
+from loader.cli.ranges import check_range
 from loader.errors import RunError
 
 __all__ = ["reconcile"]
@@ -19,11 +16,11 @@ __all__ = ["reconcile"]
 @click.command()
 @click.argument("events", nargs=-1)
 @specs_option
-@range_options("to check")
-@click.option("--dry-run", is_flag=True, help="Report what is missing, load nothing.")
+@range_options("to check", dry_run="Report what is missing, load nothing.")
+@pass_cli
 def reconcile(
+    cli: CliContext,
     events: tuple[str, ...],
-    specs_dir: Path | None,
     since: datetime | None,
     until: datetime | None,
     dry_run: bool,
@@ -34,8 +31,8 @@ def reconcile(
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
 
-    settings = load_settings()
-    specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
+    specs = cli.specs(events)
+    settings = cli.settings
     check_range(since, until, specs)
     failures = 0
     with Warehouse(settings.snowflake) as warehouse:

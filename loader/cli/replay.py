@@ -6,23 +6,21 @@ import asyncio
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from loader.cli.app import specs_option
-from loader.cli.ranges import check_range, range_options
+from loader.cli.options import CliContext, pass_cli, range_options, specs_option
+from loader.cli.ranges import check_range
 from loader.config.identifiers import check_ident, check_topic
-from loader.config.settings import Settings, load_settings
-from loader.config.spec import EventSpec, load_specs
+from loader.config.spec import EventSpec
 from loader.errors import ConfigError, RunError
 
 __all__ = ["replay"]
 
-dry_run_option = click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
+DRY_RUN = "Say what would happen; change nothing."
 
 
 def _checked(
@@ -53,14 +51,11 @@ def _progress(what: str) -> Progress:
     )
 
 
-def _one_spec(
-    event: str, specs_dir: Path | None, since: datetime | None, until: datetime | None
-) -> tuple[Settings, EventSpec]:
+def _one_spec(cli: CliContext, event: str, since: datetime | None, until: datetime | None) -> EventSpec:
     """EVENT's spec, once the range is known to select whole partitions of its files."""
-    settings = load_settings()
-    (spec,) = load_specs(specs_dir or settings.specs_dir, [event])
+    spec = cli.spec(event)
     check_range(since, until, [spec])
-    return settings, spec
+    return spec
 
 
 def _mib(size: int) -> str:
@@ -75,7 +70,7 @@ def replay() -> None:
 @replay.command("load")
 @click.argument("event")
 @specs_option
-@range_options("to replay")
+@range_options("to replay", dry_run=DRY_RUN)
 @click.option(
     "--into",
     "into",
@@ -85,11 +80,11 @@ def replay() -> None:
 )
 @click.option("--force", is_flag=True, help="Reload files the table has loaded before (their rows repeat).")
 @click.option("--yes", is_flag=True, help="Do not ask before a forced reload that repeats rows.")
-@dry_run_option
+@pass_cli
 def load(  # click passes options by name
+    cli: CliContext,
     *,
     event: str,
-    specs_dir: Path | None,
     since: datetime | None,
     until: datetime | None,
     into: str | None,
@@ -106,7 +101,8 @@ def load(  # click passes options by name
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
 
-    settings, spec = _one_spec(event, specs_dir, since, until)
+    spec = _one_spec(cli, event, since, until)
+    settings = cli.settings
     objects = EventObjects.for_spec(spec, settings.snowflake)
     store = S3Store(settings.aws, spec.s3.bucket)
     with Warehouse(settings.snowflake) as warehouse:
@@ -145,7 +141,7 @@ def load(  # click passes options by name
 @replay.command("publish")
 @click.argument("event")
 @specs_option
-@range_options("to replay")
+@range_options("to replay", dry_run=DRY_RUN)
 @click.option(
     "--topic", required=True, callback=_checked(check_topic), help="The topic to publish to (it must exist)."
 )
@@ -158,11 +154,11 @@ def load(  # click passes options by name
     "--create-topic", is_flag=True, help="Create TOPIC, with the event topic's partition count, if missing."
 )
 @click.option("--force", is_flag=True, help="Allow publishing into the event's own topic (rows load twice).")
-@dry_run_option
+@pass_cli
 def publish(  # click passes options by name
+    cli: CliContext,
     *,
     event: str,
-    specs_dir: Path | None,
     since: datetime | None,
     until: datetime | None,
     topic: str,
@@ -178,7 +174,8 @@ def publish(  # click passes options by name
     from loader.schema.resolve import schema_for  # noqa: PLC0415
     from loader.store.s3 import S3Store  # noqa: PLC0415
 
-    settings, spec = _one_spec(event, specs_dir, since, until)
+    spec = _one_spec(cli, event, since, until)
+    settings = cli.settings
     store = S3Store(settings.aws, spec.s3.bucket)
     plan = plan_publish(store, spec, topic=topic, since=since, until=until, force=force)
     click.echo(

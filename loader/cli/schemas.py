@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
-from loader.cli.app import specs_option
-from loader.config.settings import load_settings
-from loader.config.spec import load_specs
+from loader.cli.options import CliContext, pass_cli, specs_option
 from loader.errors import ConfigError
 from loader.schema.check import check_schemas
 from loader.schema.registry import register_schema
@@ -30,9 +27,10 @@ def schemas() -> None:
     show_default=True,
     help="Git ref holding the previous schema versions; '' to only validate.",
 )
-def check(specs_dir: Path | None, against: str) -> None:
+@pass_cli
+def check(cli: CliContext, against: str) -> None:
     """Validate every spec and schema; refuse backward-incompatible schema changes."""
-    report = check_schemas(specs_dir or load_settings().specs_dir, against or None)
+    report = check_schemas(cli.specs_folder, against or None)
     for problem in report.problems:
         click.echo(f"error: {problem}", err=True)
     if report.problems:
@@ -56,10 +54,10 @@ def check(specs_dir: Path | None, against: str) -> None:
     default=None,
     help="Basic-auth user; the password comes from $LOADER_SCHEMA_REGISTRY_PASSWORD.",
 )
-def register(events: tuple[str, ...], specs_dir: Path | None, url: str, user: str | None) -> None:
+@pass_cli
+def register(cli: CliContext, events: tuple[str, ...], url: str, user: str | None) -> None:
     """Register the schemas of EVENTS (default: all typed ones) at deploy time, never at run time."""
-    settings = load_settings()
-    specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
+    specs = cli.specs(events)
     password = os.environ.get("LOADER_SCHEMA_REGISTRY_PASSWORD")
     for spec in specs:
         if spec.schema_path is None:

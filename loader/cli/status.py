@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from loader.cli.app import specs_option
-from loader.config.settings import load_settings
-from loader.config.spec import load_specs
+from loader.cli.options import CliContext, json_option, pass_cli, specs_option
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -97,18 +94,18 @@ def status_table(statuses: Sequence[EventStatus], now: datetime) -> Table:
 @click.command("status")
 @click.argument("events", nargs=-1)
 @specs_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def status(events: tuple[str, ...], specs_dir: Path | None, as_json: bool) -> None:
+@json_option("a table")
+@pass_cli
+def status(cli: CliContext, events: tuple[str, ...], as_json: bool) -> None:
     """Per event type (default: all): consumer lag, last file written, files not loaded yet,
     last load, dead letters and freshness of the table and of S3."""
     from rich.console import Console  # noqa: PLC0415 - heavy imports, only here
 
     from loader.ops.status import gather_status  # noqa: PLC0415
 
-    settings = load_settings()
-    specs = load_specs(specs_dir or settings.specs_dir, list(events) or None)
+    specs = cli.specs(events)
     now = datetime.now(UTC)
-    statuses = gather_status(specs, settings, now=now)
+    statuses = gather_status(specs, cli.settings, now=now)
     if as_json:
         click.echo(json.dumps([s.to_json() for s in statuses], indent=2))
         return

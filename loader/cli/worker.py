@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from pathlib import Path
 
 import click
 import structlog
 
-from loader.cli.app import specs_option
-from loader.config.settings import load_settings
-from loader.config.spec import load_specs
+from loader.cli.options import CliContext, bind_options, pass_cli, specs_option
 from loader.errors import LoaderError, RunError
 from loader.metrics import exposition
 from loader.worker.app import ServiceProbes, WorkerService, build_app
@@ -29,21 +26,7 @@ def worker() -> None:
 @worker.command("run")
 @click.argument("event")
 @specs_option
-@click.option(
-    "--web-host",
-    envvar="LOADER_WEB_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address of the /healthz, /readyz and /metrics endpoints ($LOADER_WEB_HOST).",
-)
-@click.option(
-    "--web-port",
-    envvar="LOADER_WEB_PORT",
-    type=click.IntRange(0, 65535),
-    default=6066,
-    show_default=True,
-    help="Port of the endpoints ($LOADER_WEB_PORT); 0 turns them off.",
-)
+@bind_options("web", port=6066, what="the /healthz, /readyz and /metrics endpoints")
 @click.option(
     "--processes",
     envvar="LOADER_WORKER_PROCESSES",
@@ -53,14 +36,15 @@ def worker() -> None:
     help="Worker processes (consumer-group members) sharing the memory budget; one per core "
     "uses every core ($LOADER_WORKER_PROCESSES).",
 )
-def run(event: str, specs_dir: Path | None, web_host: str, web_port: int, processes: int) -> None:
+@pass_cli
+def run(cli: CliContext, event: str, web_host: str, web_port: int, processes: int) -> None:
     """Consume EVENT's topic and write its files to S3 until SIGTERM or Ctrl-C.
 
     On SIGTERM the worker stops fetching, rolls and commits what it holds
     within its deadline, logs its counts and exits 0.
     """
-    settings = load_settings()
-    [spec] = load_specs(specs_dir or settings.specs_dir, [event])
+    spec = cli.spec(event)
+    settings = cli.settings
     budget_mb = spec.deployment.memory_budget_mb
     affordable = affordable_processes(budget_mb, processes)
     if affordable < processes:

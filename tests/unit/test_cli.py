@@ -127,6 +127,43 @@ def test_a_reversed_range_is_a_usage_error_naming_both_ends(
     )
 
 
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], click.Command]:
+    """Every leaf command under ``group``, by its path."""
+    found: dict[tuple[str, ...], click.Command] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found |= _commands(command, (*path, name))
+        else:
+            found[(*path, name)] = command
+    return found
+
+
+def test_every_command_taking_a_range_takes_the_shared_range_options() -> None:
+    """--since/--until/--dry-run come from one declaration; the range tests cover every command with them."""
+    with_range = {
+        path: command
+        for path, command in _commands(cli).items()
+        if any(p.name == "since" for p in command.params)
+    }
+    assert set(with_range) == {("reconcile",), ("replay", "load"), ("replay", "publish")}
+    for path, command in with_range.items():
+        options = {p.name: p for p in command.params if isinstance(p, click.Option)}
+        assert options["since"].type is MOMENT and options["until"].type is MOMENT, path
+        assert options["dry_run"].is_flag, path
+
+
+def test_specs_default_to_loader_specs_dir(tmp_path: Path) -> None:
+    """Without --specs, a command reads the specs folder from $LOADER_SPECS_DIR."""
+    env = {
+        "LOADER_STATE_DIR": str(tmp_path / "state"),
+        "LOADER_CONFIG": None,
+        "LOADER_SPECS_DIR": str(EXAMPLES),
+    }
+    result = CliRunner().invoke(cli, ["plan", "order_created", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert '"order_created"' in result.output
+
+
 @pytest.mark.parametrize(
     "command",
     [
