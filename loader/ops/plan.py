@@ -20,8 +20,9 @@ from loader.deploy.render import event_values, values_yaml
 from loader.store.layout import FileRange, data_key, dead_letter_key, period_of
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
+from loader.worker.rolling import MAX_LATENESS_MS
 
-__all__ = ["EventPlan", "KafkaPlan", "S3Plan", "SnowflakePlan", "plan_event"]
+__all__ = ["EventPlan", "KafkaPlan", "S3Plan", "SnowflakePlan", "plan_event", "roll_rules"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class S3Plan:
     notification: str
     """Where S3 reports each new data file, so that it gets loaded."""
     rolling: dict[str, Any]
+    """The spec's ``rolling`` limits, as given."""
+    roll_rules: list[str]
+    """Every reason the worker rolls a file, in :mod:`loader.worker.rolling`'s order; the first met wins."""
+    max_lateness_s: float
+    """How much older than the open file's time partition a record may be and still join it."""
 
 
 @dataclass(frozen=True)
@@ -112,12 +118,8 @@ class EventPlan:
                     ("dead letters", f"s3://{s3.bucket}/{s3.dead_letter_prefix}"),
                     ("example data key", s3.example_data_key),
                     ("example dead letters", s3.example_dead_letter_key),
-                    (
-                        "roll a file at",
-                        f"{rolling['max_records']:,} records, {rolling['max_file_bytes'] / MIB:g} MiB "
-                        f"or {rolling['max_age_s']:g} s after its first record, whichever comes first "
-                        f"({rolling['row_group_records']:,} records per row group)",
-                    ),
+                    *_rules("roll a file at", s3.roll_rules),
+                    ("", f"whichever comes first ({rolling['row_group_records']:,} records per row group)"),
                     ("notifications", s3.notification),
                 ],
             ),
@@ -129,6 +131,27 @@ class EventPlan:
             _section("Deployment (Helm values)", [], values_yaml({"events": [self.deployment]}).splitlines()),
         ]
         return "\n\n".join(sections)
+
+
+def _rules(label: str, rules: list[str]) -> list[tuple[str, str]]:
+    """``rules`` as pairs, ``label`` on the first, one rule a line, "or" before the last."""
+    lines = [f"{rule}," for rule in rules[:-1]] + [f"or {rule}" for rule in rules[-1:]]
+    return [(label if number == 0 else "", line) for number, line in enumerate(lines)]
+
+
+def roll_rules(spec: EventSpec) -> list[str]:
+    """When ``spec``'s worker rolls a partition's open file, one rule each, from the numbers the
+    worker uses (:mod:`loader.worker.rolling`)."""
+    rolling, partition = spec.rolling, spec.s3.time_partition
+    return [
+        f"{rolling.max_records:,} records",
+        f"{rolling.max_file_bytes / MIB:g} MiB (compressed, estimated while the file is open)",
+        f"the {partition} partition moving forward (or a record more than "
+        f"{MAX_LATENESS_MS / 3_600_000:g} h older than the open file's {partition})",
+        f"{rolling.max_age_s:g} s after its first record",
+        f"memory pressure (the biggest open file, once buffered rows exceed the "
+        f"{spec.deployment.memory_budget_mb} MB budget)",
+    ]
 
 
 def _section(title: str, pairs: list[tuple[str, str]], lines: list[str] | None = None) -> str:
@@ -190,6 +213,8 @@ def plan_event(spec: EventSpec, settings: Settings, *, now: datetime | None = No
             example_dead_letter_key=dead_letter_key(spec, first_file),
             notification=_notification(spec, settings),
             rolling=spec.rolling.model_dump(mode="json"),
+            roll_rules=roll_rules(spec),
+            max_lateness_s=MAX_LATENESS_MS / 1000,
         ),
         snowflake=SnowflakePlan(
             load_mode=settings.snowflake.load_mode,

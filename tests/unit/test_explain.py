@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 from loader.cli import cli
 from loader.config.settings import AwsSettings, Settings, SnowflakeSettings
-from loader.config.spec import EventSpec, load_specs
+from loader.config.spec import MIB, EventSpec, load_specs
 from loader.ops.new_event import scaffold
-from loader.ops.plan import plan_event
+from loader.ops.plan import plan_event, roll_rules
 from loader.store.layout import parse_key
+from loader.worker.rolling import MAX_LATENESS_MS
 
 pytestmark = pytest.mark.unit
 
@@ -191,3 +192,27 @@ def test_plan_command_unknown_event_lists_known_ones() -> None:
     assert result.exit_code == 2
     assert "known: app_click, order_created, store_updated" in result.output
     assert "Traceback" not in result.output
+
+
+def test_plan_lists_every_roll_rule_from_the_workers_numbers() -> None:
+    """The plan names every reason to roll (count, size, time partition with lateness, age, memory)
+    from the spec and the worker's constants, as text and as added JSON fields."""
+    spec = load_specs(REPO / "pipelines", ["order_created"])[0]
+    plan = plan_event(spec, _settings(), now=NOW)
+    assert plan.s3.roll_rules == roll_rules(spec)
+    assert plan.s3.max_lateness_s == MAX_LATENESS_MS / 1000
+    text = plan.render()
+    for expected in (
+        f"roll a file at        {spec.rolling.max_records:,} records,",
+        f"{spec.rolling.max_file_bytes / MIB:g} MiB",
+        f"the {spec.s3.time_partition} partition moving forward",
+        f"more than {MAX_LATENESS_MS / 3_600_000:g} h older",
+        f"{spec.rolling.max_age_s:g} s after its first record,",
+        f"or memory pressure (the biggest open file, once buffered rows exceed the "
+        f"{spec.deployment.memory_budget_mb} MB budget)",
+        "whichever comes first",
+    ):
+        assert expected in text, expected
+    as_json = plan.to_json()["s3"]
+    assert as_json["rolling"] == spec.rolling.model_dump(mode="json")
+    assert len(as_json["roll_rules"]) == 5
