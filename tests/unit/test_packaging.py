@@ -331,7 +331,7 @@ def test_init_script_creates_spec_bucket_and_one_rule_per_prefix(specs: list[Eve
 
 
 def test_init_script_queue_matches_provision() -> None:
-    """The script's queue, DLQ suffix and maxReceiveCount are the ones loader.provision uses."""
+    """The script's queue, DLQ suffix and maxReceiveCount are the ones loader.notify.provision uses."""
     text = INIT_SCRIPT.read_text()
     max_receive = inspect.signature(ensure_queue).parameters["max_receive_count"].default
     assert _script_var("DLQ") == "${QUEUE}-dlq"

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from moto import mock_aws
 from rich.console import Console
 
-import loader.ops.status as status_report
+import loader.ops.status as ops_status
 from loader.cli import cli
 from loader.cli.status import duration, status_table
 from loader.config.settings import AwsSettings, KafkaSettings, Settings, SnowflakeSettings
@@ -171,13 +171,13 @@ def test_an_unreachable_broker_leaves_s3_and_warehouse_columns_filled(
     _write(store, data_key(specs[0], FileRange("t.st_one", 0, 0, 9, bucket)), created, 10)
     _write(store, dead_letter_key(specs[0], FileRange("t.st_one", 0, 10, 12, bucket)), created, 3)
     asked: list[str] = []
-    real_lag = status_report.consumer_lag
+    real_lag = ops_status.consumer_lag
 
     async def counting_lag(spec: EventSpec, kafka: KafkaSettings) -> Any:
         asked.append(spec.name)
         return await real_lag(spec, kafka)
 
-    monkeypatch.setattr(status_report, "consumer_lag", counting_lag)
+    monkeypatch.setattr(ops_status, "consumer_lag", counting_lag)
 
     with fakesnow.patch():
         with Warehouse(settings.snowflake) as warehouse:
