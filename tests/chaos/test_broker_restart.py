@@ -40,12 +40,14 @@ def test_broker_restarts_lose_and_duplicate_nothing(
 
     def produce_through_restarts() -> None:
         for chunk in chunks:
-            while True:
-                try:
-                    produce(settings, spec, chunk)
-                    break
-                except KafkaError:
-                    time.sleep(1.0)  # the broker is restarting; a retried chunk may duplicate: fine here
+            # The broker is restarting: retry the chunk (a retried chunk may duplicate: fine here).
+            eventually(
+                lambda chunk=chunk: produce(settings, spec, chunk) > 0,
+                120,
+                what="a chunk produced while the broker restarts",
+                interval_s=1.0,
+                ignoring=(KafkaError,),
+            )
             time.sleep(0.5)
 
     worker = WorkerProcess(

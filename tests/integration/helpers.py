@@ -23,6 +23,7 @@ from loader.schema.avro import load_avro_schema
 from loader.store.layout import FileRange, data_key
 from loader.store.s3 import S3Store
 from tests.unit.fakes import FakeRecord
+from tests.waiting import eventually_async
 
 REPO = Path(__file__).parents[2]
 
@@ -117,9 +118,14 @@ def read_topic(settings: Settings, spec: EventSpec, topic: str) -> list[Any]:
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)
             for tp in partitions:
-                while await consumer.position(tp) < ends[tp]:
+
+                async def at_end(tp: TopicPartition = tp) -> bool:
                     batch = await consumer.getmany(tp, timeout_ms=1000)
                     records.extend(batch.get(tp, []))
+                    return await consumer.position(tp) >= ends[tp]
+
+                if await consumer.position(tp) < ends[tp]:
+                    await eventually_async(at_end, 60, what=f"{tp} read to its end offset {ends[tp]}")
         finally:
             await consumer.stop()
         return records

@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from loader.devstack import DevStack, Service
 from loader.devstack import kafka as kafka_mod
 from loader.devstack.process import is_running
+from tests.waiting import eventually_async
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -88,10 +89,13 @@ def test_kafka_produce_consume_roundtrip(dev_stack: DevStack, unique_name: Calla
         await consumer.start()
         try:
             got: list[_Record] = []
-            async with asyncio.timeout(30):
-                while len(got) < 3:
-                    batch = await consumer.getmany(timeout_ms=1000)
-                    got += [(r.key, r.value, list(r.headers)) for records in batch.values() for r in records]
+
+            async def all_three() -> bool:
+                batch = await consumer.getmany(timeout_ms=1000)
+                got.extend((r.key, r.value, list(r.headers)) for records in batch.values() for r in records)
+                return len(got) >= 3
+
+            await eventually_async(all_three, 30, what="the 3 produced records back", detail=lambda: got)
         finally:
             await consumer.stop()
         return partitions, got

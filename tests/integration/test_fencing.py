@@ -15,6 +15,7 @@ from loader.consume.kafka import ensure_topic
 from loader.devstack import DevStack
 from loader.errors import FencedError
 from tests.integration.helpers import make_spec
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +46,12 @@ def test_commits_under_an_old_generation_are_refused(
             )
             await consumer.start()
             consumer.subscribe([spec.kafka.topic])
-            while not consumer.assignment():
+
+            async def assigned() -> bool:
                 await consumer.getmany(timeout_ms=200)
+                return bool(consumer.assignment())
+
+            await eventually_async(assigned, 60, what="the group to assign the member its partitions")
             return consumer
 
         first = await member()
