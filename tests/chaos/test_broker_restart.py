@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 
 from loader.devstack import DevStack
 from tests.integration.helpers import produce, sample_values, spec_on_disk
-from tests.integration.workers import WorkerProcess, end_and_committed, offsets_in_s3, worker_env
+from tests.integration.workers import WorkerProcess, offsets_in_s3, wait_until_caught_up, worker_env
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
@@ -62,20 +62,7 @@ def test_broker_restarts_lose_and_duplicate_nothing(
     producer.join(timeout=300)
     assert not producer.is_alive()
 
-    offsets: list[tuple[dict[int, int], dict[int, int]]] = []
-
-    def caught_up() -> bool:
-        offsets.append(end_and_committed(settings, spec))
-        return offsets[-1][0] == offsets[-1][1]
-
-    eventually(
-        caught_up,
-        120,
-        what="every partition committed to its end",
-        interval_s=1.0,
-        detail=lambda: f"committed={offsets[-1][1]} ends={offsets[-1][0]}",
-    )
-    ends, committed = offsets[-1]
+    ends, committed = wait_until_caught_up(settings, spec, 120, what="every partition committed to its end")
     assert ends == committed, f"not caught up: {committed} != {ends}"
     assert worker.signal(signal.SIGTERM) == 0
 

@@ -26,8 +26,7 @@ from loader.warehouse.load import load_files
 from loader.warehouse.objects import EventObjects
 from tests.chaos.faulty_s3 import FaultyS3Proxy
 from tests.integration.helpers import produce, sample_values, spec_on_disk
-from tests.integration.workers import WorkerProcess, end_and_committed, offsets_in_s3, worker_env
-from tests.waiting import eventually
+from tests.integration.workers import WorkerProcess, offsets_in_s3, wait_until_caught_up, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1200)]
 
@@ -122,23 +121,16 @@ def test_kill_nine_rebalances_and_s3_errors_lose_and_duplicate_nothing(
         print(f"kills={KILLS} worker_runs={runs} s3_faults_injected={proxy.injected}")
 
         # Let the last worker catch up: every partition committed to its end.
-        offsets: list[tuple[dict[int, int], dict[int, int]]] = []
-
-        def caught_up() -> bool:
-            offsets.append(end_and_committed(settings, spec))
-            if offsets[-1][0] == offsets[-1][1]:
-                return True
+        def still_running() -> None:
             assert worker.alive, (logs / f"worker-{runs:02d}.log").read_text()[-3000:]
-            return False
 
-        eventually(
-            caught_up,
+        ends, committed = wait_until_caught_up(
+            settings,
+            spec,
             300,
             what="the last worker to commit every partition to its end",
-            interval_s=1.0,
-            detail=lambda: f"committed={offsets[-1][1]} ends={offsets[-1][0]}",
+            check=still_running,
         )
-        ends, committed = offsets[-1]
         assert committed == ends, f"not caught up: committed={committed} ends={ends}"
         assert worker.wait_until_assigned()
         assert worker.signal(signal.SIGTERM) == 0, "a graceful stop exits 0"

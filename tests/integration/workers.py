@@ -149,6 +149,36 @@ def end_and_committed(settings: Settings, spec: EventSpec) -> tuple[dict[int, in
     return asyncio.run(_run())
 
 
+def wait_until_caught_up(
+    settings: Settings,
+    spec: EventSpec,
+    timeout_s: float,
+    *,
+    what: str,
+    check: Callable[[], None] = lambda: None,
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Wait until the group has committed every partition to its end offset; the last
+    (ends, committed). ``check`` runs at each poll that is not there yet (e.g. assert that the
+    worker still runs), so a dead worker fails the wait at once."""
+    offsets: list[tuple[dict[int, int], dict[int, int]]] = []
+
+    def caught_up() -> bool:
+        offsets.append(end_and_committed(settings, spec))
+        if offsets[-1][0] == offsets[-1][1]:
+            return True
+        check()
+        return False
+
+    eventually(
+        caught_up,
+        timeout_s,
+        what=what,
+        interval_s=1.0,
+        detail=lambda: f"committed={offsets[-1][1]} ends={offsets[-1][0]}",
+    )
+    return offsets[-1]
+
+
 def offsets_in_s3(
     store: S3Store, spec: EventSpec
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]], dict[tuple[int, int, int], list[str]]]:
