@@ -8,51 +8,22 @@ and a real server, not a mock of the connector.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import socket
-import threading
+
+from tests.chaos.tcp_outage import TcpOutageProxy
 
 __all__ = ["CopyBlackHole"]
 
 
-class CopyBlackHole:
+class CopyBlackHole(TcpOutageProxy):
     """Forwards 127.0.0.1:<port> to the upstream port; COPY requests get no answer."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
+        super().__init__(upstream_port)
         self.copies_held = 0
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._accept, name="copy-black-hole", daemon=True)
 
-    def __enter__(self) -> CopyBlackHole:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            with self._lock:
-                self._sockets |= {client, upstream}
-            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
+    def _forward(self, client: socket.socket, upstream: socket.socket) -> None:
         """Forward whole HTTP requests (the connector sends Content-Length bodies, gzipped)."""
         buffer = b""
         try:
@@ -82,10 +53,3 @@ class CopyBlackHole:
                 upstream.sendall(head + b"\r\n\r\n" + body)
         except OSError:
             return
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass

@@ -70,8 +70,12 @@ class TcpOutageProxy:
                 continue
             with self._lock:
                 self._sockets |= {client, upstream}
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+            threading.Thread(target=self._forward, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _forward(self, client: socket.socket, upstream: socket.socket) -> None:
+        """The client's bytes to the upstream (a subclass may hold some back)."""
+        self._pump(client, upstream)
 
     def _pump(self, source: socket.socket, target: socket.socket) -> None:
         try:
