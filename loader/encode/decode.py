@@ -280,12 +280,17 @@ def metadata_problem(record: KafkaRecord) -> str | None:
 
 def screen(records: Sequence[KafkaRecord]) -> tuple[Sequence[KafkaRecord], list[Rejected]]:
     """Split off the records :func:`metadata_problem` refuses; the rest keep their order.
-    One pass over the timestamps when every record is fine (the common case)."""
+    One pass over the timestamps and the header keys when every record is fine (the common
+    case: an ASCII key is UTF-8, and only the fallback record reader hands out others)."""
     if not records:
         return records, []
     low, high = KAFKA_TIMESTAMP_RANGE_MS
     timestamps = [r.timestamp for r in records]
-    if low <= min(timestamps) and max(timestamps) <= high and not any(r.headers for r in records):
+    if (
+        low <= min(timestamps)
+        and max(timestamps) <= high
+        and all(key.isascii() for r in records for key, _ in r.headers)
+    ):
         return records, []
     kept: list[KafkaRecord] = []
     rejected: list[Rejected] = []
