@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from loader.config.problems import validation_problems
@@ -39,6 +40,14 @@ STATE_DIR_ENV = "LOADER_STATE_DIR"
 CONFIG_FILE_ENV = "LOADER_CONFIG"
 
 
+_KEY_ID = r"(?:[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|mrk-[0-9a-fA-F]{32})"
+_ALIAS = r"alias/[a-zA-Z0-9/_-]{1,250}"
+_KMS_KEY = re.compile(
+    rf"{_KEY_ID}|{_ALIAS}|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{{12}}:(?:key/{_KEY_ID}|{_ALIAS})"
+)
+"""The forms S3 accepts for a KMS key (AWS KMS's KeyId: key id, multi-Region key id, alias, ARNs)."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,10 +63,40 @@ class KafkaSettings(_Section):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    """PEM file of the CA(s) that signed the brokers' certificates (SSL, SASL_SSL); None
+    trusts the system's CAs."""
+    ssl_certfile: Path | None = None
+    """PEM file of this client's certificate, for brokers that require mutual TLS."""
+    ssl_keyfile: Path | None = None
+    """PEM file of the client certificate's private key (None: it is in ``ssl_certfile``)."""
+    ssl_key_password: SecretStr | None = None
+    """Passphrase of an encrypted client private key."""
+    ssl_check_hostname: bool = True
+    """Whether a broker's certificate must name the host it was reached at. The certificate
+    is verified against the CAs either way."""
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     """How long the group waits for a silent (crashed) worker before moving its partitions."""
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     """How often members heartbeat; a rebalance reaches a member at its next heartbeat."""
+
+    @model_validator(mode="after")
+    def _tls_settings_fit(self) -> Self:
+        # TLS files next to a plaintext protocol would silently go unused: traffic in the clear.
+        tls = [name for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, name)]
+        if self.ssl_key_password is not None:
+            tls.append("ssl_key_password")
+        if tls and self.security_protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(
+                f"{', '.join(tls)} set, but security_protocol is {self.security_protocol}: "
+                "set LOADER_KAFKA__SECURITY_PROTOCOL=SSL (or SASL_SSL)"
+            )
+        if (self.ssl_keyfile or self.ssl_key_password) and not self.ssl_certfile:
+            raise ValueError(
+                "a client key without its certificate: "
+                "set LOADER_KAFKA__SSL_CERTFILE to the client's certificate (PEM)"
+            )
+        return self
 
     def bootstrap_for(self, cluster: str) -> str:
         """The bootstrap servers of ``cluster``, or a ConfigError saying how to set them."""
@@ -85,6 +124,29 @@ class AwsSettings(_Section):
     secret_access_key: SecretStr | None = None
     notifications_queue_url: str | None = None
     """SQS queue that receives the buckets' ObjectCreated notifications (copy mode)."""
+    sse: Literal["AES256", "aws:kms"] | None = None
+    """Server-side encryption requested on every object the loader writes: ``AES256`` (S3
+    managed keys) or ``aws:kms`` (a KMS key); None leaves it to the bucket's default."""
+    sse_kms_key_id: str | None = None
+    """The KMS key for ``sse: aws:kms``: key ARN (what the IAM examples grant), key id, alias
+    name or alias ARN; None means the account's AWS managed key ``aws/s3``."""
+
+    @model_validator(mode="after")
+    def _kms_key_fits(self) -> Self:
+        if self.sse_kms_key_id is None:
+            return self
+        if self.sse != "aws:kms":
+            raise ValueError(
+                "sse_kms_key_id is used only with SSE-KMS: set LOADER_AWS__SSE=aws:kms "
+                "(or unset LOADER_AWS__SSE_KMS_KEY_ID)"
+            )
+        if not _KMS_KEY.fullmatch(self.sse_kms_key_id):
+            # Not quoted: a value pasted by mistake may be a secret.
+            raise ValueError(
+                "sse_kms_key_id is not a KMS key: set LOADER_AWS__SSE_KMS_KEY_ID to a key ARN "
+                "(arn:aws:kms:REGION:ACCOUNT:key/KEY_ID), a key id, alias/NAME or an alias ARN"
+            )
+        return self
 
 
 class SnowflakeSettings(_Section):

@@ -2,7 +2,11 @@
 
 Clients and the translation of botocore's errors come from
 :mod:`loader.store.aws`. Uploads go through boto3's transfer manager, which
-switches to multipart uploads above ``multipart_threshold`` bytes.
+switches to multipart uploads above ``multipart_threshold`` bytes. Every write
+is one of the store's uploads and carries the server-side encryption the
+settings ask for (:func:`encryption_args`), so no writer can leave it out;
+reads need nothing: S3 decrypts SSE-S3 and SSE-KMS objects for any reader
+allowed to (``kms:Decrypt`` on the key).
 
 A store given an event's metrics counts every failed attempt in
 ``loader_errors_total{component="s3"}`` by :func:`attempt_error_kind`,
@@ -27,7 +31,7 @@ from loader.store.aws import aws_client, storage_errors
 if TYPE_CHECKING:
     from loader.metrics import EventMetrics
 
-__all__ = ["ObjectInfo", "S3Store", "attempt_error_kind"]
+__all__ = ["ObjectInfo", "S3Store", "attempt_error_kind", "encryption_args"]
 
 MIB = 1024 * 1024
 _THROTTLING_CODES = {
@@ -71,6 +75,17 @@ def attempt_error_kind(
     return "throttling" if code in _THROTTLING_CODES else code
 
 
+def encryption_args(settings: AwsSettings) -> dict[str, str]:
+    """The upload arguments (boto3's ``ExtraArgs``, also on each multipart upload's creation)
+    that request the configured server-side encryption; empty for the bucket's default."""
+    args: dict[str, str] = {}
+    if settings.sse is not None:
+        args["ServerSideEncryption"] = settings.sse
+    if settings.sse_kms_key_id is not None:
+        args["SSEKMSKeyId"] = settings.sse_kms_key_id
+    return args
+
+
 def _count_attempts(metrics: EventMetrics) -> Callable[..., None]:
     """A handler of botocore's per-attempt ``response-received`` event."""
 
@@ -105,6 +120,7 @@ class S3Store:
         self._client = aws_client("s3", settings, max_attempts=max_attempts)
         if metrics is not None:
             self._client.meta.events.register("response-received.s3.*", _count_attempts(metrics))
+        self._write_args = encryption_args(settings)
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=16 * MIB, max_concurrency=4
         )
@@ -112,12 +128,16 @@ class S3Store:
     def upload_file(self, path: Path, key: str) -> None:
         """Upload a local file (multipart above the threshold)."""
         with storage_errors(f"upload s3://{self.bucket}/{key}"):
-            self._client.upload_file(str(path), self.bucket, key, Config=self._transfer)
+            self._client.upload_file(
+                str(path), self.bucket, key, Config=self._transfer, ExtraArgs=self._write_args
+            )
 
     def upload_fileobj(self, body: IO[bytes], key: str) -> None:
         """Upload from a binary file object (multipart above the threshold)."""
         with storage_errors(f"upload s3://{self.bucket}/{key}"):
-            self._client.upload_fileobj(body, self.bucket, key, Config=self._transfer)
+            self._client.upload_fileobj(
+                body, self.bucket, key, Config=self._transfer, ExtraArgs=self._write_args
+            )
 
     def download_file(self, key: str, path: Path) -> None:
         """Download an object into ``path`` (parent folders are created)."""
