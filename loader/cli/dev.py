@@ -1,18 +1,26 @@
-"""``loader dev up|down|status``: the local stack, detached, for a person at a terminal.
+"""``loader dev up|provision|produce|status|down``: the local stack, detached, for a person at a terminal.
 
 ``up`` starts the services that are not configured (Kafka, moto, fakesnow),
-records them in the state file, and returns; every other ``loader`` command run
-with the same state dir picks their endpoints up. ``down`` stops them,
-``status`` says whether they answer. Errors are DevStackError, which the
-``loader`` group prints as one line.
+records them in the state file, provisions what every spec needs on them
+(topics, buckets, the notifications queue and the notification rules), and
+returns; every other ``loader`` command run with the same state dir picks their
+endpoints and the queue up. ``provision`` does the same for specs added later,
+``produce`` sends sample events, ``down`` stops the services, ``status`` says
+whether they answer. ``provision`` and ``produce`` act only on the services the
+dev stack started (:mod:`loader.devstack.targets`), never on configured
+infrastructure. Errors are DevStackError, which the ``loader`` group prints as
+one line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 
 import click
 
+from loader.cli.options import CliContext, pass_cli, specs_option
 from loader.config.settings import dev_state_path
 from loader.devstack import stack as devstack
 from loader.devstack.process import Service
@@ -45,14 +53,17 @@ def dev() -> None:
     show_default=True,
     help="Seconds each service may take to answer.",
 )
-def up(real_aws: bool | None, timeout: float) -> None:
-    """Start the services that are not configured and leave them running."""
+@specs_option
+@pass_cli
+def up(cli: CliContext, real_aws: bool | None, timeout: float) -> None:
+    """Start the services that are not configured, provision every spec on them, leave them running."""
     running = devstack.running_stack()
     if running is not None:
         click.echo(f"a dev stack is already running (state in {dev_state_path()}); nothing started.")
         for name, endpoint in running.endpoints.items():
             click.echo(f"  {name:<9} {endpoint}")
         click.echo("`loader dev status` checks it, `loader dev down` stops it.")
+        _provision_all(cli)
         return
     began = time.monotonic()
     stack = devstack.up(real_aws=real_aws, timeout_s=timeout)
@@ -66,6 +77,69 @@ def up(real_aws: bool | None, timeout: float) -> None:
         click.echo(f"  {_label(service):<21} {endpoint:<24} pid {service.pid}{version}")
     click.echo(f"endpoints recorded in {dev_state_path()}: loader commands with this state dir use them.")
     click.echo("stop it with `loader dev down`.")
+    _provision_all(cli)
+
+
+def _provision_all(cli: CliContext) -> None:
+    """`dev up`'s provisioning of every spec; a folder without specs is not an error here."""
+    if not cli.specs_folder.is_dir():
+        click.echo(
+            f"no specs folder {cli.specs_folder}: nothing provisioned (`loader dev provision` does it later)."
+        )
+        return
+    _provision(cli, ())
+
+
+def _provision(cli: CliContext, events: Sequence[str]) -> None:
+    # Imported here: the Kafka and AWS clients are heavy, and `dev down`/`status` need neither.
+    from loader.devstack.provision import provision_dev_stack  # noqa: PLC0415
+
+    specs = cli.specs(events)
+    done = provision_dev_stack(specs)
+    click.echo(f"provisioned on the dev stack for {len(specs)} event type(s) in {cli.specs_folder}:")
+    if done.topics:
+        click.echo(f"  topics   {', '.join(done.topics)}")
+    if done.queue_url:
+        click.echo(f"  buckets  {', '.join(done.buckets)}, each notifying the queue of new data files")
+        click.echo(
+            f"  queue    {done.queue_url} (and its dead-letter queue), recorded for `loader pipes run`"
+        )
+    for reason in done.left_alone:
+        click.echo(f"  left alone: {reason}")
+
+
+@dev.command()
+@click.argument("events", nargs=-1)
+@specs_option
+@pass_cli
+def provision(cli: CliContext, events: tuple[str, ...]) -> None:
+    """Create the topics, buckets, notifications queue and notification rules EVENTS (default: all) need.
+
+    Only on the services `loader dev up` started, never on configured
+    infrastructure; creates only what is missing, so it can run again.
+    """
+    _provision(cli, events)
+
+
+@dev.command()
+@click.argument("event")
+@click.option(
+    "--events",
+    "count",
+    type=click.IntRange(1, 10_000_000),
+    default=1000,
+    show_default=True,
+    help="How many sample events to send.",
+)
+@specs_option
+@pass_cli
+def produce(cli: CliContext, event: str, count: int) -> None:
+    """Send sample events, shaped by EVENT's schema, to its topic on the dev stack's Kafka."""
+    from loader.devstack.samples import produce_dev_samples  # noqa: PLC0415 - heavy, as above
+
+    spec = cli.spec(event)
+    asyncio.run(produce_dev_samples(spec, count))
+    click.echo(f"produced {count} sample events to {spec.kafka.topic}.")
 
 
 @dev.command()

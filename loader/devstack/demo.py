@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,12 +26,10 @@ from rich.table import Table
 
 from loader.config.settings import Settings, load_settings
 from loader.config.spec import EventSpec, load_specs
-from loader.consume.kafka import make_producer
 from loader.devstack import DevStack
-from loader.devstack.provision import provision
-from loader.devstack.samples import SampleEvents
+from loader.devstack.provision import DEV_QUEUE, provision
+from loader.devstack.samples import produce_samples
 from loader.errors import RunError
-from loader.schema.resolve import schema_for
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 from loader.warehouse.objects import EventObjects
@@ -42,8 +39,6 @@ from loader.worker.worker import StreamWorker
 __all__ = ["DemoResult", "run_demo"]
 
 log = structlog.get_logger("loader.demo")
-
-DEMO_QUEUE = "loader-notifications"
 
 
 @dataclass
@@ -99,7 +94,7 @@ async def _run(
     # Quick freshness for the demo: roll files every 2 s instead of the production 5 min.
     specs = [s.model_copy(update={"rolling": s.rolling.model_copy(update={"max_age_s": 2.0})}) for s in specs]
     with console.status("provisioning topics, bucket, queue, notifications and tables…"):
-        queue_url = await provision(settings, specs, queue_name=DEMO_QUEUE)
+        queue_url = await provision(settings, specs, queue_name=DEV_QUEUE)
         objects = {s.name: EventObjects.for_spec(s, settings.snowflake) for s in specs}
         with Warehouse(settings.snowflake) as warehouse:
             manager = PipeManager(warehouse, settings)
@@ -109,7 +104,7 @@ async def _run(
     result = DemoResult()
     with console.status(f"producing {count} events for each of {len(specs)} event types…"):
         for spec in specs:
-            result.produced[spec.name] = await _produce(settings, spec, count)
+            result.produced[spec.name] = await produce_samples(settings, spec, count)
     workers = [StreamWorker(spec, settings) for spec in specs]
     tasks = [asyncio.create_task(w.run()) for w in workers]
     loader = SqsLoader(settings, specs, queue_url=queue_url, wait_time_s=1)
@@ -147,20 +142,6 @@ async def _run(
 
 def _count(warehouse: Warehouse, objects: EventObjects) -> int:
     return int(warehouse.execute(objects.count_statement())[0][0])
-
-
-async def _produce(settings: Settings, spec: EventSpec, count: int) -> int:
-    samples = SampleEvents(spec.name, schema_for(spec), seed=zlib.crc32(spec.name.encode()))
-    producer = make_producer(spec, settings.kafka)
-    try:
-        await producer.start()
-        for index in range(count):
-            key, value = samples.encoded(index)
-            await producer.send(spec.kafka.topic, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return count
 
 
 def _show(value: object) -> str:

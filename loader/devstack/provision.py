@@ -1,26 +1,53 @@
 """Create the infrastructure the specs need where it is missing: Kafka topics,
 buckets, the notifications queue (with its dead-letter queue) and the
-buckets' notification rules. Used by the demo, tests and ``loader dev up``;
-in production the same pieces come from infrastructure as code.
+buckets' notification rules.
+
+:func:`provision` serves the demo and tests, on services they started
+themselves; :func:`provision_dev_stack` serves ``loader dev up`` and
+``loader dev provision``, and provisions only on the services the running dev
+stack started (:class:`~loader.devstack.targets.DevTargets`). In production
+the same pieces come from infrastructure as code. Every step creates only
+what is missing, so running it again changes nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
 
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.consume.kafka import ensure_topic
+from loader.devstack.stack import record_settings
+from loader.devstack.targets import DevTargets
+from loader.errors import DevStackError
 from loader.notify.provision import ensure_notification_rules, ensure_queue, queue_arn
 from loader.store.s3 import S3Store
 
-__all__ = ["provision"]
+__all__ = ["DEV_QUEUE", "DevProvisioning", "provision", "provision_dev_stack"]
+
+DEV_QUEUE = "loader-notifications"
+"""The notifications queue of the demo and the dev stack (its dead-letter queue adds ``-dlq``)."""
+
+log = structlog.get_logger("loader.devstack")
 
 
 async def provision(settings: Settings, specs: Sequence[EventSpec], *, queue_name: str) -> str:
     """Topics, buckets, queue and notification rules for ``specs``; returns the queue URL."""
+    await _ensure_topics(settings, specs)
+    return _ensure_storage(settings, specs, queue_name=queue_name)
+
+
+async def _ensure_topics(settings: Settings, specs: Sequence[EventSpec]) -> None:
     for spec in specs:
         await ensure_topic(spec, settings.kafka)
+
+
+def _ensure_storage(settings: Settings, specs: Sequence[EventSpec], *, queue_name: str) -> str:
+    """Buckets, the queue (unless one is configured) and each bucket's rules; the queue URL."""
     queue_url = settings.aws.notifications_queue_url or ensure_queue(settings, queue_name)
     arn = queue_arn(settings, queue_url)
     by_bucket: dict[str, dict[str, str]] = {}
@@ -30,3 +57,48 @@ async def provision(settings: Settings, specs: Sequence[EventSpec], *, queue_nam
     for bucket, rules in by_bucket.items():
         ensure_notification_rules(settings, bucket, rules)
     return queue_url
+
+
+@dataclass
+class DevProvisioning:
+    """What :func:`provision_dev_stack` made sure of, and what it left alone and why."""
+
+    topics: list[str] = field(default_factory=list)
+    buckets: list[str] = field(default_factory=list)
+    queue_url: str | None = None
+    left_alone: list[str] = field(default_factory=list)
+
+
+def provision_dev_stack(specs: Sequence[EventSpec]) -> DevProvisioning:
+    """Provision ``specs`` on the running dev stack's own services, and record the queue URL.
+
+    A topic is created only on the Kafka the stack started, buckets, queue and
+    rules only on its moto; anything configured elsewhere is left alone and
+    listed with the reason. Raises DevStackError when no dev stack is running,
+    or when not one piece of ``specs`` is on its services.
+    """
+    targets = DevTargets.running()
+    done = DevProvisioning()
+    on_kafka = []
+    for spec in specs:
+        refusal = targets.kafka_refusal(spec)
+        if refusal is None:
+            on_kafka.append(spec)
+        else:
+            done.left_alone.append(refusal)
+    if refusal := targets.aws_refusal():
+        done.left_alone.append(refusal)
+    elif specs:
+        done.queue_url = _ensure_storage(targets.settings, specs, queue_name=DEV_QUEUE)
+        done.buckets = sorted({spec.s3.bucket for spec in specs})
+        # pipes run reads the queue URL from the settings, which merge the state file.
+        record_settings(targets.stack, "aws", notifications_queue_url=done.queue_url)
+    asyncio.run(_ensure_topics(targets.settings, on_kafka))
+    done.topics = [spec.kafka.topic for spec in on_kafka]
+    if specs and not done.topics and done.queue_url is None:
+        raise DevStackError(
+            "nothing provisioned: none of it is on the dev stack's own services, and real "
+            "infrastructure is never touched: " + "; ".join(done.left_alone)
+        )
+    log.info("devstack.provisioned", topics=done.topics, buckets=done.buckets, left_alone=done.left_alone)
+    return done

@@ -10,13 +10,23 @@ from __future__ import annotations
 import json
 import random
 import uuid
+import zlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from loader.schema.model import EventSchema, FieldType, SchemaField
+from aiokafka.admin import AIOKafkaAdminClient
 
-__all__ = ["SampleEvents"]
+from loader.config.settings import Settings
+from loader.config.spec import EventSpec
+from loader.consume.errors import kafka_errors
+from loader.consume.kafka import client_kwargs, make_producer
+from loader.devstack.targets import DevTargets
+from loader.errors import DevStackError
+from loader.schema.model import EventSchema, FieldType, SchemaField
+from loader.schema.resolve import schema_for
+
+__all__ = ["SampleEvents", "produce_dev_samples", "produce_samples"]
 
 _CITIES = ["San Francisco", "New York", "Chicago", "Austin", "Seattle", "Toronto", "Melbourne", "Denver"]
 _CUISINES = ["thai", "pizza", "burgers", "sushi", "mexican", "indian", "vegan", "bakery"]
@@ -136,3 +146,39 @@ class SampleEvents:
         if "sku" in name:
             return f"SKU-{rng.randint(1000, 9999)}"
         return f"{name}-{rng.randint(1, 999)}"
+
+
+async def produce_samples(settings: Settings, spec: EventSpec, count: int) -> int:
+    """Produce ``count`` sample events to ``spec``'s topic (seeded by the event name); return ``count``."""
+    samples = SampleEvents(spec.name, schema_for(spec), seed=zlib.crc32(spec.name.encode()))
+    producer = make_producer(spec, settings.kafka)
+    try:
+        await producer.start()
+        for index in range(count):
+            key, value = samples.encoded(index)
+            await producer.send(spec.kafka.topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return count
+
+
+async def produce_dev_samples(spec: EventSpec, count: int) -> int:
+    """``loader dev produce``: :func:`produce_samples` onto the running dev stack's own Kafka only,
+    into a topic that exists (a missing one would make the producer wait for a minute)."""
+    targets = DevTargets.running()
+    if refusal := targets.kafka_refusal(spec):
+        raise DevStackError(f"no sample events produced: {refusal}")
+    admin = AIOKafkaAdminClient(**client_kwargs(spec, targets.settings.kafka))
+    try:
+        with kafka_errors(f"cannot read the topics of cluster {spec.kafka.cluster!r}"):
+            await admin.start()
+            exists = spec.kafka.topic in await admin.list_topics()
+    finally:
+        await admin.close()
+    if not exists:
+        raise DevStackError(
+            f"topic {spec.kafka.topic} does not exist on the dev stack: `loader dev provision {spec.name}` "
+            "creates it"
+        )
+    return await produce_samples(targets.settings, spec, count)

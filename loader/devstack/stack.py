@@ -42,6 +42,7 @@ __all__ = [
     "down",
     "owns",
     "read_state",
+    "record_settings",
     "running_stack",
     "services_to_start",
     "status",
@@ -122,10 +123,12 @@ def _overrides(services: Sequence[Service], base: Settings, work_dir: Path) -> d
                 "secret_access_key": "testing",
             }
         elif service.name == fakesnow.NAME:
+            # fakesnow takes any login: a configured one (a key pair, say) is kept, not joined by a password.
+            login = {} if base.snowflake.login_method else {"password": fakesnow.PASSWORD}
             overrides["snowflake"] = {
                 "account": fakesnow.ACCOUNT,
                 "user": fakesnow.USER,
-                "password": fakesnow.PASSWORD,
+                **login,
                 "host": "127.0.0.1",
                 "port": service.port,
                 "protocol": "http",
@@ -323,6 +326,13 @@ def _write_state(stack: DevStack, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(stack.to_state(), indent=2) + "\n")
     tmp.replace(path)
+
+
+def record_settings(stack: DevStack, section: str, **values: Any) -> None:
+    """Add ``values`` to the recorded stack's settings ``section`` and rewrite its state file,
+    so later commands find what was created on it (the notifications queue's URL)."""
+    stack.overrides[section] = {**stack.overrides.get(section, {}), **values}
+    _write_state(stack, dev_state_path())
 
 
 def up(*, real_aws: bool | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> DevStack:
