@@ -20,10 +20,19 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from loader.config.problems import validation_problems
+from loader.config.snowflake_auth import LOGIN_SETTINGS, read_private_key
 from loader.config.yamlfile import read_yaml
 from loader.errors import ConfigError, capped, clip
 
@@ -150,11 +159,30 @@ class AwsSettings(_Section):
 
 
 class SnowflakeSettings(_Section):
-    """How to reach Snowflake (or fakesnow's server locally)."""
+    """How to reach Snowflake (or fakesnow's server locally), and how to log in.
+
+    Exactly one login: a key pair (``private_key_file`` or ``private_key``, plus
+    ``private_key_passphrase`` when the key is encrypted), an OAuth ``token`` or a
+    ``password``. Two are refused when the settings load; none, when the loader connects
+    (commands that never reach Snowflake do not need one). An empty value counts as unset,
+    as a Helm chart's ``value: ""`` or a Secret's empty key would be.
+    """
 
     account: str | None = None
     user: str | None = None
     password: SecretStr | None = None
+    """Password login. Snowflake is phasing passwords out for service users: prefer a key pair."""
+    private_key_file: Path | None = None
+    """Key-pair login: a PEM private key file (PKCS#8), e.g. a mounted Kubernetes Secret. Read
+    at each connect, so a rotated key is used from the next reconnect on."""
+    private_key: SecretStr | None = None
+    """Key-pair login: the PEM text of the private key itself, e.g. from a Secret as an
+    environment variable (newlines may be escaped as ``\\n``)."""
+    private_key_passphrase: SecretStr | None = None
+    """The passphrase of an encrypted private key (``BEGIN ENCRYPTED PRIVATE KEY``)."""
+    token: SecretStr | None = None
+    """OAuth login (``authenticator=oauth``): an access token. It expires (often within the
+    hour) and the loader reconnects with the same one: for a long-running loader use a key pair."""
     role: str | None = None
     warehouse: str | None = None
     host: str | None = None
@@ -176,12 +204,42 @@ class SnowflakeSettings(_Section):
     connector, which gives up on a warehouse that does not answer. Each HTTP read waits at
     most this long, and never more than 60 s (the connector's own default)."""
 
+    @field_validator(
+        "password", "private_key_file", "private_key", "private_key_passphrase", "token", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _one_login(self) -> Self:
+        chosen = [name for name in _LOGINS if getattr(self, name) is not None]
+        if len(chosen) > 1:
+            raise ValueError(
+                f"{len(chosen)} Snowflake logins are set ({', '.join(chosen)}): {LOGIN_SETTINGS}"
+            )
+        if self.private_key_passphrase is not None and self.login_method != "key pair":
+            raise ValueError(
+                "private_key_passphrase is set without a private key: set LOADER_SNOWFLAKE__PRIVATE_KEY_FILE "
+                "or LOADER_SNOWFLAKE__PRIVATE_KEY (or unset LOADER_SNOWFLAKE__PRIVATE_KEY_PASSPHRASE)"
+            )
+        return self
+
+    @property
+    def login_method(self) -> Literal["key pair", "oauth", "password"] | None:
+        """How the loader logs in to Snowflake; None when no login is set."""
+        if self.private_key_file is not None or self.private_key is not None:
+            return "key pair"
+        if self.token is not None:
+            return "oauth"
+        return "password" if self.password is not None else None
+
     def connect_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``snowflake.connector.connect``."""
+        """Keyword arguments for ``snowflake.connector.connect`` (a key pair is read and decrypted here)."""
         if not self.account or not self.user:
             raise ConfigError(
                 "no Snowflake account configured: set LOADER_SNOWFLAKE__ACCOUNT and "
-                "LOADER_SNOWFLAKE__USER (and __PASSWORD), or start the local stack with `loader dev up`"
+                "LOADER_SNOWFLAKE__USER (and a login), or start the local stack with `loader dev up`"
             )
         kwargs: dict[str, Any] = {
             "account": self.account,
@@ -195,13 +253,27 @@ class SnowflakeSettings(_Section):
                 "STATEMENT_TIMEOUT_IN_SECONDS": self.statement_timeout_s,
             },
         }
-        if self.password is not None:
-            kwargs["password"] = self.password.get_secret_value()
         for name in ("role", "warehouse", "host", "port"):
             value = getattr(self, name)
             if value is not None:
                 kwargs[name] = value
-        return kwargs
+        return kwargs | self._login_kwargs()
+
+    def _login_kwargs(self) -> dict[str, Any]:
+        if self.password is not None:
+            return {"password": self.password.get_secret_value()}
+        if self.token is not None:
+            return {"authenticator": "oauth", "token": self.token.get_secret_value()}
+        if self.login_method == "key pair":
+            key = read_private_key(
+                path=self.private_key_file, pem=self.private_key, passphrase=self.private_key_passphrase
+            )
+            return {"authenticator": "SNOWFLAKE_JWT", "private_key": key}
+        raise ConfigError(f"no Snowflake login configured: {LOGIN_SETTINGS}")
+
+
+_LOGINS = ("password", "private_key_file", "private_key", "token")
+"""The settings that each choose a login; at most one may be set."""
 
 
 class Settings(BaseSettings):

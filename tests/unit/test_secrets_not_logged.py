@@ -14,9 +14,12 @@ import socket
 import traceback
 from pathlib import Path
 
+import click
 import pytest
 import structlog
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from loader.cli import cli
 from loader.config.settings import CONFIG_FILE_ENV, STATE_DIR_ENV, Settings, load_settings
@@ -37,6 +40,29 @@ SENTINELS = {
 }
 PIPELINES = Path(__file__).parents[2] / "pipelines"
 
+LOGIN_PASSPHRASE = "passphrase-sentinel-5d0c2e"
+_LOGIN_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+LOGIN_KEY_PEM = _LOGIN_KEY.private_bytes(
+    serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8,
+    serialization.BestAvailableEncryption(LOGIN_PASSPHRASE.encode()),
+).decode()
+_DECRYPTED_PEM = _LOGIN_KEY.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+).decode()
+LOGIN_SENTINELS = {
+    "LOADER_SNOWFLAKE__PRIVATE_KEY_PASSPHRASE": LOGIN_PASSPHRASE,
+    "LOADER_SNOWFLAKE__TOKEN": "oauth-token-sentinel-5d0c2e",
+    # Any one base64 line of the key, as given or decrypted, would be key material.
+    **{
+        f"the private key (line {i} of {which})": line
+        for which, pem in (("the PEM given", LOGIN_KEY_PEM), ("the decrypted key", _DECRYPTED_PEM))
+        for i, line in enumerate(pem.splitlines())
+        if not line.startswith("-----")
+    },
+}
+"""The secrets of the other Snowflake logins (a key pair, an OAuth token): no text may hold them."""
+
 
 def _closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
@@ -48,7 +74,7 @@ def _closed_port() -> int:
 
 def assert_no_secret(*texts: str) -> None:
     for text in texts:
-        for name, sentinel in SENTINELS.items():
+        for name, sentinel in (SENTINELS | LOGIN_SENTINELS).items():
             assert sentinel not in text, f"the value of {name} leaked: …{text[:300]}…"
 
 
@@ -88,6 +114,26 @@ def settings(secret_env: None) -> Settings:
     return loaded
 
 
+@pytest.fixture(params=["key-file", "key-text", "token"])
+def login_env(
+    request: pytest.FixtureRequest, secret_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> str:
+    """The sentinel environment, logging in to Snowflake with an encrypted key pair (a file or
+    the PEM text) or an OAuth token instead of the password; returns which."""
+    monkeypatch.delenv("LOADER_SNOWFLAKE__PASSWORD")
+    if request.param == "token":
+        monkeypatch.setenv("LOADER_SNOWFLAKE__TOKEN", LOGIN_SENTINELS["LOADER_SNOWFLAKE__TOKEN"])
+        return "oauth"
+    if request.param == "key-file":
+        key_file = tmp_path / "rsa_key.p8"
+        key_file.write_text(LOGIN_KEY_PEM)
+        monkeypatch.setenv("LOADER_SNOWFLAKE__PRIVATE_KEY_FILE", str(key_file))
+    else:
+        monkeypatch.setenv("LOADER_SNOWFLAKE__PRIVATE_KEY", LOGIN_KEY_PEM)
+    monkeypatch.setenv("LOADER_SNOWFLAKE__PRIVATE_KEY_PASSPHRASE", LOGIN_PASSPHRASE)
+    return "key pair"
+
+
 def test_settings_print_and_dump_masked(settings: Settings) -> None:
     """repr, str, model_dump and JSON of the settings (what a log would show) hold no secret."""
     assert_no_secret(
@@ -100,6 +146,19 @@ def test_settings_print_and_dump_masked(settings: Settings) -> None:
         repr(settings.snowflake),
     )
     assert MASK in repr(settings.snowflake)
+
+
+def test_login_settings_print_and_dump_masked(login_env: str) -> None:
+    """With a key pair or a token, repr, str, model_dump and JSON hold no key, passphrase or token."""
+    settings = load_settings(use_dev_stack=False)
+    assert settings.snowflake.login_method == login_env
+    assert_no_secret(
+        repr(settings),
+        str(settings),
+        str(settings.model_dump()),
+        settings.model_dump_json(),
+        repr(settings.snowflake),
+    )
 
 
 def test_bad_env_setting_next_to_secrets_is_named_without_them(
@@ -148,6 +207,61 @@ def test_warehouse_connect_failure_hides_the_password(
         warehouse.execute("SELECT 1")
     assert "cannot connect to Snowflake" in str(caught.value)
     assert_no_secret(_everything(caught.value), capsys.readouterr().err)
+
+
+def test_warehouse_connect_failure_hides_the_login(
+    login_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Snowflake unreachable with a key-pair or OAuth login: the error and DEBUG logs hold no secret."""
+    configure_logging("DEBUG", "json")
+    settings = load_settings(use_dev_stack=False)
+    with pytest.raises(WarehouseError) as caught, Warehouse(settings.snowflake) as warehouse:
+        warehouse.execute("SELECT 1")
+    assert "cannot connect to Snowflake" in str(caught.value)
+    assert_no_secret(_everything(caught.value), capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("source", ["file", "text"])
+def test_cli_unusable_key_shows_no_secret(
+    secret_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str
+) -> None:
+    """A key with the wrong passphrase: exit 2 naming the setting, quoting no key or passphrase."""
+    wrong = "wrong-passphrase-sentinel-5d0c2e"
+    monkeypatch.delenv("LOADER_SNOWFLAKE__PASSWORD")
+    if source == "file":
+        key_file = tmp_path / "rsa_key.p8"
+        key_file.write_text(LOGIN_KEY_PEM)
+        monkeypatch.setenv("LOADER_SNOWFLAKE__PRIVATE_KEY_FILE", str(key_file))
+    else:
+        monkeypatch.setenv("LOADER_SNOWFLAKE__PRIVATE_KEY", LOGIN_KEY_PEM)
+    monkeypatch.setenv("LOADER_SNOWFLAKE__PRIVATE_KEY_PASSPHRASE", wrong)
+    result = CliRunner().invoke(
+        cli, ["--log-level", "DEBUG", "--log-format", "json", "pipes", "plan", "--specs", str(PIPELINES)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "error: cannot decrypt the Snowflake private key" in result.output
+    assert "LOADER_SNOWFLAKE__PRIVATE_KEY_PASSPHRASE" in result.output
+    assert wrong not in result.output
+    assert_no_secret(result.output)
+
+
+def _command_paths(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """``path`` and the path of every command below it."""
+    below = command.commands.values() if isinstance(command, click.Group) else []
+    return [path] + [p for sub in below for p in _command_paths(sub, (*path, sub.name or ""))]
+
+
+def test_help_shows_no_secret(secret_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command's --help, with every secret set in the environment, shows none of them."""
+    monkeypatch.setenv("LOADER_SNOWFLAKE__PRIVATE_KEY", LOGIN_KEY_PEM)
+    for name in ("LOADER_SNOWFLAKE__PRIVATE_KEY_PASSPHRASE", "LOADER_SNOWFLAKE__TOKEN"):
+        monkeypatch.setenv(name, LOGIN_SENTINELS[name])
+    paths = _command_paths(cli)
+    assert len(paths) > 10
+    for path in paths:
+        result = CliRunner().invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert_no_secret(result.output)
 
 
 def test_s3_and_sqs_errors_hide_the_keys(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -211,6 +325,9 @@ def test_log_output_masks_secret_fields_and_traceback_locals(
         sasl_password=SENTINELS["LOADER_KAFKA__SASL_PASSWORD"],
         secret_access_key=SENTINELS["LOADER_AWS__SECRET_ACCESS_KEY"],
         aws_access_key_id=SENTINELS["LOADER_AWS__ACCESS_KEY_ID"],
+        private_key=LOGIN_KEY_PEM,
+        private_key_passphrase=LOGIN_PASSPHRASE,
+        token=LOGIN_SENTINELS["LOADER_SNOWFLAKE__TOKEN"],
         key="events/orders/data/p0000.parquet",
     )
 
