@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.commit import OffsetCommitRequest
 
 from loader.checkpoint.group import GroupCoordinator
-from loader.checkpoint.marker import PendingFile, decode_marker
+from loader.checkpoint.marker import PendingFile, Position, decode_marker
 from loader.consume.errors import kafka_errors
 from loader.errors import FencedError, KafkaError
 from loader.retry import Backoff
@@ -34,16 +34,21 @@ __all__ = ["Committed", "Committer", "Generation"]
 
 
 class Committed:
-    """A partition's committed position and the roll in flight there, if any."""
+    """A partition's committed position and the roll in flight there, if any.
 
-    __slots__ = ("offset", "pending")
+    ``by_loader`` says the offset carries the loader's own position marker (a pending roll
+    is checked by the worker against its spec instead); any other offset was set by someone
+    else, or by a worker before that marker, and recovery checks it against S3."""
 
-    def __init__(self, offset: int | None, pending: PendingFile | None) -> None:
+    __slots__ = ("by_loader", "offset", "pending")
+
+    def __init__(self, offset: int | None, pending: PendingFile | None, *, by_loader: bool = False) -> None:
         self.offset = offset
         self.pending = pending
+        self.by_loader = by_loader
 
     def __repr__(self) -> str:
-        return f"Committed(offset={self.offset}, pending={self.pending})"
+        return f"Committed(offset={self.offset}, pending={self.pending}, by_loader={self.by_loader})"
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,11 @@ class Committer:
 
     async def record_done(self, tp: TopicPartition, last_offset: int, generation: Generation) -> None:
         """The file covering up to ``last_offset`` is in S3: move the position past it."""
-        await self._commit(tp, last_offset + 1, "", generation)
+        await self.record_position(tp, last_offset + 1, generation)
+
+    async def record_position(self, tp: TopicPartition, next_offset: int, generation: Generation) -> None:
+        """Record ``next_offset`` as the loader's position, with no roll in flight."""
+        await self._commit(tp, next_offset, Position(next_offset).encode(), generation)
 
     async def _commit(self, tp: TopicPartition, offset: int, metadata: str, generation: Generation) -> None:
         where = f"{tp.topic}[{tp.partition}]"
@@ -144,9 +153,11 @@ class Committer:
                 result[tp] = Committed(None, None)
                 continue
             try:
-                pending = decode_marker(entry.metadata)
+                marker = decode_marker(entry.metadata)
             except ValueError:
                 # Metadata written by another tool: the offset still counts, nothing is pending.
-                pending = None
-            result[tp] = Committed(entry.offset, pending)
+                marker = None
+            pending = marker if isinstance(marker, PendingFile) else None
+            ours = isinstance(marker, Position) and marker.next == entry.offset
+            result[tp] = Committed(entry.offset, pending, by_loader=ours)
         return result

@@ -6,8 +6,13 @@ first offset::
     offset = first, metadata = {"v":1,"first":F,"last":L,"bucket":P,"rg":N,"key":"…","dlq":"…"}
 
 so it is exactly as durable as committed offsets and fenced the same way (a
-commit from a stale consumer-group generation is refused). An empty metadata
-string means "no roll in flight"; a commit at ``last + 1`` clears the record.
+commit from a stale consumer-group generation is refused). The commit at
+``last + 1`` that clears the record carries ``{"v":1,"next":L+1}`` (a
+:class:`Position`): no roll in flight, and a position the loader wrote itself.
+Any other offset, such as one an operator set with ``--reset-offsets`` (empty
+metadata), is not the loader's, and recovery checks it against S3 (see
+:mod:`loader.checkpoint.recovery`). Workers before that marker committed empty
+metadata there; their offsets are checked against S3 once, then recorded again.
 ``bucket`` is the file's period (:attr:`PendingFile.period`) under the name
 markers already committed by running workers carry: it is part of the format.
 
@@ -26,7 +31,7 @@ from loader.config.spec import EventSpec
 from loader.errors import clip
 from loader.store.layout import FileRange, data_key, dead_letter_key
 
-__all__ = ["MARKER_VERSION", "PendingFile", "decode_marker"]
+__all__ = ["MARKER_VERSION", "PendingFile", "Position", "decode_marker"]
 
 MARKER_VERSION = 1
 
@@ -71,15 +76,30 @@ class PendingFile:
         return None
 
 
-def decode_marker(metadata: str | None) -> PendingFile | None:
-    """The pending file recorded in commit metadata, or None. Raises ValueError for anything
-    else (see :meth:`PendingFile.mismatch` for a marker that parses but is not ours)."""
+@dataclass(frozen=True)
+class Position:
+    """A position the loader committed with no roll in flight: the offset to read next."""
+
+    next: int
+
+    def encode(self) -> str:
+        return json.dumps({"v": MARKER_VERSION, "next": self.next}, separators=(",", ":"))
+
+
+def decode_marker(metadata: str | None) -> PendingFile | Position | None:
+    """The pending file or the loader's position recorded in commit metadata; None for empty
+    metadata. Raises ValueError for anything else (see :meth:`PendingFile.mismatch` for a
+    marker that parses but is not ours)."""
     if not metadata:
         return None
     try:
         document = json.loads(metadata)
         if not isinstance(document, dict) or document.get("v") != MARKER_VERSION:
             raise ValueError("no version")  # noqa: TRY301 - one message for every way of failing
+        if document.keys() == {"v", "next"}:
+            if type(document["next"]) is not int:
+                raise ValueError("wrong types")  # noqa: TRY301
+            return Position(document["next"])
         numbers = [document[name] for name in ("first", "last", "bucket", "rg")]
         texts = [document[name] for name in ("key", "dlq")]
         if not all(type(n) is int for n in numbers) or not all(isinstance(t, str) for t in texts):

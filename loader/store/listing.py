@@ -2,18 +2,20 @@
 
 Reconcile, replay, status and freshness all start from this listing; it needs
 only S3 (never the warehouse or Kafka), so a command that reads files pulls in
-no other service's client.
+no other service's client. The worker's recovery lists a partition's data and
+dead-letter files when Kafka lost its position (:mod:`loader.checkpoint.recovery`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from loader.config.spec import EventSpec
-from loader.store.layout import parse_data_key
+from loader.store.layout import parse_data_key, parse_key
 from loader.store.s3 import ObjectInfo, S3Store
 
-__all__ = ["data_files", "data_prefix_listing"]
+__all__ = ["data_files", "data_prefix_listing", "partition_keys"]
 
 
 def data_files(
@@ -40,3 +42,19 @@ def data_prefix_listing(
             continue
         files.append(info)
     return files, foreign
+
+
+def partition_keys(store: S3Store, spec: EventSpec, partitions: Collection[int]) -> dict[int, list[str]]:
+    """Keys of the event's data and dead-letter files whose names say they hold records of
+    ``partitions`` of its topic, by partition (whether to trust a name is the caller's call).
+
+    A key starts with its time partition, so one partition's files are spread over every
+    folder: rather than one request per folder and partition, this lists the two prefixes
+    once for all the partitions asked about (one request per 1,000 objects)."""
+    found: dict[int, list[str]] = {p: [] for p in partitions}
+    for prefix in (spec.data_prefix, spec.dead_letter_prefix):
+        for info in store.list_objects(prefix):
+            parsed = parse_key(info.key)
+            if parsed is not None and parsed.topic == spec.kafka.topic and parsed.partition in found:
+                found[parsed.partition].append(info.key)
+    return found

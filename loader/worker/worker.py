@@ -36,7 +36,9 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from loader.checkpoint.committer import Committer
+from loader.checkpoint.committer import Committer, Generation
+from loader.checkpoint.marker import PendingFile
+from loader.checkpoint.recovery import positions_in_s3, resume
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.consume.errors import kafka_errors
@@ -339,8 +341,10 @@ class StreamWorker:
                 await self._committer.record_pending(tp, pending, roll.generation)
                 await self._upload(roll)
             elif not await self._with_s3_retries(self.store.exists, pending.key):
-                # A recovered roll may already be in S3: only the final commit was missing.
-                await self._upload(roll)
+                # A recovered roll may already be in S3: only the final commit was missing. Its
+                # dead letters may be there without its data (they go first): keep those bytes.
+                dead_letters_there = await self._with_s3_retries(self.store.exists, pending.dlq)
+                await self._upload(roll, dead_letters=not dead_letters_there)
             await self._committer.record_done(tp, pending.last, roll.generation)
         except FencedError as exc:
             # Whatever we dropped is re-read by the owner after the rebalance that follows.
@@ -395,9 +399,9 @@ class StreamWorker:
         if roll.newest_created_at_us is not None:
             metrics.newest_created_at("s3", roll.newest_created_at_us / 1_000_000)
 
-    async def _upload(self, roll: Roll) -> None:
+    async def _upload(self, roll: Roll, *, dead_letters: bool = True) -> None:
         started = time.monotonic()
-        await self._with_s3_retries(self._upload_files, roll)
+        await self._with_s3_retries(self._upload_files, roll, dead_letters)
         self.metrics.upload_duration.observe(time.monotonic() - started)
 
     def _check_not_fenced(self, tp: TopicPartition) -> None:
@@ -419,10 +423,11 @@ class StreamWorker:
                 self._log.warning("s3_retry", error=str(exc), delay_s=round(backoff.next_s, 2))
                 await backoff.wait()
 
-    def _upload_files(self, roll: Roll) -> None:
-        """Dead letters first, then data: a data file in S3 implies its dead letters are too."""
+    def _upload_files(self, roll: Roll, dead_letters: bool) -> None:
+        """Dead letters first, then data: a data file in S3 implies its dead letters are too
+        (recovery relies on it, see :mod:`loader.checkpoint.recovery`)."""
         closed = roll.closed
-        if closed.dead_letter_path is not None:
+        if dead_letters and closed.dead_letter_path is not None:
             self.store.upload_file(closed.dead_letter_path, roll.pending.dlq)
         if closed.data_path is not None:
             self.store.upload_file(closed.data_path, roll.pending.key)
@@ -487,19 +492,21 @@ class StreamWorker:
 
     async def _recover(self, assigned: set[TopicPartition]) -> None:
         assert self._committer is not None
-        assert self._consumer is not None
         # aiokafka has set the new generation before calling us: pin it for these partitions.
         generation = self._committer.current_generation()
         committed = await self._committer.fetch(sorted(assigned))
+        without_checkpoint: dict[TopicPartition, int | None] = {}
         for tp in sorted(assigned):
             entry = committed[tp]
-            next_offset, pending = entry.offset, entry.pending
-            problem = None
-            if pending is not None and next_offset is not None:
-                problem = pending.mismatch(self.spec, tp.topic, tp.partition, next_offset)
-            if problem is not None:
-                self._log.warning("checkpoint_marker_ignored", partition=tp.partition, reason=problem)
-                pending = None
+            pending = entry.pending
+            if pending is not None and entry.offset is not None:
+                problem = pending.mismatch(self.spec, tp.topic, tp.partition, entry.offset)
+                if problem is not None:
+                    self._log.warning("checkpoint_marker_ignored", partition=tp.partition, reason=problem)
+                    pending = None
+            if pending is None and not entry.by_loader:
+                without_checkpoint[tp] = entry.offset
+                continue
             if pending is not None:
                 self._log.info(
                     "roll_recovering",
@@ -508,15 +515,83 @@ class StreamWorker:
                     last_offset=pending.last,
                     key=pending.key,
                 )
-            self._fenced.discard(tp)
-            self._partitions[tp] = PartitionState(
-                tp,
-                self.spec,
-                self.decoder,
-                next_offset=next_offset,
-                pending=pending,
-                generation=generation,
-                spool_dir=self._spool_dir,
-                row_group_records=self._row_group_records,
-            )
+            self._assign(tp, entry.offset, pending, generation)
+        if without_checkpoint:
+            await self._resume_without_checkpoint(without_checkpoint, generation)
         self._log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    def _assign(
+        self, tp: TopicPartition, next_offset: int | None, pending: PendingFile | None, generation: Generation
+    ) -> None:
+        self._fenced.discard(tp)
+        self._partitions[tp] = PartitionState(
+            tp,
+            self.spec,
+            self.decoder,
+            next_offset=next_offset,
+            pending=pending,
+            generation=generation,
+            spool_dir=self._spool_dir,
+            row_group_records=self._row_group_records,
+        )
+
+    async def _resume_without_checkpoint(
+        self, committed: dict[TopicPartition, int | None], generation: Generation
+    ) -> None:
+        """Partitions whose committed offset (if any) the loader did not write: resume where
+        their files in S3 end (:mod:`loader.checkpoint.recovery`), and record that position,
+        so that the next assignment finds it in Kafka. With neither, the earliest offset."""
+        consumer, committer = self._consumer, self._committer
+        assert consumer is not None
+        assert committer is not None
+        partitions = sorted(committed)
+        with kafka_errors("cannot read the partitions' offsets", metrics=self.metrics):
+            ends = await consumer.end_offsets(partitions)
+            earliest = await consumer.beginning_offsets(partitions)
+        found = await self._with_s3_retries(
+            positions_in_s3,
+            self.store,
+            self.spec,
+            {tp.partition: ends[tp] for tp in partitions},
+            self._row_group_records(),
+        )
+        for tp in partitions:
+            in_s3 = found[tp.partition]
+            if in_s3 is not None and in_s3.ignored:
+                self._log.warning(
+                    "s3_files_ignored",
+                    partition=tp.partition,
+                    count=len(in_s3.ignored),
+                    first=in_s3.ignored[:3],
+                )
+            decided = resume(committed[tp], in_s3)
+            self._assign(tp, decided.next_offset, decided.pending, generation)
+            if decided.next_offset is None:
+                # Where make_consumer's auto_offset_reset ("earliest") would start, made explicit.
+                consumer.seek(tp, earliest[tp])
+                self._log.warning(
+                    "partition_position_unknown",
+                    partition=tp.partition,
+                    position=earliest[tp],
+                    reason=decided.reason,
+                )
+                continue
+            consumer.seek(tp, decided.next_offset)
+            self._log.warning(
+                "partition_position_recovered",
+                partition=tp.partition,
+                source=decided.source,
+                position=decided.next_offset,
+                pending_last_offset=decided.pending.last if decided.pending else None,
+                newest_file=in_s3.newest if in_s3 else None,
+                reason=decided.reason,
+            )
+            try:
+                if decided.pending is not None:
+                    await committer.record_pending(tp, decided.pending, generation)
+                else:
+                    await committer.record_position(tp, decided.next_offset, generation)
+            except FencedError as exc:
+                # A rebalance is on its way: the partition's next owner recovers it again.
+                self._fenced.add(tp)
+                self._log.warning("position_record_fenced", partition=tp.partition, reason=str(exc))

@@ -15,6 +15,7 @@ from aiokafka.structs import OffsetAndMetadata
 from loader import retry
 from loader.checkpoint import Committed, Committer, decode_marker
 from loader.checkpoint.committer import Generation
+from loader.checkpoint.marker import Position
 from loader.config.spec import load_specs
 from loader.errors import FencedError, KafkaError
 from loader.store.layout import FileRange
@@ -69,12 +70,14 @@ def test_record_pending_commits_the_first_offset_with_the_marker() -> None:
     assert metrics.errors == []
 
 
-def test_record_done_commits_past_the_last_offset_with_empty_metadata() -> None:
-    """A file in S3 moves the position to last + 1 and clears the marker."""
+def test_record_done_commits_past_the_last_offset_with_the_loaders_position_marker() -> None:
+    """A file in S3 moves the position to last + 1 and replaces the roll's marker with a position
+    marker, which tells the loader's own offset from one someone else set."""
     coordinator = ScriptedCoordinator()
     committer, _ = _committer(coordinator)
     _run(committer.record_done(TP, 1999, PINNED))
-    assert coordinator.commits == [SentCommit(GROUP, 7, "m-1", "orders", 3, 2000, "")]
+    assert coordinator.commits == [SentCommit(GROUP, 7, "m-1", "orders", 3, 2000, '{"v":1,"next":2000}')]
+    assert decode_marker(coordinator.commits[0].metadata) == Position(2000)
 
 
 def test_commits_carry_the_generation_pinned_at_assignment_not_the_current_one() -> None:
@@ -182,25 +185,30 @@ def test_a_terminal_failure_is_a_terminal_kafka_error_after_one_try(
 
 
 def test_fetch_reads_offsets_and_pending_rolls() -> None:
-    """Offsets come back with their pending roll; empty or foreign metadata means nothing pending."""
-    tps = [TopicPartition("orders", p) for p in range(5)]
+    """Offsets come back with their pending roll; empty or foreign metadata means nothing pending,
+    and only the loader's position marker at that very offset makes it the loader's own."""
+    tps = [TopicPartition("orders", p) for p in range(7)]
     admin = FakeAdmin(
         {
             tps[0]: OffsetAndMetadata(1000, PENDING.encode()),
             tps[1]: OffsetAndMetadata(500, ""),
             tps[2]: OffsetAndMetadata(42, "committed by kafka-consumer-groups --reset-offsets"),
             tps[4]: OffsetAndMetadata(-1, ""),
+            tps[5]: OffsetAndMetadata(2000, Position(2000).encode()),
+            tps[6]: OffsetAndMetadata(10, Position(2000).encode()),  # moved, metadata kept
         }
     )
     committer, metrics = _committer(ScriptedCoordinator(), admin)
     found = _run(committer.fetch(tps))
     assert admin.asked == [(GROUP, tps)]
-    assert {tp.partition: (c.offset, c.pending) for tp, c in found.items()} == {
-        0: (1000, PENDING),
-        1: (500, None),
-        2: (42, None),
-        3: (None, None),
-        4: (None, None),
+    assert {tp.partition: (c.offset, c.pending, c.by_loader) for tp, c in found.items()} == {
+        0: (1000, PENDING, False),
+        1: (500, None, False),
+        2: (42, None, False),
+        3: (None, None, False),
+        4: (None, None, False),
+        5: (2000, None, True),
+        6: (10, None, False),
     }
     assert all(isinstance(c, Committed) for c in found.values())
     assert metrics.errors == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loader.checkpoint.marker import PendingFile, decode_marker
+from loader.checkpoint.marker import PendingFile, Position, decode_marker
 from loader.config.spec import load_specs
 from loader.store.layout import FileRange
 from loader.worker.partition import pending_for
@@ -24,6 +24,13 @@ def test_a_marker_this_code_writes_reads_back_and_matches() -> None:
     decoded = decode_marker(OURS.encode())
     assert decoded == OURS
     assert decoded.mismatch(SPEC, "orders", 3, 1000) is None
+
+
+def test_the_loaders_position_marker_reads_back() -> None:
+    """The final commit's marker decodes to the position it records; empty metadata is nothing."""
+    assert Position(2000).encode() == '{"v":1,"next":2000}'
+    assert decode_marker(Position(2000).encode()) == Position(2000)
+    assert decode_marker("") is None
 
 
 WRITTEN_BEFORE_THE_RENAME = (
@@ -47,6 +54,8 @@ def test_a_marker_committed_by_a_running_worker_still_decodes_to_the_same_roll()
     "metadata",
     [
         '{"v":1}',
+        '{"v":1,"next":"2000"}',
+        '{"v":1,"next":2000,"first":0}',
         '{"v":1,"first":"0","last":1,"bucket":1,"rg":1,"key":"k","dlq":"d"}',
         '{"v":1,"first":0,"last":1,"bucket":1,"rg":1,"key":null,"dlq":"d"}',
         '{"v":1,"first":0.5,"last":1,"bucket":1,"rg":1,"key":"k","dlq":"d"}',

@@ -28,6 +28,7 @@ from loader.devstack.samples import SampleEvents
 from loader.errors import FencedError
 from loader.schema import load_avro_schema
 from loader.store.layout import FileRange
+from loader.store.s3 import ObjectInfo
 from loader.worker.partition import pending_for
 from loader.worker.worker import StreamWorker
 from tests.unit.fakes import FakeRecord
@@ -74,6 +75,27 @@ class RecordingStore:
         self.steps.append(("exists", key))
         return key in self.present
 
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        for key in sorted(self.present | self.objects.keys()):
+            if key.startswith(prefix):
+                yield ObjectInfo(key, 1, "etag")
+
+
+@dataclass
+class RecordingConsumer:
+    """The consumer calls recovery makes: offsets of a partition of 1,000 records, and seeks."""
+
+    seeks: list[tuple[int, int]] = field(default_factory=list)
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 1_000)
+
+    async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))
+
 
 @dataclass
 class RecordingCommitter:
@@ -100,12 +122,17 @@ class RecordingCommitter:
         self.generations.append(generation)
         self.steps.append(("record_done", tp.partition, last_offset))
 
+    async def record_position(self, tp: TopicPartition, next_offset: int, generation: Generation) -> None:
+        self.generations.append(generation)
+        self.steps.append(("record_position", tp.partition, next_offset))
+
 
 @dataclass
 class Rig:
     worker: StreamWorker
     store: RecordingStore
     committer: RecordingCommitter
+    consumer: RecordingConsumer
     clock: Clock
     steps: list[tuple[Any, ...]]
 
@@ -116,9 +143,10 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     steps: list[tuple[Any, ...]] = []
     store, committer, clock = RecordingStore(steps), RecordingCommitter(steps), Clock()
     worker = StreamWorker(_spec(), SETTINGS, store=store, clock=clock, spool_dir=tmp_path)  # type: ignore[arg-type]
+    consumer = RecordingConsumer()
     worker._committer = committer  # type: ignore[assignment]
-    worker._consumer = object()  # type: ignore[assignment]  # only checked to be set on assignment
-    yield Rig(worker, store, committer, clock, steps)
+    worker._consumer = consumer
+    yield Rig(worker, store, committer, consumer, clock, steps)
     worker._processing_pool.shutdown(wait=True)
     worker._io_pool.shutdown(wait=True)
 
@@ -252,7 +280,69 @@ def test_a_recovered_roll_missing_from_s3_is_uploaded_then_committed_without_rec
     asyncio.run(scenario())
     assert rig.steps == [
         ("exists", pending.key),
+        ("exists", pending.dlq),
         ("upload", pending.dlq),
         ("upload", pending.key),
         ("record_done", 1, 204),
     ]
+
+
+def test_without_a_checkpoint_a_partition_resumes_after_its_files_in_s3_and_records_that(rig: Rig) -> None:
+    """No committed offset, files in S3 up to offset 99: the consumer seeks to 100, the position is
+    committed before anything is read, and the next file starts there."""
+    rig.store.present |= {_pending(0, 49).key, _pending(50, 99).key}
+
+    async def scenario() -> None:
+        await rig.worker.on_assigned({TP})
+        assert rig.consumer.seeks == [(1, 100)]
+        assert rig.steps == [("record_position", 1, 100)]
+        await rig.worker._process_batches({TP: _records(0, 105)})  # fetched before the seek landed
+        rig.clock.now += BASE.rolling.max_age_s
+        await rig.worker._roll_expired()
+        await _settle(rig.worker)
+
+    asyncio.run(scenario())
+    pending = _pending(100, 104)
+    assert rig.steps[1:] == [
+        ("record_pending", 1, 100, 104),
+        ("upload", pending.key),
+        ("record_done", 1, 104),
+    ]
+    data = pq.read_table(pa.BufferReader(rig.store.objects[pending.key]))
+    assert data.column("_OFFSET").to_pylist() == [100, 101, 102, 103, 104]
+
+
+def test_without_a_checkpoint_dead_letters_without_their_data_file_are_finished_first(rig: Rig) -> None:
+    """The newest range in S3 has only its dead letters: it is recorded as pending, re-read, and
+    only its data file is uploaded (the dead letters' bytes stay), then reading goes on after it."""
+    done, partial = _pending(0, 199), _pending(200, 204)
+    rig.store.present |= {done.key, partial.dlq}
+
+    async def scenario() -> None:
+        await rig.worker.on_assigned({TP})
+        assert rig.consumer.seeks == [(1, 200)]
+        await rig.worker._process_batches({TP: _records(200, 5, bad=frozenset({201}))})
+        await _settle(rig.worker)
+
+    asyncio.run(scenario())
+    assert rig.steps == [
+        ("record_pending", 1, 200, 204),
+        ("exists", partial.key),
+        ("exists", partial.dlq),
+        ("upload", partial.key),
+        ("record_done", 1, 204),
+    ]
+    data = pq.read_table(pa.BufferReader(rig.store.objects[partial.key]))
+    assert data.column("_OFFSET").to_pylist() == [200, 202, 203, 204]
+    assert rig.worker.stats.recoveries == 1
+
+
+def test_with_neither_a_checkpoint_nor_files_a_partition_starts_at_the_earliest_offset(rig: Rig) -> None:
+    """Nothing in Kafka or S3: the consumer seeks to the earliest offset and nothing is committed."""
+
+    async def scenario() -> None:
+        await rig.worker.on_assigned({TP})
+
+    asyncio.run(scenario())
+    assert rig.consumer.seeks == [(1, 0)]
+    assert rig.steps == []
