@@ -335,3 +335,19 @@ def test_cli_renders_manifests_with_helm(tmp_path: Path, specs: list[EventSpec])
         s.name for s in specs
     )
     assert all(d["spec"]["template"]["spec"]["containers"][0]["envFrom"] for d in workers)
+
+
+def test_server_side_encryption_values_reach_every_pod(
+    render: Callable[..., Manifests], values_file: Path
+) -> None:
+    """aws.sse and aws.sseKmsKeyId reach every pod as LOADER_AWS__ settings; a key without aws:kms fails."""
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    manifests = render(*ENV_VALUES, "aws.sse=aws:kms", f"aws.sseKmsKeyId={key}")
+    for deployment in _of_kind(manifests, "Deployment"):
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["LOADER_AWS__SSE"] == "aws:kms"
+        assert env["LOADER_AWS__SSE_KMS_KEY_ID"] == key
+    done = _helm("template", "rel", str(CHART), "-f", str(values_file), "--set", f"aws.sseKmsKeyId={key}")
+    assert done.returncode != 0
+    assert "set aws.sse to aws:kms" in done.stderr

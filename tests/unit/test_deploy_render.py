@@ -243,7 +243,7 @@ def test_snowflake_role_reads_only_data_prefixes(specs: list[EventSpec]) -> None
     assert objects == {f"arn:aws:s3:::{s.s3.bucket}/{s.data_prefix}*" for s in specs}
     assert prefixes == {f"{s.data_prefix}*" for s in specs}
     actions = _actions(document["Statement"])
-    assert actions == {"s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket"}
+    assert actions == {"s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "kms:Decrypt"}
 
 
 def test_loader_policy_touches_one_queue_and_never_writes() -> None:

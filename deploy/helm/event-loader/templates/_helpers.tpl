@@ -105,6 +105,17 @@ where the specs are mounted. Secrets come from envFrom (existingSecret).
 - name: LOADER_KAFKA__CLUSTERS
   value: {{ toJson . | quote }}
 {{- end }}
+{{- with .Values.aws.sse }}
+- name: LOADER_AWS__SSE
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.aws.sseKmsKeyId }}
+{{- if ne $.Values.aws.sse "aws:kms" }}
+{{- fail "aws.sseKmsKeyId is used only with SSE-KMS: set aws.sse to aws:kms" }}
+{{- end }}
+- name: LOADER_AWS__SSE_KMS_KEY_ID
+  value: {{ . | quote }}
+{{- end }}
 {{- range $name, $value := .Values.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
