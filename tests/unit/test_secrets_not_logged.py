@@ -29,6 +29,7 @@ from loader.ops.status import consumer_lag
 from loader.store.aws import aws_client, storage_errors
 from loader.warehouse.connection import Warehouse
 from tests.integration.helpers import make_spec
+from tests.unit.tls_files import make_tls_files
 
 pytestmark = pytest.mark.unit
 
@@ -345,3 +346,37 @@ def test_log_output_masks_secret_fields_and_traceback_locals(
     assert err.count("ConnectionError: refused") == 2
     assert MASK in err
     assert_no_secret(err)
+
+
+def test_kafka_tls_key_password_is_never_shown(
+    secret_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The TLS key's passphrase is masked in the settings and absent from errors and DEBUG logs,
+    whether Kafka is unreachable or the key refuses a wrong passphrase."""
+    passphrase = "kafka-tls-key-sentinel-5d0c2e"
+    tls = make_tls_files(tmp_path, key_password=passphrase)
+    for name, value in {
+        "SECURITY_PROTOCOL": "SASL_SSL",
+        "SSL_CAFILE": str(tls.ca),
+        "SSL_CERTFILE": str(tls.client_cert),
+        "SSL_KEYFILE": str(tls.client_key),
+        "SSL_KEY_PASSWORD": passphrase,
+    }.items():
+        monkeypatch.setenv(f"LOADER_KAFKA__{name}", value)
+    configure_logging("DEBUG", "json")
+    settings = load_settings(use_dev_stack=False)
+    spec = make_spec("secret_test", bucket="b-secret")
+    with pytest.raises(LoaderError) as unreachable:  # the key loads; the broker is a closed port
+        asyncio.run(consumer_lag(spec, settings.kafka))
+    assert not isinstance(unreachable.value, ConfigError)
+    monkeypatch.setenv("LOADER_KAFKA__SSL_KEY_PASSWORD", f"{passphrase}-wrong")
+    with pytest.raises(ConfigError, match="cannot load the Kafka TLS files") as refused:
+        asyncio.run(consumer_lag(spec, load_settings(use_dev_stack=False).kafka))
+    for text in (
+        repr(settings),
+        settings.model_dump_json(),
+        _everything(unreachable.value),
+        _everything(refused.value),
+        capsys.readouterr().err,
+    ):
+        assert passphrase not in text
