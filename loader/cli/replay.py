@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -17,6 +17,12 @@ from loader.cli.ranges import check_range
 from loader.config.identifiers import check_ident, check_topic
 from loader.config.spec import EventSpec
 from loader.errors import ConfigError, RunError
+
+if TYPE_CHECKING:
+    from loader.replay.reload import ReloadPlan
+    from loader.store.s3 import S3Store
+    from loader.warehouse.connection import Warehouse
+    from loader.warehouse.objects import EventObjects
 
 __all__ = ["replay"]
 
@@ -78,7 +84,12 @@ def replay() -> None:
     callback=_checked(lambda name: check_ident(name, "table name")),
     help="Load into this table (created like the event's) instead.",
 )
-@click.option("--force", is_flag=True, help="Reload files the table has loaded before (their rows repeat).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Reload files the table has loaded before (their rows repeat); refused into the event's "
+    "table under auto-ingest.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask before a forced reload that repeats rows.")
 @pass_cli
 def load(  # click passes options by name
@@ -95,7 +106,9 @@ def load(  # click passes options by name
     """Reload EVENT's files of a time range into its table, or into another table with --into.
 
     Files the target table has loaded before are skipped (a reload into the event's
-    own table loads only what is missing); --force reloads them too."""
+    own table loads only what is missing); --force reloads them too. Under auto-ingest
+    the event's own table belongs to its Snowpipe: the files go to the pipe instead
+    (older gaps are printed with the statement to run), and --force is refused."""
     from loader.replay.reload import plan_reload, run_reload  # noqa: PLC0415 - heavy imports, only here
     from loader.store.s3 import S3Store  # noqa: PLC0415
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
@@ -110,6 +123,11 @@ def load(  # click passes options by name
         target = objects.table_named(plan.table)
         created = "" if plan.table_exists else " (a new table, created like the event's)"
         click.echo(f"{spec.name} → {target}{created}")
+        if plan.history_note:
+            click.echo(f"  note: {plan.history_note}")
+        if plan.handoff is not None:
+            _hand_to_pipe(warehouse, store, objects, plan, dry_run=dry_run)
+            return
         click.echo(
             f"  {len(plan.files)} files in range, "
             f"{len(plan.already_loaded)} already loaded into {plan.table}; "
@@ -136,6 +154,33 @@ def load(  # click passes options by name
     )
     if report.failed:
         raise RunError(f"{len(report.failed)} file(s) failed to load: see the log for the reasons")
+
+
+def _hand_to_pipe(
+    warehouse: Warehouse, store: S3Store, objects: EventObjects, plan: ReloadPlan, *, dry_run: bool
+) -> None:
+    """Auto-ingest into the event's table: the pipe gets what it can reach, an operator the rest."""
+    from loader.replay.reload import run_reload  # noqa: PLC0415 - heavy imports, only here
+
+    assert plan.handoff is not None
+    click.echo(
+        f"  {len(plan.files)} files in range, {len(plan.already_loaded)} already loaded into {plan.table};"
+        f" auto-ingest: no COPY into the pipe's table, {'would hand' if dry_run else 'handing'}"
+        f" {len(plan.handoff.handed)} to {objects.pipe_name}"
+    )
+    for refresh in plan.handoff.refreshes:
+        click.echo(f"  {refresh.statement};")
+    for step in plan.handoff.manual:
+        for line in step.lines():
+            click.echo(f"  {line}")
+    if not dry_run:
+        report = run_reload(warehouse, store, objects, plan)
+        click.echo(
+            f"handed {len(report.handed_to_pipe)} files to {objects.pipe_name} (it skips those it loaded)"
+        )
+    left = sum(len(step.files) for step in plan.handoff.manual)
+    if left:
+        raise RunError(f"{left} file(s) are left to an operator: see above")
 
 
 @replay.command("publish")

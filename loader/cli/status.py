@@ -114,3 +114,12 @@ def status(cli: CliContext, events: tuple[str, ...], as_json: bool) -> None:
     for s in statuses:
         for source, reason in s.unavailable.items():
             console.print(f"{s.event}: {source} {UNAVAILABLE}: {reason}", markup=False, highlight=False)
+        if s.files_unknown:
+            console.print(
+                f"{s.event}: {s.files_unknown} files not in the load history, which cannot tell whether"
+                " they loaded (see `loader reconcile`)",
+                markup=False,
+                highlight=False,
+            )
+        if s.load_history_note:
+            console.print(f"{s.event}: note: {s.load_history_note}", markup=False, highlight=False)

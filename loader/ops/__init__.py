@@ -6,7 +6,6 @@
 - :mod:`loader.ops.plan`         ``loader plan``: everything a spec implies, offline
 - :mod:`loader.ops.new_event`    ``loader new-event``: a commented spec and an example schema
 - :mod:`loader.ops.reconcile`    ``loader reconcile``: load the files the warehouse missed
-- :mod:`loader.ops.load_history` which files a table has loaded
 - :mod:`loader.ops.dead_letters` ``loader dead-letters``: what was rejected and why
 
 These sit above the stages and may use any of them; no stage imports them.

@@ -62,7 +62,14 @@ class EventStatus:
     last_file_time: datetime | None = None
     files_in_s3: int | None = None
     files_not_loaded: int | None = None
+    """Staged within the load history's reach (14 days) and not loaded."""
+    files_unknown: int | None = None
+    """Not in the load history, which cannot tell whether they loaded (see ``PipeStatus``)."""
     last_load_time: str | None = None
+    load_history: str | None = None
+    """Where loads were read: COPY_HISTORY, or LOAD_HISTORY where that is unavailable."""
+    load_history_note: str | None = None
+    """Why LOAD_HISTORY was read and what it cannot show."""
     dead_letters: int | None = None
     freshness_table_s: float | None = None
     freshness_s3_s: float | None = None
@@ -80,7 +87,10 @@ class EventStatus:
             "last_file_time": self.last_file_time.isoformat() if self.last_file_time else None,
             "files_in_s3": self.files_in_s3,
             "files_not_loaded": self.files_not_loaded,
+            "files_unknown": self.files_unknown,
             "last_load_time": self.last_load_time,
+            "load_history": self.load_history,
+            "load_history_note": self.load_history_note,
             "dead_letters": self.dead_letters,
             "freshness_table_s": self.freshness_table_s,
             "freshness_s3_s": self.freshness_s3_s,
@@ -190,8 +200,9 @@ def _warehouse(
             raise
         status.files_not_loaded = status.files_in_s3  # no table yet: nothing is loaded
         return
-    status.files_not_loaded = pipe.files_pending
+    status.files_not_loaded, status.files_unknown = pipe.files_pending, pipe.files_unknown
     status.last_load_time = pipe.last_load_time
+    status.load_history, status.load_history_note = pipe.history, pipe.history_note
 
 
 def event_status(

@@ -5,6 +5,12 @@ own table loads only what is missing (like reconcile), and a reload into a new
 table loads every file once: its rows equal the files' rows. ``force`` reloads
 files regardless; rows already in the target then appear twice, which the plan
 says before anything runs.
+
+Under ``auto-ingest`` the event's own table belongs to its Snowpipe, whose load
+metadata a COPY does not share: a reload into it COPYs nothing. Like reconcile,
+it hands the files not loaded to the pipe and reports older gaps
+(:mod:`loader.warehouse.pipe_refresh`), and it refuses ``force``. A reload into
+another table is a plain COPY in either mode.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ from datetime import datetime
 
 from loader.config.identifiers import check_ident, quote_literal
 from loader.errors import ConfigError
-from loader.ops.load_history import loaded_files
 from loader.store.listing import data_files
 from loader.store.s3 import ObjectInfo, S3Store
 from loader.warehouse.connection import Warehouse
+from loader.warehouse.history import read_history
 from loader.warehouse.load import load_files
 from loader.warehouse.objects import PIPES_TABLE, EventObjects
+from loader.warehouse.pipe_refresh import Handoff, plan_handoff
 
 __all__ = ["ReloadPlan", "ReloadReport", "plan_reload", "run_reload"]
 
@@ -39,10 +46,17 @@ class ReloadPlan:
     force: bool
     files: list[ObjectInfo]
     already_loaded: frozenset[str]
+    history_note: str | None = None
+    """Why the target's loads were read from LOAD_HISTORY, and what it cannot show."""
+    handoff: Handoff | None = None
+    """Auto-ingest into the event's table: what goes to the pipe, what to an operator (no COPY)."""
 
     @property
     def to_load(self) -> list[ObjectInfo]:
-        """The files a COPY will read: all of them when forced, else those not loaded yet."""
+        """The files a COPY will read: all of them when forced, else those not loaded yet;
+        none when the pipe owns the table (see ``handoff``)."""
+        if self.handoff is not None:
+            return []
         if self.force:
             return list(self.files)
         return [f for f in self.files if f.key not in self.already_loaded]
@@ -64,6 +78,7 @@ class ReloadReport:
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    handed_to_pipe: list[str] = field(default_factory=list)
     rows: int = 0
 
 
@@ -92,16 +107,27 @@ def plan_reload(
 ) -> ReloadPlan:
     """Read the files of the range and the target's load history; change nothing."""
     table = target_table(objects, into)
+    into_event_table = table == objects.spec.snowflake.table.upper()
+    auto_ingest = into_event_table and objects.settings.load_mode == "auto-ingest"
+    if auto_ingest and force:
+        raise ConfigError(
+            f"{objects.spec.name}: --force is refused under auto-ingest: Snowpipe {objects.pipe_name} owns"
+            f" {table}, and a forced COPY repeats the rows of every file it loaded (the pipe's load metadata"
+            " and a COPY's do not know each other). To rebuild a range, replay it with --into a new table"
+            " and swap the tables; without --force, replay hands the files not loaded to the pipe"
+        )
     files = data_files(store, objects.spec, since, until)
     warehouse.execute(objects.use_statement())
     listed = warehouse.execute(f"SHOW TABLES LIKE {quote_literal(table)} IN SCHEMA {objects.schema_name}")
     exists = any(str(row[1]).upper() == table for row in listed)
-    into_event_table = table == objects.spec.snowflake.table.upper()
     if into_event_table and not exists:
         raise ConfigError(
             f"{objects.spec.name}: table {table} does not exist; run `loader pipes apply` first"
         )
-    loaded = loaded_files(warehouse, objects, table) if exists else set()
+    if not exists:  # a new table has no history: every file loads
+        return ReloadPlan(objects.spec.name, table, into_event_table, exists, force, files, frozenset())
+    history = read_history(warehouse, objects, table)
+    states = history.sort(objects, files, auto_ingest=auto_ingest)
     return ReloadPlan(
         event=objects.spec.name,
         table=table,
@@ -109,7 +135,9 @@ def plan_reload(
         table_exists=exists,
         force=force,
         files=files,
-        already_loaded=frozenset(f.key for f in files if objects.relative_path(f.key) in loaded),
+        already_loaded=frozenset(states.loaded),
+        history_note=history.fallback,
+        handoff=plan_handoff(objects, history, states, files) if auto_ingest else None,
     )
 
 
@@ -120,7 +148,13 @@ def run_reload(
     plan: ReloadPlan,
     on_progress: Callable[[int], None] = lambda files: None,
 ) -> ReloadReport:
-    """Create the target table if needed, then COPY the plan's files in batches."""
+    """Create the target table if needed, then COPY the plan's files in batches (or, when the
+    pipe owns the table, hand them to it)."""
+    if plan.handoff is not None:
+        for refresh in plan.handoff.refreshes:
+            warehouse.execute(refresh.statement)
+            on_progress(len(refresh.files))
+        return ReloadReport(handed_to_pipe=plan.handoff.handed)
     if not plan.table_exists:
         warehouse.execute(objects.create_table(plan.table))
     into = None if plan.into_event_table else plan.table

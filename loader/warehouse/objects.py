@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from loader.config.identifiers import quote_ident, quote_literal
 from loader.config.settings import SnowflakeSettings
@@ -254,6 +255,41 @@ class EventObjects:
         return (
             f"SELECT {chosen} FROM {self.table}"  # noqa: S608 - names are validated and quoted
             f' ORDER BY "_PARTITION", "_OFFSET" LIMIT {int(limit)}'
+        )
+
+    def copy_history_query(self, table: str, start: datetime, end: datetime) -> str:
+        """The loads (COPY and Snowpipe) into ``table`` of the event's schema between ``start``
+        and ``end``: ``INFORMATION_SCHEMA.COPY_HISTORY``, which reaches back 14 days."""
+        return (
+            "SELECT FILE_NAME, STATUS, LAST_LOAD_TIME, FIRST_ERROR_MESSAGE, PIPE_NAME"  # noqa: S608 - literals
+            " FROM TABLE(INFORMATION_SCHEMA.COPY_HISTORY("
+            f"TABLE_NAME => {quote_literal(table)},"
+            f" START_TIME => TO_TIMESTAMP_LTZ({quote_literal(start.isoformat())}),"
+            f" END_TIME => TO_TIMESTAMP_LTZ({quote_literal(end.isoformat())})))"
+        )
+
+    def load_history_query(self, table: str) -> str:
+        """The COPY loads into ``table`` (never Snowpipe's): ``INFORMATION_SCHEMA.LOAD_HISTORY``,
+        14 days and at most 10,000 rows; read only where COPY_HISTORY is unavailable."""
+        return (
+            "SELECT FILE_NAME, STATUS, LAST_LOAD_TIME, FIRST_ERROR_MESSAGE, NULL"  # noqa: S608 - a quoted literal
+            f" FROM INFORMATION_SCHEMA.LOAD_HISTORY WHERE TABLE_NAME = {quote_literal(table)}"
+        )
+
+    def refresh_pipe(self, prefix: str, modified_after: datetime) -> str:
+        """Queue the stage's files under ``prefix`` (relative to the stage) staged at or after
+        ``modified_after`` for the event's Snowpipe, which skips the files it has loaded."""
+        return (
+            f"ALTER PIPE {self.pipe} REFRESH PREFIX = {quote_literal(prefix)}"
+            f" MODIFIED_AFTER = {quote_literal(modified_after.isoformat())}"
+        )
+
+    def rows_of_file_statement(self, partition: int, first_offset: int, last_offset: int) -> str:
+        """How many rows of one data file (a partition's offset range) the table holds."""
+        return (
+            f"SELECT COUNT(*) FROM {self.table}"  # noqa: S608 - the name is validated and quoted
+            f' WHERE "_PARTITION" = {int(partition)}'
+            f' AND "_OFFSET" BETWEEN {int(first_offset)} AND {int(last_offset)}'
         )
 
     def relative_path(self, name: str) -> str:

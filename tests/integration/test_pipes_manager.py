@@ -125,7 +125,7 @@ def test_plan_and_apply_commands(
     S3Store(settings.aws, spec.s3.bucket).create_bucket()
     status = runner.invoke(cli, ["pipes", "status", "--json", "--specs", str(specs)], env=env)
     assert status.exit_code == 0, status.output
-    [pipe] = json.loads(status.output)
+    [pipe] = json.loads(status.stdout)  # the log (a LOAD_HISTORY fallback warning) is on stderr
     assert (pipe["pipe"], pipe["mode"], pipe["files_pending"], pipe["errors"]) == (
         f"{name.upper()}_PIPE",
         "copy",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.protocol.commit import OffsetCommitRequest_v2, OffsetCommitResponse_v2
 from aiokafka.structs import OffsetAndMetadata
+
+from loader.store.s3 import ObjectInfo
 
 
 @dataclass(frozen=True)
@@ -116,3 +119,42 @@ class FakeMetrics:
 
     def error(self, component: str, kind: str) -> None:
         self.errors.append((component, kind))
+
+
+@dataclass
+class FakeWarehouse:
+    """A Warehouse as the ops see it: ``answer`` maps each statement to its rows (or to an
+    exception to raise); every statement run is kept, in order, in ``executed``."""
+
+    answer: Callable[[str], list[tuple[Any, ...]] | BaseException]
+    executed: list[str] = field(default_factory=list)
+
+    def execute(self, sql: str) -> list[tuple[Any, ...]]:
+        self.executed.append(sql)
+        outcome = self.answer(sql)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+@dataclass
+class FakeStore:
+    """An S3Store holding ``objects`` (key -> last modified), each a minimal Parquet-looking file."""
+
+    objects: dict[str, datetime]
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        return [
+            ObjectInfo(key, 64, "etag", modified)
+            for key, modified in sorted(self.objects.items())
+            if key.startswith(prefix)
+        ]
+
+    def object_size(self, key: str) -> int | None:
+        return 64 if key in self.objects else None
+
+    def get_head(self, key: str, size: int) -> bytes:
+        return b"PAR1"
+
+    def get_tail(self, key: str, size: int) -> bytes:
+        return b"PAR1"
