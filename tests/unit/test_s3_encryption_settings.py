@@ -1,7 +1,8 @@
-"""aws.sse and aws.sse_kms_key_id: validated when settings load, and turned into upload arguments."""
+"""aws.sse and aws.sse_kms_key_id: validated when settings load, and sent with every object written."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,17 @@ from loader.store.s3 import encryption_args
 pytestmark = pytest.mark.unit
 
 KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
+PACKAGE = Path(__file__).parents[2] / "loader"
+OBJECT_WRITES = {
+    "put_object",
+    "upload_file",
+    "upload_fileobj",
+    "create_multipart_upload",
+    "upload_part",
+    "upload_part_copy",
+    "copy_object",
+}
+"""boto3 S3 client calls that create an object (and would each need the encryption arguments)."""
 
 
 @pytest.fixture
@@ -95,3 +107,20 @@ def test_kms_key_needs_kms_when_built_directly() -> None:
     """The same check holds for settings built in code, not only loaded ones."""
     with pytest.raises(ValueError, match="LOADER_AWS__SSE=aws:kms"):
         AwsSettings(sse_kms_key_id=KEY_ID)
+
+
+def test_objects_are_written_only_through_the_store() -> None:
+    """No module but loader/store/s3.py calls an S3 write itself, so none can leave the encryption out."""
+    outside = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "store" / "s3.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                receiver = ast.unparse(node.func.value)
+                # S3Store's own upload methods are the sanctioned way in.
+                if node.func.attr in OBJECT_WRITES and not receiver.endswith("store"):
+                    outside.append(
+                        f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {receiver}.{node.func.attr}"
+                    )
+    assert not outside
