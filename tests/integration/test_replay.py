@@ -156,6 +156,34 @@ def test_forced_replay_into_the_event_table_warns_and_needs_consent(
     assert sorted(set(rows)) == _file_rows(S3Store(settings.aws, spec.s3.bucket), spec)
 
 
+def test_commands_say_the_load_history_is_the_load_history_fallback(
+    dev_stack: DevStack, loaded_event: tuple[EventSpec, Path, EventObjects]
+) -> None:
+    """fakesnow has no COPY_HISTORY: reconcile, replay load and status --json each say they read
+    LOAD_HISTORY instead and what it cannot show, and still count every file as loaded."""
+    spec, specs_dir, _objects = loaded_event
+    env = cli_env(dev_stack.settings)
+    runner = CliRunner()
+    files = len(read_files(S3Store(dev_stack.settings.aws, spec.s3.bucket), spec.data_prefix))
+    note = "note: COPY_HISTORY unavailable ("
+    reconciled = runner.invoke(cli, ["reconcile", spec.name, "--specs", str(specs_dir), "--dry-run"], env=env)
+    assert reconciled.exit_code == 0, reconciled.output
+    assert f"{files} already loaded, 0 missing, 0 unknown to LOAD_HISTORY; would load 0" in reconciled.stdout
+    assert note in reconciled.stdout and "no Snowpipe loads" in reconciled.stdout
+    replayed = runner.invoke(
+        cli, ["replay", "load", spec.name, "--specs", str(specs_dir), "--dry-run"], env=env
+    )
+    assert replayed.exit_code == 0, replayed.output
+    assert note in replayed.stdout and f"{files} already loaded" in replayed.stdout
+    status = runner.invoke(cli, ["status", spec.name, "--specs", str(specs_dir), "--json"], env=env)
+    assert status.exit_code == 0, status.output
+    [document] = json.loads(status.stdout)
+    assert document["load_history"] == "LOAD_HISTORY"
+    assert document["load_history_note"].startswith("COPY_HISTORY unavailable (")
+    assert (document["files_not_loaded"], document["files_unknown"]) == (0, 0)
+    assert "load_history_fallback" in status.stderr  # and the log warns
+
+
 def test_replay_range_outside_the_data_selects_nothing(
     dev_stack: DevStack, loaded_event: tuple[EventSpec, Path, EventObjects]
 ) -> None:
