@@ -351,3 +351,28 @@ def test_server_side_encryption_values_reach_every_pod(
     done = _helm("template", "rel", str(CHART), "-f", str(values_file), "--set", f"aws.sseKmsKeyId={key}")
     assert done.returncode != 0
     assert "set aws.sse to aws:kms" in done.stderr
+
+
+def test_snowflake_secret_reaches_the_loader_only(render: Callable[..., Manifests]) -> None:
+    """snowflake.existingSecret (the key pair) is given to the loader alone; workers keep existingSecret."""
+    manifests = render(*ENV_VALUES, "snowflake.existingSecret=event-loader-snowflake")
+    [loader] = _of_kind(manifests, "Deployment", "loader")
+    [container] = loader["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [
+        {"secretRef": {"name": SECRET}},
+        {"secretRef": {"name": "event-loader-snowflake"}},
+    ]
+    workers = _of_kind(manifests, "Deployment", "worker")
+    assert workers
+    for worker in workers:
+        [container] = worker["spec"]["template"]["spec"]["containers"]
+        assert container["envFrom"] == [{"secretRef": {"name": SECRET}}]
+    alone = render("snowflake.existingSecret=event-loader-snowflake")
+    [loader] = _of_kind(alone, "Deployment", "loader")
+    assert loader["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
+        {"secretRef": {"name": "event-loader-snowflake"}}
+    ]
+    assert all(
+        "envFrom" not in w["spec"]["template"]["spec"]["containers"][0]
+        for w in _of_kind(alone, "Deployment", "worker")
+    )

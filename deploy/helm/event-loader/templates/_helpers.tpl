@@ -131,6 +131,20 @@ envFrom:
 {{- end -}}
 
 {{/*
+The loader's Secrets: existingSecret, and snowflake.existingSecret (the Snowflake
+login), which no other pod gets.
+*/}}
+{{- define "event-loader.loaderEnvFrom" -}}
+{{- with compact (list .Values.existingSecret .Values.snowflake.existingSecret) }}
+envFrom:
+  {{- range . }}
+  - secretRef:
+      name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
 The specs volume: each event's ConfigMap projected as pipelines/<event>.yaml
 and schemas/<event>.avsc, the layout the rendered specs' schema paths expect.
 Context: a list of events entries.
