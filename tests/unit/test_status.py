@@ -165,7 +165,7 @@ def test_an_unreachable_broker_leaves_s3_and_warehouse_columns_filled(
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
         aws=AwsSettings(region="us-east-1"),
-        snowflake=SnowflakeSettings(account="acct", user="u"),
+        snowflake=SnowflakeSettings(account="acct", user="u", password="fakesnow"),
     )
     store = S3Store(settings.aws, "status-bucket")
     store.create_bucket()
@@ -220,7 +220,7 @@ def test_an_unreachable_s3_is_reported_quickly() -> None:
                 "secret_access_key": "testing",
             }
         ),
-        snowflake=SnowflakeSettings(account="acct", user="u"),
+        snowflake=SnowflakeSettings(account="acct", user="u", password="fakesnow"),
     )
     specs = [make_spec("st_one", bucket="status-bucket"), make_spec("st_two", bucket="status-bucket")]
     started = time.monotonic()
