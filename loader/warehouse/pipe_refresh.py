@@ -88,7 +88,6 @@ def plan_handoff(
     refresh could also queue)."""
     by_key = {info.key: info for info in files}
     newest_reach = history.now - REFRESH_REACH
-    copy_only = history.loaded - history.loaded_by_pipe
     handoff = Handoff()
     recent: dict[str, list[ObjectInfo]] = {}
     old_missing, old_unknown = [], []
@@ -100,6 +99,43 @@ def plan_handoff(
             old_missing.append(key)
         else:
             old_unknown.append(key)
+    handoff.refreshes.extend(_refreshes(objects, recent, files, history.loaded - history.loaded_by_pipe))
+    pipe = quote_literal(objects.pipe)
+    handoff.manual.extend(
+        _manual_steps(
+            objects,
+            old_missing,
+            "staged more than 7 days ago (beyond ALTER PIPE REFRESH) and loaded neither by COPY nor by"
+            " the pipe within the load history's reach. A COPY loads them once; run it only while"
+            f" SELECT SYSTEM$PIPE_STATUS({pipe}) shows pendingFileCount 0: a file the pipe is still"
+            " loading would load twice, because the pipe does not know the table's COPY loads.",
+            checked=False,
+        )
+    )
+    handoff.manual.extend(
+        _manual_steps(
+            objects,
+            old_unknown,
+            "the load history cannot tell whether the pipe loaded these files"
+            f" ({_why_unknown(history)}). A COPY does not know the pipe's loads: for a file the pipe"
+            " loaded, its rows would appear twice. Run the checks first and leave out of the COPY"
+            " every file whose count is not 0 (a file staged more than 64 days ago also needs"
+            " LOAD_UNCERTAIN_FILES = TRUE).",
+            checked=True,
+        )
+    )
+    return handoff
+
+
+def _refreshes(
+    objects: EventObjects,
+    recent: dict[str, list[ObjectInfo]],
+    files: Sequence[ObjectInfo],
+    copy_only: frozenset[str],
+) -> list[Refresh]:
+    """One refresh per folder of ``recent`` from its oldest file, unless that would also queue a
+    file only a COPY loaded (``copy_only``): then one per file."""
+    refreshes = []
     for folder, chosen in sorted(recent.items()):
         after = min(info.last_modified for info in chosen if info.last_modified) - STAMP_SLACK
         in_scope = [
@@ -111,42 +147,26 @@ def plan_handoff(
         ]
         if not any(path in copy_only for path in in_scope):
             statement = objects.refresh_pipe(folder, after)
-            handoff.refreshes.append(Refresh(statement, tuple(info.key for info in chosen)))
+            refreshes.append(Refresh(statement, tuple(info.key for info in chosen)))
             continue
         for info in chosen:  # a COPY loaded a neighbour: the pipe must not see it
             assert info.last_modified is not None
             statement = objects.refresh_pipe(
                 objects.relative_path(info.key), info.last_modified - STAMP_SLACK
             )
-            handoff.refreshes.append(Refresh(statement, (info.key,)))
-    pipe = quote_literal(objects.pipe)
-    for start in range(0, len(old_missing), COPY_FILES):
-        batch = tuple(old_missing[start : start + COPY_FILES])
-        handoff.manual.append(
-            ManualStep(
-                objects.copy_statement([objects.relative_path(k) for k in batch]),
-                batch,
-                "staged more than 7 days ago (beyond ALTER PIPE REFRESH) and loaded neither by COPY nor by"
-                " the pipe within the load history's reach. A COPY loads them once; run it only while"
-                f" SELECT SYSTEM$PIPE_STATUS({pipe}) shows pendingFileCount 0: a file the pipe is still"
-                " loading would load twice, because the pipe does not know the table's COPY loads.",
-            )
-        )
-    for start in range(0, len(old_unknown), COPY_FILES):
-        batch = tuple(old_unknown[start : start + COPY_FILES])
-        handoff.manual.append(
-            ManualStep(
-                objects.copy_statement([objects.relative_path(k) for k in batch]),
-                batch,
-                "the load history cannot tell whether the pipe loaded these files"
-                f" ({_why_unknown(history)}). A COPY does not know the pipe's loads: for a file the pipe"
-                " loaded, its rows would appear twice. Run the checks first and leave out of the COPY"
-                " every file whose count is not 0 (a file staged more than 64 days ago also needs"
-                " LOAD_UNCERTAIN_FILES = TRUE).",
-                tuple(_check(objects, key) for key in batch if parse_key(key) is not None),
-            )
-        )
-    return handoff
+            refreshes.append(Refresh(statement, (info.key,)))
+    return refreshes
+
+
+def _manual_steps(objects: EventObjects, keys: list[str], risk: str, *, checked: bool) -> list[ManualStep]:
+    """One step per COPY's worth of ``keys``; with ``checked``, a row count to run first per file."""
+    steps = []
+    for start in range(0, len(keys), COPY_FILES):
+        batch = tuple(keys[start : start + COPY_FILES])
+        statement = objects.copy_statement([objects.relative_path(k) for k in batch])
+        checks = tuple(_check(objects, key) for key in batch if parse_key(key) is not None) if checked else ()
+        steps.append(ManualStep(statement, batch, risk, checks))
+    return steps
 
 
 def _why_unknown(history: LoadHistory) -> str:
