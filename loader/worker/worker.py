@@ -12,7 +12,9 @@ the worker asks it about age (on its clock) and memory pressure (over all its
 partitions), and the partitions ask it about the rest.
 
 On assignment, the worker first reads each partition's committed offset and
-pending roll and finishes that roll (or sees it is in S3) before going on.
+pending roll and finishes that roll (or sees it is in S3) before going on. A
+partition without the loader's checkpoint resumes where its files in S3 end
+(:mod:`loader.checkpoint.recovery`), and that position is committed.
 On revocation, it finishes or abandons in-flight rolls within a deadline and
 drops unrecorded work, which the next owner re-reads.
 

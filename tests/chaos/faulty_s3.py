@@ -3,6 +3,8 @@
 Forwards every request to the upstream server unchanged. While a fault
 window is open, a share of the requests get S3's own throttling answer
 (``503 SlowDown``) instead, which botocore and the worker must retry.
+:meth:`FaultyS3Proxy.hold` leaves one chosen request without an answer, before or
+after it reached S3: the instant a worker is killed in, made exact.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import http.client
 import random
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -34,6 +37,11 @@ class FaultyS3Proxy:
         self.forwarded = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._hold: tuple[Callable[[str, str], bool], bool] | None = None
+        self.held_path: str | None = None
+        """The path of the request held, once one is."""
+        self.held = threading.Event()
+        self._closed = threading.Event()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,6 +60,8 @@ class FaultyS3Proxy:
                     self.end_headers()
                     self.wfile.write(_SLOW_DOWN)
                     return
+                if proxy.holding(self.command, self.path, forwarded=False):
+                    return
                 upstream = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -60,6 +70,8 @@ class FaultyS3Proxy:
                     payload = response.read()
                 finally:
                     upstream.close()
+                if proxy.holding(self.command, self.path, forwarded=True):
+                    return
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
@@ -89,10 +101,27 @@ class FaultyS3Proxy:
                 return True
             return False
 
+    def hold(self, matches: Callable[[str, str], bool], *, forwarded: bool) -> None:
+        """Leave the next request that ``matches(method, path)`` without an answer until the proxy
+        closes: after S3 handled it if ``forwarded``, else before it reaches S3. Once only."""
+        with self._lock:
+            self._hold = (matches, forwarded)
+
+    def holding(self, method: str, path: str, *, forwarded: bool) -> bool:
+        """Whether this request is the one to hold at this point (then it is held, here)."""
+        with self._lock:
+            if self._hold is None or self._hold[1] != forwarded or not self._hold[0](method, path):
+                return False
+            self._hold, self.held_path = None, path
+        self.held.set()
+        self._closed.wait()
+        return True
+
     def __enter__(self) -> FaultyS3Proxy:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closed.set()
         self._server.shutdown()
         self._server.server_close()
