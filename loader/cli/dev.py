@@ -24,6 +24,7 @@ from loader.cli.options import CliContext, pass_cli, specs_option
 from loader.config.settings import dev_state_path
 from loader.devstack import stack as devstack
 from loader.devstack.process import Service
+from loader.errors import DevStackError
 
 __all__ = ["dev"]
 
@@ -90,13 +91,20 @@ def _provision_all(cli: CliContext) -> None:
     _provision(cli, ())
 
 
-def _provision(cli: CliContext, events: Sequence[str]) -> None:
+def _provision(cli: CliContext, events: Sequence[str], *, refuse_nothing: bool = False) -> None:
+    """Provision ``events`` (default: all); with ``refuse_nothing``, fail when all was left alone."""
     # Imported here: the Kafka and AWS clients are heavy, and `dev down`/`status` need neither.
     from loader.devstack.provision import provision_dev_stack  # noqa: PLC0415
 
     specs = cli.specs(events)
     done = provision_dev_stack(specs)
-    click.echo(f"provisioned on the dev stack for {len(specs)} event type(s) in {cli.specs_folder}:")
+    if done.nothing and refuse_nothing:
+        raise DevStackError(
+            "nothing provisioned: none of it is on the services `loader dev up` started, and "
+            "configured infrastructure is never touched: " + "; ".join(done.left_alone)
+        )
+    what = "nothing provisioned" if done.nothing else "provisioned"
+    click.echo(f"{what} on the dev stack for {len(specs)} event type(s) in {cli.specs_folder}:")
     if done.topics:
         click.echo(f"  topics   {', '.join(done.topics)}")
     if done.queue_url:
@@ -118,7 +126,7 @@ def provision(cli: CliContext, events: tuple[str, ...]) -> None:
     Only on the services `loader dev up` started, never on configured
     infrastructure; creates only what is missing, so it can run again.
     """
-    _provision(cli, events)
+    _provision(cli, events, refuse_nothing=True)
 
 
 @dev.command()

@@ -23,7 +23,6 @@ from loader.config.spec import EventSpec
 from loader.consume.kafka import ensure_topic
 from loader.devstack.stack import record_settings
 from loader.devstack.targets import DevTargets
-from loader.errors import DevStackError
 from loader.notify.provision import ensure_notification_rules, ensure_queue, queue_arn
 from loader.store.s3 import S3Store
 
@@ -68,14 +67,19 @@ class DevProvisioning:
     queue_url: str | None = None
     left_alone: list[str] = field(default_factory=list)
 
+    @property
+    def nothing(self) -> bool:
+        """Whether everything was left alone: nothing asked for is on the dev stack's services."""
+        return not self.topics and self.queue_url is None and bool(self.left_alone)
+
 
 def provision_dev_stack(specs: Sequence[EventSpec]) -> DevProvisioning:
     """Provision ``specs`` on the running dev stack's own services, and record the queue URL.
 
     A topic is created only on the Kafka the stack started, buckets, queue and
     rules only on its moto; anything configured elsewhere is left alone and
-    listed with the reason. Raises DevStackError when no dev stack is running,
-    or when not one piece of ``specs`` is on its services.
+    listed with the reason (:attr:`DevProvisioning.nothing` when that is all).
+    Raises DevStackError when no dev stack is running.
     """
     targets = DevTargets.running()
     done = DevProvisioning()
@@ -95,10 +99,5 @@ def provision_dev_stack(specs: Sequence[EventSpec]) -> DevProvisioning:
         record_settings(targets.stack, "aws", notifications_queue_url=done.queue_url)
     asyncio.run(_ensure_topics(targets.settings, on_kafka))
     done.topics = [spec.kafka.topic for spec in on_kafka]
-    if specs and not done.topics and done.queue_url is None:
-        raise DevStackError(
-            "nothing provisioned: none of it is on the dev stack's own services, and real "
-            "infrastructure is never touched: " + "; ".join(done.left_alone)
-        )
     log.info("devstack.provisioned", topics=done.topics, buckets=done.buckets, left_alone=done.left_alone)
     return done

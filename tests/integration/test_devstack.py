@@ -16,9 +16,13 @@ import snowflake.connector
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from loader.config.settings import dev_state_path, load_settings
 from loader.devstack import DevStack, Service
 from loader.devstack import kafka as kafka_mod
 from loader.devstack.process import is_running
+from loader.devstack.provision import provision_dev_stack
+from loader.store.aws import aws_client
+from tests.integration.helpers import REPO, make_spec
 from tests.waiting import eventually_async
 
 if TYPE_CHECKING:
@@ -143,7 +147,8 @@ def _loader(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_cli_dev_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
-    """`loader dev up` detaches the three services, `status` sees them answer, `down` leaves no process."""
+    """`loader dev up` detaches the three services and provisions the specs (the queue URL recorded),
+    `status` sees them answer, `down` leaves no process."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -153,10 +158,12 @@ def test_cli_dev_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
     state_file = tmp_path / "state" / "dev-stack.json"
     services: list[Service] = []
     try:
-        up = _loader("dev", "up", env=env)
+        up = _loader("dev", "up", "--specs", str(REPO / "pipelines"), env=env)
         assert up.returncode == 0, up.stdout + up.stderr
         assert "Apache Kafka 4.4.0" in up.stdout
+        assert "provisioned on the dev stack for 3 event type(s)" in up.stdout
         state = json.loads(state_file.read_text())
+        assert state["settings"]["aws"]["notifications_queue_url"].endswith("/loader-notifications")
         services = [Service.from_json(s) for s in state["services"]]
         assert sorted(s.name for s in services) == ["fakesnow", "kafka", "moto"]
         assert all(is_running(s.pid) for s in services), "services must outlive `loader dev up`"
@@ -180,3 +187,58 @@ def test_cli_dev_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
         for service in services:  # never leave a broker behind, even when an assertion failed
             if is_running(service.pid):
                 os.killpg(service.pgid, 9)
+
+
+def test_dev_provision_is_idempotent_and_records_the_queue(
+    dev_stack: DevStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unique_name: Callable[..., str]
+) -> None:
+    """On the stack's own services: topic with the spec's partitions, bucket, queue with its DLQ and the
+    notification rule, the queue URL recorded for `pipes run`; a second run changes nothing."""
+    for name in ("kafka", "moto"):
+        _started(dev_stack, name)
+    monkeypatch.setenv("LOADER_STATE_DIR", str(tmp_path / "state"))
+    state = dev_state_path()
+    state.parent.mkdir()
+    state.write_text(
+        json.dumps(dev_stack.to_state())
+    )  # as if `loader dev up` had started the session's stack
+    spec = make_spec(unique_name("provisioned", sep="_"), partitions=3, bucket=unique_name("provision"))
+    settings = dev_stack.settings
+
+    def provisioned() -> tuple[object, ...]:
+        """Everything provisioning makes, read back from Kafka, S3 and SQS."""
+
+        async def partitions() -> int:
+            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+            await admin.start()
+            try:
+                return len((await admin.describe_topics([spec.kafka.topic]))[0]["partitions"])
+            finally:
+                await admin.close()
+
+        queue_url = load_settings().aws.notifications_queue_url
+        assert queue_url is not None
+        sqs = aws_client("sqs", settings.aws)
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["QueueArn", "RedrivePolicy"]
+        )
+        redrive = json.loads(attributes["Attributes"]["RedrivePolicy"])
+        rules = aws_client("s3", settings.aws).get_bucket_notification_configuration(Bucket=spec.s3.bucket)
+        targets = [
+            (q["QueueArn"], q["Filter"]["Key"]["FilterRules"][0]["Value"])
+            for q in rules["QueueConfigurations"]
+        ]
+        assert targets == [(attributes["Attributes"]["QueueArn"], spec.data_prefix)]
+        return queue_url, asyncio.run(partitions()), redrive["deadLetterTargetArn"], targets
+
+    first = provision_dev_stack([spec])
+    assert first.topics == [spec.kafka.topic]
+    assert first.buckets == [spec.s3.bucket]
+    assert first.left_alone == []
+    once = provisioned()
+    assert once[0] == first.queue_url
+    assert once[1] == 3
+    assert str(once[2]).endswith(":loader-notifications-dlq")
+    second = provision_dev_stack([spec])
+    assert second.queue_url == first.queue_url
+    assert provisioned() == once

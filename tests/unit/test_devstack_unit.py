@@ -19,14 +19,18 @@ from click.testing import CliRunner
 
 from loader.cli import cli
 from loader.config.settings import Settings, dev_state_path, load_settings
+from loader.config.spec import EventSpec, load_specs
 from loader.devstack import DevStack, Service, down, free_port, services_to_start, status
 from loader.devstack import kafka as kafka_mod
+from loader.devstack import provision as provision_mod
 from loader.devstack import stack as stack_mod
 from loader.devstack.process import is_running, spawn, stop, wait_until_ready
+from loader.devstack.provision import provision_dev_stack
 from loader.errors import DevStackError
 
 pytestmark = pytest.mark.unit
 
+REPO = Path(__file__).parents[2]
 NO_SUCH_PID = 99_999_999  # above Linux's pid_max: never a live process
 
 
@@ -459,3 +463,127 @@ def test_unreadable_state_file_is_a_clear_error() -> None:
     path.write_text("{not json")
     with pytest.raises(DevStackError, match="delete it"):
         down()
+
+
+def _fake_services(spawned: Callable[..., Service]) -> list[Service]:
+    """A recorded dev stack whose Kafka and moto are live processes of ours (they answer nothing)."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+    services = [
+        spawned([*sleeper, "kafka.Kafka"], name="kafka"),
+        spawned([*sleeper, "moto_server"], name="moto"),
+    ]
+    path = dev_state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stack = DevStack(services, {}, path.parent / "devstack")
+    stack.overrides = {
+        "kafka": {"bootstrap_servers": stack.endpoints["kafka"]},
+        "aws": {
+            "endpoint_url": stack.endpoints["moto"],
+            "access_key_id": "testing",
+            "secret_access_key": "testing",
+        },
+    }
+    path.write_text(json.dumps(stack.to_state()))
+    return services
+
+
+@pytest.fixture
+def no_provisioning(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record, instead of doing, each provisioning step (topics, storage), returning a fake queue URL."""
+    calls: list[str] = []
+
+    async def topics(settings: Settings, specs: list[EventSpec]) -> None:
+        calls.extend(f"topic {s.kafka.topic}" for s in specs)
+
+    def storage(settings: Settings, specs: list[EventSpec], *, queue_name: str) -> str:
+        calls.append(f"storage at {settings.aws.endpoint_url}")
+        return f"{settings.aws.endpoint_url}/123456789012/{queue_name}"
+
+    monkeypatch.setattr(provision_mod, "_ensure_topics", topics)
+    monkeypatch.setattr(provision_mod, "_ensure_storage", storage)
+    return calls
+
+
+def _spec(name: str = "order_created") -> EventSpec:
+    [spec] = load_specs(REPO / "pipelines", [name])
+    return spec
+
+
+def test_dev_provision_without_a_stack_is_refused(no_provisioning: list[str]) -> None:
+    """Without a stack that `loader dev up` started, provisioning is refused, saying what to do."""
+    with pytest.raises(DevStackError, match=r"no dev stack is running.*never on configured infrastructure"):
+        provision_dev_stack([_spec()])
+    result = CliRunner().invoke(cli, ["dev", "provision", "--specs", str(REPO / "pipelines")])
+    assert result.exit_code == 1
+    assert "start them with `loader dev up`" in result.output
+    assert no_provisioning == []
+
+
+def test_dev_provision_refuses_endpoints_that_are_not_the_stacks(
+    spawned: Callable[..., Service], no_provisioning: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings pointing away from the stack's Kafka and moto: nothing is touched, and it says why."""
+    _fake_services(spawned)
+    monkeypatch.setenv("LOADER_KAFKA__BOOTSTRAP_SERVERS", "broker-1.prod.example:9092")
+    monkeypatch.setenv("LOADER_AWS__ENDPOINT_URL", "https://s3.eu-west-1.amazonaws.com")
+    done = provision_dev_stack([_spec()])
+    assert done.nothing
+    result = CliRunner().invoke(
+        cli, ["dev", "provision", "order_created", "--specs", str(REPO / "pipelines")]
+    )
+    assert result.exit_code == 1
+    assert "error: nothing provisioned" in result.output
+    assert "broker-1.prod.example:9092, not the dev stack's 127.0.0.1:" in result.output
+    assert (
+        "https://s3.eu-west-1.amazonaws.com, not the dev stack's moto at http://127.0.0.1:" in result.output
+    )
+    assert no_provisioning == []
+    assert "notifications_queue_url" not in dev_state_path().read_text()
+
+
+def test_dev_provision_leaves_a_configured_service_alone(
+    spawned: Callable[..., Service], no_provisioning: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Kafka configured elsewhere, only the stack's moto is provisioned; the topic is left alone."""
+    services = _fake_services(spawned)
+    monkeypatch.setenv("LOADER_KAFKA__BOOTSTRAP_SERVERS", "broker-1.prod.example:9092")
+    done = provision_dev_stack([_spec()])
+    moto_url = f"http://127.0.0.1:{services[1].port}"
+    assert no_provisioning == [f"storage at {moto_url}"]
+    assert done.topics == []
+    assert [reason.split(":")[0] for reason in done.left_alone] == [
+        "topic orders.order_created of order_created"
+    ]
+    assert done.queue_url == f"{moto_url}/123456789012/loader-notifications"
+
+
+def test_dev_provision_records_the_queue_for_pipes_run(
+    spawned: Callable[..., Service], no_provisioning: list[str]
+) -> None:
+    """Provisioning on the stack's own services records the queue URL, which later settings then carry."""
+    _fake_services(spawned)
+    specs = load_specs(REPO / "pipelines")
+    result = CliRunner().invoke(cli, ["dev", "provision", "--specs", str(REPO / "pipelines")])
+    assert result.exit_code == 0, result.output
+    assert sorted(no_provisioning[1:]) == sorted(f"topic {s.kafka.topic}" for s in specs)
+    recorded = load_settings().aws.notifications_queue_url
+    assert recorded is not None and recorded.endswith("/123456789012/loader-notifications")
+    assert f"queue    {recorded}" in result.output
+    again = CliRunner().invoke(cli, ["dev", "provision", "--specs", str(REPO / "pipelines")])
+    assert again.exit_code == 0, again.output
+    assert load_settings().aws.notifications_queue_url == recorded
+    assert json.loads(dev_state_path().read_text())["settings"]["kafka"]["bootstrap_servers"].startswith(
+        "127.0.0.1:"
+    )
+
+
+def test_dev_produce_is_refused_off_the_stack(
+    spawned: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`loader dev produce` never sends to a configured cluster: it names the cluster and exits 1."""
+    _fake_services(spawned)
+    monkeypatch.setenv("LOADER_KAFKA__BOOTSTRAP_SERVERS", "broker-1.prod.example:9092")
+    result = CliRunner().invoke(cli, ["dev", "produce", "order_created", "--specs", str(REPO / "pipelines")])
+    assert result.exit_code == 1
+    assert "no sample events produced" in result.output
+    assert "broker-1.prod.example:9092, not the dev stack's" in result.output
