@@ -9,8 +9,10 @@ same code serves the demo, ``loader dev up/down/status`` and the test fixtures:
 Beside the services (:mod:`~loader.devstack.stack`, one module per service),
 the package holds what only a local stack needs: the infrastructure the specs
 imply (:mod:`~loader.devstack.provision`: topics, buckets, the notifications
-queue), realistic sample events (:mod:`~loader.devstack.samples`, also used by
-tests and the benchmark) and ``loader demo`` (:mod:`~loader.devstack.demo`).
+queue), created by ``loader dev up``/``provision`` only on the stack's own
+services (:mod:`~loader.devstack.targets`), realistic sample events
+(:mod:`~loader.devstack.samples`, also used by tests, the benchmark and
+``loader dev produce``) and ``loader demo`` (:mod:`~loader.devstack.demo`).
 """
 
 from __future__ import annotations
