@@ -587,3 +587,17 @@ def test_dev_produce_is_refused_off_the_stack(
     assert result.exit_code == 1
     assert "no sample events produced" in result.output
     assert "broker-1.prod.example:9092, not the dev stack's" in result.output
+
+
+def test_cli_up_without_specs_starts_and_provisions_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`loader dev up` without a specs folder still brings the stack up, and says it provisioned nothing."""
+    calls: list[str] = []
+    _use_fake_starters(monkeypatch, calls)
+    monkeypatch.setattr(stack_mod, "running_stack", lambda: None)
+    result = CliRunner().invoke(cli, ["dev", "up", "--specs", str(tmp_path / "no-such-folder")])
+    assert result.exit_code == 0, result.output
+    assert sorted(calls) == ["fakesnow", "kafka", "moto"]
+    assert f"no specs folder {tmp_path / 'no-such-folder'}: nothing provisioned" in result.output
+    assert dev_state_path().exists()
