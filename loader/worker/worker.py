@@ -494,6 +494,17 @@ class StreamWorker:
 
     async def _recover(self, assigned: set[TopicPartition]) -> None:
         assert self._committer is not None
+        assert self._consumer is not None
+        # aiokafka fetches the new partitions meanwhile: what it returned before their state
+        # exists would be dropped with the position already past it. Paused, nothing is returned.
+        self._consumer.pause(*assigned)
+        try:
+            await self._recover_paused(assigned)
+        finally:
+            self._consumer.resume(*(assigned - self._paused))
+
+    async def _recover_paused(self, assigned: set[TopicPartition]) -> None:
+        assert self._committer is not None
         # aiokafka has set the new generation before calling us: pin it for these partitions.
         generation = self._committer.current_generation()
         committed = await self._committer.fetch(sorted(assigned))

@@ -162,11 +162,11 @@ def test_a_deleted_group_resumes_from_s3_and_duplicates_nothing(
     assert second.signal(signal.SIGTERM) == 0
     _load(settings, spec, store)
 
+    _assert_exactly_once(settings, spec, store, ends, 2 * BATCH)
     recovered = _recovered_from_s3(second.log_path)
     assert {p: (e["source"], e["position"]) for p, e in recovered.items()} == {
         p: ("s3", last + 1) for p, last in last_in_s3.items()
     }
-    _assert_exactly_once(settings, spec, store, ends, 2 * BATCH)
 
 
 def _file_name(path: str) -> str:
@@ -231,6 +231,7 @@ def test_a_group_deleted_while_a_roll_is_pending_finishes_that_roll_exactly_once
         assert second.signal(signal.SIGTERM) == 0
     _load(settings, spec, store)
 
+    _assert_exactly_once(settings, spec, store, ends, 3 * BATCH)
     assert store.exists(data)
     recovered = _recovered_from_s3(second.log_path)[held.partition]
     if forwarded:
@@ -238,4 +239,3 @@ def test_a_group_deleted_while_a_roll_is_pending_finishes_that_roll_exactly_once
     else:
         assert (recovered["source"], recovered["position"]) == ("s3", held.first_offset)
         assert recovered["pending_last_offset"] == held.last_offset
-    _assert_exactly_once(settings, spec, store, ends, 3 * BATCH)

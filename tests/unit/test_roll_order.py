@@ -83,11 +83,14 @@ class RecordingStore:
 
 @dataclass
 class RecordingConsumer:
-    """The consumer calls recovery makes: offsets of a partition of 1,000 records, and seeks."""
+    """The consumer calls recovery makes: pauses, offsets of a partition of 1,000 records, seeks."""
 
     seeks: list[tuple[int, int]] = field(default_factory=list)
+    paused: set[TopicPartition] = field(default_factory=set)
+    paused_while_recovering: set[TopicPartition] = field(default_factory=set)
 
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self.paused_while_recovering = set(self.paused)
         return dict.fromkeys(partitions, 1_000)
 
     async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -95,6 +98,12 @@ class RecordingConsumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp.partition, offset))
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused |= set(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused -= set(partitions)
 
 
 @dataclass
@@ -296,6 +305,8 @@ def test_without_a_checkpoint_a_partition_resumes_after_its_files_in_s3_and_reco
         await rig.worker.on_assigned({TP})
         assert rig.consumer.seeks == [(1, 100)]
         assert rig.steps == [("record_position", 1, 100)]
+        # Nothing fetched meanwhile was handed out before the partition had its state.
+        assert (rig.consumer.paused_while_recovering, rig.consumer.paused) == ({TP}, set())
         await rig.worker._process_batches({TP: _records(0, 105)})  # fetched before the seek landed
         rig.clock.now += BASE.rolling.max_age_s
         await rig.worker._roll_expired()
