@@ -17,10 +17,11 @@ a child, which is why:
   newest ``_CREATED_AT`` gauges (a Unix time): it keeps growing while nothing
   arrives.
 
-Labels are bounded: ``event`` is a spec name, ``partition`` a partition
-number, ``kind`` an error class or code (at most :data:`MAX_ERROR_KINDS` per
-component, then ``other``). Nothing is updated per record: the hot path
-increments once per batch or per file.
+Labels are bounded: ``event`` is a spec name (empty on an error of the SQS
+loader that is no one event's: its queue, its Snowflake session), ``partition``
+a partition number, ``kind`` an error class or code (at most
+:data:`MAX_ERROR_KINDS` per component, then ``other``). Nothing is updated per
+record: the hot path increments once per batch or per file.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
-from wsgiref.simple_server import WSGIServer
 
 import prometheus_client.values
 from prometheus_client import (
@@ -42,7 +42,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
-    start_http_server,
 )
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -59,10 +58,9 @@ __all__ = [
     "exposition",
     "mark_process_dead",
     "render",
-    "serve",
 ]
 
-Component = Literal["kafka", "s3", "snowflake"]
+Component = Literal["kafka", "s3", "sqs", "snowflake"]
 MAX_ERROR_KINDS = 20
 """Distinct ``kind`` values per component; later kinds are counted as ``other``."""
 
@@ -121,7 +119,7 @@ BUFFER_MEMORY = Gauge(
 )
 ERRORS = Counter(
     "loader_errors",
-    "Errors of Kafka, S3 and Snowflake, by kind (error class or code).",
+    "Errors of Kafka, S3, SQS and Snowflake, by kind (error class or code).",
     ["event", "component", "kind"],
     registry=REGISTRY,
 )
@@ -245,12 +243,6 @@ def exposition(
 def render(registry: CollectorRegistry) -> bytes:
     """The text exposition format (content type :data:`CONTENT_TYPE`)."""
     return generate_latest(registry)
-
-
-def serve(port: int, host: str, registry: CollectorRegistry) -> WSGIServer:
-    """Serve ``/metrics`` on ``host:port`` from a daemon thread; ``shutdown()`` the server to stop."""
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server
 
 
 def enable_multiprocess(path: Path) -> None:

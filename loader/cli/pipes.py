@@ -11,7 +11,7 @@ from types import FrameType
 import click
 
 from loader.cli.options import CliContext, bind_options, json_option, pass_cli, specs_option
-from loader.errors import ConfigError
+from loader.errors import ConfigError, LoaderError
 
 __all__ = ["pipes"]
 
@@ -71,7 +71,7 @@ def apply(cli: CliContext, events: tuple[str, ...]) -> None:
     default=None,
     help="SQS queue of the bucket notifications (default: $LOADER_AWS__NOTIFICATIONS_QUEUE_URL).",
 )
-@bind_options("metrics", port=9102, what="the Prometheus /metrics endpoint")
+@bind_options("metrics", port=9102, what="the /metrics, /healthz and /readyz endpoints")
 @pass_cli
 def run(
     cli: CliContext,
@@ -82,10 +82,13 @@ def run(
 ) -> None:
     """Load every file the bucket notifications name into its table, until SIGTERM.
 
-    On SIGTERM or Ctrl-C it stops polling and waits up to 10 s for the batch in flight; a
-    batch the warehouse does not finish by then is abandoned (its messages come back) and the
-    exit status is 3."""
+    It rides out outages of SQS, S3 and Snowflake (retrying for as long as they last; /readyz
+    answers 503 meanwhile, naming the service and why) and messages it cannot read (left for the
+    queue's redrive policy); only a configuration error ends it (exit status 2). On SIGTERM or
+    Ctrl-C it stops polling and waits up to 10 s for the batch in flight; a batch the warehouse
+    does not finish by then is abandoned (its messages come back) and the exit status is 3."""
     from loader import metrics  # noqa: PLC0415 - only the loader serves them from here
+    from loader.warehouse import endpoints  # noqa: PLC0415 - heavy, see above
     from loader.warehouse.sqs_loader import SqsLoader  # noqa: PLC0415 - heavy, see above
 
     specs = cli.specs(events)
@@ -93,7 +96,13 @@ def run(
     server = None
     if metrics_port:
         try:
-            server = metrics.serve(metrics_port, metrics_host, metrics.exposition())
+            server = endpoints.serve(
+                metrics_host,
+                metrics_port,
+                metrics.exposition(),
+                alive=loader.alive,
+                readiness=loader.readiness.report,
+            )
         except OSError as exc:
             loader.close()
             raise ConfigError(
@@ -110,6 +119,9 @@ def run(
     drained = False
     try:
         drained = loader.serve(stop)
+    except LoaderError:
+        drained = True  # the loop ended on the error: no statement is left running
+        raise
     finally:
         if server is not None:
             server.shutdown()

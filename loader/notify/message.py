@@ -70,9 +70,12 @@ def _created_object(record: Any) -> tuple[str, str] | str | None:
     key = item.get("key") if isinstance(item, dict) else None
     if not isinstance(name, str) or not isinstance(key, str) or not name or not key:
         return "lacks s3.bucket.name or s3.object.key (strings)"
-    # Strict decoding: a key whose %-escapes are not UTF-8 is not one S3 could have sent.
+    # Strict decoding: a key whose %-escapes are not UTF-8, or a name holding a lone surrogate
+    # (a JSON escape such as \ud800), is not one S3 could have sent.
     try:
         decoded = unquote_plus(key, errors="strict")
-    except UnicodeDecodeError:
-        return "s3.object.key is not URL-encoded UTF-8"
+        decoded.encode("utf-8")
+        name.encode("utf-8")
+    except UnicodeError:
+        return "s3.bucket.name or s3.object.key is not (URL-encoded) UTF-8"
     return name, decoded

@@ -29,6 +29,16 @@ _TERMINAL_CODES = {
     "NonExistentQueue",
     "AWS.SimpleQueueService.NonExistentQueue",
     "QueueDoesNotExist",
+    # SQS's JSON protocol names some of the refusals above differently, and adds its own.
+    "AccessDeniedException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "InvalidAddress",
+    "InvalidSecurity",
+    "KmsAccessDenied",
+    "KmsDisabled",
+    "KmsNotFound",
 }
 
 

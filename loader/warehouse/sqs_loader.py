@@ -3,44 +3,85 @@
 Long-polls the queue that receives the buckets' ObjectCreated notifications
 (:mod:`loader.notify.queue`), maps each key to its event by prefix, batches
 keys per event, COPYs them, and deletes a message only once every file it
-names is loaded (or known loaded). Messages it cannot read stay on the queue,
-so the queue's redrive policy moves them to its dead-letter queue. While a
-COPY runs, the batch's messages have their visibility extended so no other
-loader picks them up.
+names is loaded (or known loaded). While a COPY runs, the batch's messages
+have their visibility extended so no other loader picks them up.
+
+It outlives its services. Each failure is judged by the mark its boundary put
+on it (:mod:`loader.store.aws`, :mod:`loader.warehouse.connection`):
+
+- **Transient** (connection refused or reset, timeouts, throttling, 5xx of SQS
+  or S3; Snowflake's network errors and statement timeouts): retried with
+  capped backoff (:data:`RETRY_FIRST_S` doubling to :data:`RETRY_MAX_S`) for
+  as long as it lasts. A batch whose load fails so is kept, still hidden, and
+  loaded again once the service is back, so an outage costs a message no extra
+  receive (the redrive policy counts receives). No new batch is received
+  meanwhile: nothing could load it.
+- **Configuration** (ends ``pipes run`` with a message, exit 2): the queue does
+  not exist or refuses the loader (no such queue, not a queue URL, credentials
+  unknown or wrongly signed, access or its KMS key denied); at start, an
+  event's bucket that does not exist or refuses its listing; Snowflake refusing
+  the login (any terminal error while connecting: account, user, credentials).
+- **One event's problem** (its files stay unloaded and their notifications are
+  left for the redrive policy; the loop goes on): no pipe recorded for it
+  (``loader pipes apply``), a terminal error of its statements or objects (its
+  table dropped, a privilege or an object denied), a file refused or failed.
+- **A message that cannot be read** (not an S3 notification, whatever its body
+  holds): logged with an excerpt, counted, left for the redrive policy.
+
+``/readyz`` reports each service's latest answer (:mod:`loader.warehouse.readiness`),
+from the loop's calls and from a probe per service.
 
 Metrics (:mod:`loader.metrics`): files and rows loaded, load latency (from
 the notification's ``SentTimestamp``, which S3 sets as the object is
-created, to the end of its COPY), Snowflake errors by code, and the newest
-``_CREATED_AT`` queryable in each table, re-read after loads and on a timer
-(never per scrape).
+created, to the end of its COPY), the newest ``_CREATED_AT`` queryable in each
+table (re-read after loads and on a timer, never per scrape), and every failure
+in ``loader_errors_total``: S3's per attempt, by event (:mod:`loader.store.s3`);
+SQS's and Snowflake's as they reach the loader (after the client's own
+retries), by event where a load of one event failed, else with an empty
+``event``; unreadable messages as ``component="sqs", kind="unreadable_message"``.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, field
 from textwrap import shorten
+from typing import TypeVar
 
+import botocore.exceptions
 import structlog
 
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
-from loader.errors import ConfigError, LoaderError, NotAppliedError, WarehouseError
-from loader.metrics import EventMetrics
-from loader.notify.queue import NotificationQueue
-from loader.store.s3 import S3Store
+from loader.errors import (
+    ConfigError,
+    LoaderError,
+    NotAppliedError,
+    ServiceError,
+    StorageError,
+    WarehouseError,
+    excerpt,
+)
+from loader.metrics import EventMetrics, count_error
+from loader.notify.queue import NotificationQueue, Received
+from loader.retry import Backoff
+from loader.store.s3 import S3Store, attempt_error_kind
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.freshness import newest_created_at_in_table
 from loader.warehouse.load import REFUSED, load_files
 from loader.warehouse.manager import recorded_pipe
 from loader.warehouse.objects import EventObjects
+from loader.warehouse.readiness import PROBE_INTERVAL_S, Readiness, Service, watch
 
 __all__ = ["LoaderStats", "SqsLoader"]
 
 log = structlog.get_logger("loader.pipes")
+
+T = TypeVar("T")
 
 PIPE_CACHE_S = 60.0
 SHUTDOWN_GRACE_S = 10.0
@@ -49,6 +90,23 @@ FRESHNESS_REFRESH_S = 30.0
 """Each table's newest ``_CREATED_AT`` is re-read at least this often..."""
 FRESHNESS_AFTER_LOAD_S = 5.0
 """...and after a load, but not more often than this."""
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+"""The pace of retries while a service is down: from RETRY_FIRST_S, doubling, capped here."""
+PROBE_TIMEOUT_S = 5
+"""Login, network and statement timeouts of the Snowflake probe's own session."""
+EXCERPT_CHARS = 200
+"""The most of an unreadable message's body that is logged."""
+
+_HINTS: dict[Service, str] = {
+    "sqs": (
+        "check the notifications queue URL (--queue-url or LOADER_AWS__NOTIFICATIONS_QUEUE_URL), the "
+        "loader's AWS credentials, and its permissions (sqs:ReceiveMessage, sqs:DeleteMessage, "
+        "sqs:ChangeMessageVisibility, sqs:GetQueueAttributes, and the queue's KMS key if it has one)"
+    ),
+    "s3": "check s3.bucket in the spec, and the loader's s3:ListBucket permission on its data prefix",
+    "snowflake": "check LOADER_SNOWFLAKE__ACCOUNT, LOADER_SNOWFLAKE__USER and the login credentials",
+}
 
 
 RECENT_FILES = 1000
@@ -61,10 +119,13 @@ class LoaderStats:
     """Counts since start, and the latest files (:data:`RECENT_FILES`) by outcome."""
 
     messages: int = 0
+    unreadable: int = 0
     files_loaded: int = 0
     rows_loaded: int = 0
     files_skipped: int = 0
     failures: int = 0
+    retries: int = 0
+    """Calls retried because a service was down."""
     loaded_keys: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_FILES))
     not_loaded: dict[str, str] = field(default_factory=dict)
     """Files refused or failed (their notifications left for the redrive policy), and why."""
@@ -84,11 +145,33 @@ class _Pending:
     """When SQS received the notification (Unix time), for the load latency."""
 
 
+class _Stopped(Exception):  # noqa: N818 - a signal inside the loop, not an error
+    """The stop event was set while a service was down: the loop ends, the batch comes back."""
+
+
 def _warehouse_error_kind(exc: WarehouseError) -> str:
     """The connector's error code (or class) behind a translated error, for the metrics."""
     if exc.errno is not None:
         return str(exc.errno)
     return exc.origin or type(exc).__name__
+
+
+def _error_kind(exc: LoaderError) -> str:
+    """The metrics' ``kind`` of a translated error: Snowflake's code, AWS's error code (or
+    ``connection``, ``timeout``, ``throttling``), else the error's class."""
+    if isinstance(exc, WarehouseError):
+        return _warehouse_error_kind(exc)
+    cause = exc.__cause__
+    if isinstance(cause, botocore.exceptions.ClientError):
+        status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400
+        return attempt_error_kind(None, status, dict(cause.response)) or "ClientError"
+    if cause is not None:
+        return attempt_error_kind(cause, None, None) or type(cause).__name__
+    return type(exc).__name__
+
+
+def _service_of(exc: ServiceError) -> Service:
+    return "snowflake" if isinstance(exc, WarehouseError) else "s3"
 
 
 class SqsLoader:
@@ -102,6 +185,7 @@ class SqsLoader:
         queue_url: str | None = None,
         visibility_timeout_s: int = 120,
         wait_time_s: int = 5,
+        probe_interval_s: float = PROBE_INTERVAL_S,
     ) -> None:
         url = queue_url or settings.aws.notifications_queue_url
         if not url:
@@ -113,8 +197,13 @@ class SqsLoader:
         self.settings = settings
         self.specs = list(specs)
         self.stats = LoaderStats()
+        self.readiness = Readiness()
         self._queue = NotificationQueue(
-            settings.aws, url, visibility_timeout_s=visibility_timeout_s, wait_time_s=wait_time_s
+            settings.aws,
+            url,
+            visibility_timeout_s=visibility_timeout_s,
+            wait_time_s=wait_time_s,
+            on_error=lambda exc: count_error("", "sqs", _error_kind(exc)),
         )
         self._warehouse = Warehouse(settings.snowflake)
         self._stores: dict[str, S3Store] = {}
@@ -125,9 +214,17 @@ class SqsLoader:
         self._in_flight: dict[str, int] = {}
         """Files being loaded, by event (what a shutdown abandons)."""
         self._loaded_since_read: set[str] = set()
+        self._probe_interval_s = probe_interval_s
+        self._stop = threading.Event()
+        """Set by the caller of :meth:`run` to end it (a retry waits on it)."""
+        self._ended = threading.Event()
 
     def close(self) -> None:
         self._warehouse.close()
+
+    def alive(self) -> bool:
+        """Whether the loop still runs (``/healthz``): it ends only when stopped or misconfigured."""
+        return not self._ended.is_set()
 
     def spec_for(self, bucket: str, key: str) -> EventSpec | None:
         """The event whose data prefix holds ``key`` (prefixes never nest, so at most one)."""
@@ -136,12 +233,35 @@ class SqsLoader:
                 return spec
         return None
 
+    # -- the loop ----------------------------------------------------------------------------------
+
     def run(self, stop: threading.Event) -> LoaderStats:
-        """Poll and load until ``stop`` is set."""
+        """Poll and load until ``stop`` is set; a configuration error (ConfigError) ends it."""
+        self._stop = stop
         log.info("loader_started", queue_url=self.queue_url, events=[spec.name for spec in self.specs])
-        while not stop.is_set():
-            self.poll_once()
-            self.refresh_freshness()
+        try:
+            self._start()
+            self._watch()
+            backoff = self._backoff()
+            while not stop.is_set():
+                try:
+                    self.poll_once()
+                    self.refresh_freshness()
+                except (ConfigError, _Stopped):
+                    raise
+                except Exception as exc:
+                    # A bug, or an error no boundary translated: the batch stays on the queue (its
+                    # redrive policy decides), the loop goes on.
+                    self.stats.failures += 1
+                    log.exception("loop_failed", error=str(exc), delay_s=round(backoff.next_s, 2))
+                    if backoff.pause(stop):
+                        break
+                else:
+                    backoff = self._backoff()
+        except _Stopped:
+            pass
+        finally:
+            self._ended.set()
         return self.stats
 
     def serve(self, stop: threading.Event, *, grace_s: float = SHUTDOWN_GRACE_S) -> bool:
@@ -150,7 +270,8 @@ class SqsLoader:
         The loop runs on a daemon thread, so a statement the warehouse never answers cannot
         hold a shutdown: returns False when that batch was abandoned. Its messages were not
         deleted, so they reappear after their visibility timeout, and a COPY that did finish
-        is skipped then (Snowflake's load metadata). An error that ends the loop is raised."""
+        is skipped then (Snowflake's load metadata). An error that ends the loop is raised
+        (the loop has ended then)."""
         failure: list[BaseException] = []
 
         def loop() -> None:
@@ -175,6 +296,27 @@ class SqsLoader:
         log.info("loader_stopped", **{k: v for k, v in vars(self.stats).items() if isinstance(v, int)})
         return True
 
+    def poll_once(self) -> int:
+        """Receive one batch of messages and load what they name; returns messages received."""
+        messages = self._retrying("sqs", self._queue.receive)
+        pending: list[_Pending] = []
+        for message in messages:
+            self.stats.messages += 1
+            if message.notification.unreadable:
+                self._unreadable(message)
+                continue  # left for the redrive policy
+            keys = []
+            for bucket, key in message.notification.objects:
+                spec = self.spec_for(bucket, key)
+                if spec is None:
+                    log.info("notification_ignored", bucket=bucket, key=key)
+                else:
+                    keys.append((spec, key))
+            pending.append(_Pending(message.receipt, keys, message.sent_s))
+        if pending:
+            self._load_and_delete(pending)
+        return len(messages)
+
     def refresh_freshness(self) -> None:
         """Re-read the newest ``_CREATED_AT`` of the tables that are due (see the constants)."""
         now = time.monotonic()
@@ -194,27 +336,112 @@ class SqsLoader:
             if newest is not None:
                 self.metrics[name].newest_created_at("table", newest.timestamp())
 
-    def poll_once(self) -> int:
-        """Receive one batch of messages and load what they name; returns messages received."""
-        messages = self._queue.receive()
-        pending: list[_Pending] = []
-        for message in messages:
-            self.stats.messages += 1
-            note = message.notification
-            if note.unreadable:
-                log.warning("notification_unreadable", reason=note.unreadable, message_id=message.message_id)
-                continue  # left for the redrive policy
-            keys = []
-            for bucket, key in note.objects:
-                spec = self.spec_for(bucket, key)
-                if spec is None:
-                    log.info("notification_ignored", bucket=bucket, key=key)
-                else:
-                    keys.append((spec, key))
-            pending.append(_Pending(message.receipt, keys, message.sent_s))
-        if pending:
-            self._load_and_delete(pending)
-        return len(messages)
+    # -- services: start, probes, retries ------------------------------------------------------------
+
+    def _backoff(self) -> Backoff:
+        return Backoff(RETRY_FIRST_S, RETRY_MAX_S, jitter=True)
+
+    def _retrying(self, service: Service, call: Callable[[], T]) -> T:
+        """``call()``, retried while ``service`` fails transiently; a terminal failure is a
+        configuration error. Raises _Stopped if stopped while retrying."""
+        backoff = self._backoff()
+        while True:
+            try:
+                result = call()
+            except ServiceError as exc:
+                if not exc.transient:
+                    self.readiness.failed(service, str(exc))
+                    raise ConfigError(f"{exc}: {_HINTS[service]}") from None
+                self._wait_for(service, exc, backoff)
+            else:
+                self.readiness.answered(service)
+                return result
+
+    def _wait_for(self, service: Service, exc: ServiceError, backoff: Backoff) -> None:
+        """Report ``service`` down, then back off (raises _Stopped if stopped meanwhile)."""
+        self.readiness.failed(service, str(exc))
+        self.stats.retries += 1
+        log.warning(
+            "service_unavailable", service=service, error=str(exc), retry_in_s=round(backoff.next_s, 2)
+        )
+        if backoff.pause(self._stop):
+            raise _Stopped
+
+    def _start(self) -> None:
+        """Reach every service once before loading: the queue, each event's data prefix, a
+        Snowflake session. Retried while down; refused is a configuration error."""
+        self._retrying("sqs", self._queue.check)
+        self._retrying(
+            "s3", lambda: self._check_buckets({spec.name: self._store(spec) for spec in self.specs})
+        )
+        self._retrying("snowflake", self._connect)
+
+    def _connect(self) -> None:
+        try:
+            self._warehouse.connect()
+        except WarehouseError as exc:
+            count_error("", "snowflake", _warehouse_error_kind(exc))
+            raise
+
+    def _check_buckets(self, stores: dict[str, S3Store]) -> None:
+        """Each event's bucket lists its data prefix (a missing bucket is a configuration error)."""
+        for spec in self.specs:
+            if not stores[spec.name].can_list(spec.data_prefix):
+                raise StorageError(
+                    f"bucket {spec.s3.bucket!r} of {spec.name} does not exist", transient=False
+                )
+
+    def _watch(self) -> None:
+        """Start a probe per service (see :mod:`loader.warehouse.readiness`), each with clients of
+        its own: a probe must answer quickly, whatever the loop is waiting for."""
+        probe_settings = self.settings.snowflake.model_copy(
+            update={
+                "login_timeout_s": min(self.settings.snowflake.login_timeout_s, PROBE_TIMEOUT_S),
+                "network_timeout_s": min(self.settings.snowflake.network_timeout_s, PROBE_TIMEOUT_S),
+                "statement_timeout_s": PROBE_TIMEOUT_S,
+            }
+        )
+        probe_warehouse = Warehouse(probe_settings)
+        probe_stores = {
+            spec.name: S3Store(
+                self.settings.aws, spec.s3.bucket, metrics=self.metrics[spec.name], max_attempts=2
+            )
+            for spec in self.specs
+        }
+
+        def snowflake() -> None:
+            try:
+                probe_warehouse.execute("SELECT 1")
+            except WarehouseError as exc:
+                count_error("", "snowflake", _warehouse_error_kind(exc))
+                raise
+
+        interval = self._probe_interval_s
+        watch(self.readiness, "sqs", self._queue.check, self._stop, interval_s=interval)
+        watch(
+            self.readiness, "s3", lambda: self._check_buckets(probe_stores), self._stop, interval_s=interval
+        )
+        watch(
+            self.readiness,
+            "snowflake",
+            snowflake,
+            self._stop,
+            interval_s=interval,
+            finish=probe_warehouse.close,
+        )
+
+    # -- messages and loads --------------------------------------------------------------------------
+
+    def _unreadable(self, message: Received) -> None:
+        self.stats.unreadable += 1
+        count_error("", "sqs", "unreadable_message")
+        log.warning(
+            "notification_unreadable",
+            reason=message.notification.unreadable,
+            message_id=message.message_id,
+            body=excerpt(message.body, EXCERPT_CHARS),
+            body_chars=len(message.body),
+        )
 
     def _load_and_delete(self, pending: list[_Pending]) -> None:
         by_event: dict[str, list[str]] = defaultdict(list)
@@ -225,16 +452,34 @@ class SqsLoader:
                     by_event[spec.name].append(key)
                 if item.sent_s is not None:
                     sent[key] = min(item.sent_s, sent.get(key, item.sent_s))
-        done: set[str] = set()
         with self._queue.hidden([p.receipt for p in pending]):
-            for event_name, keys in by_event.items():
-                done |= self._load(event_name, keys, sent)
+            done = self._load_all(by_event, sent)
         for item in pending:
             if all(key in done for _, key in item.keys):
-                self._queue.delete(item.receipt)
+                self._retrying("sqs", functools.partial(self._queue.delete, item.receipt))
+
+    def _load_all(self, by_event: dict[str, list[str]], sent: dict[str, float]) -> set[str]:
+        """Load each event's files; an event whose load failed because a service is down is
+        loaded again once it is back (capped backoff). The keys loaded now or before."""
+        done: set[str] = set()
+        waiting = dict(by_event)
+        backoff = self._backoff()
+        while True:
+            failure: ServiceError | None = None
+            for event_name, keys in list(waiting.items()):
+                try:
+                    done |= self._load(event_name, keys, sent)
+                except ServiceError as exc:  # transient: _load handled every other failure
+                    failure = exc
+                else:
+                    del waiting[event_name]
+            if failure is None:
+                return done
+            self._wait_for(_service_of(failure), failure, backoff)
 
     def _load(self, event_name: str, keys: list[str], sent: dict[str, float]) -> set[str]:
-        """COPY one event's files; the keys that are loaded now or were before."""
+        """COPY one event's files; the keys that are loaded now or were before. A transient
+        failure of S3 or Snowflake is raised (to be retried); any other leaves the files."""
         objects = self._objects[event_name]
         metrics = self.metrics[event_name]
         self._in_flight[event_name] = len(keys)
@@ -242,12 +487,14 @@ class SqsLoader:
             self._check_pipe_recorded(objects)
             results = load_files(self._warehouse, self._store(objects.spec), objects, keys)
         except LoaderError as exc:
-            self.stats.failures += 1
             if isinstance(exc, WarehouseError):
                 metrics.error("snowflake", _warehouse_error_kind(exc))
-            log.warning(
-                "load_failed", event_type=event_name, files=len(keys), error=str(exc), transient=exc.transient
-            )
+            elif isinstance(exc, NotAppliedError):
+                metrics.error("snowflake", "not_applied")
+            if isinstance(exc, ServiceError) and exc.transient:
+                raise
+            self.stats.failures += 1
+            log.warning("load_failed", event_type=event_name, files=len(keys), error=str(exc))
             return set()
         finally:
             del self._in_flight[event_name]
