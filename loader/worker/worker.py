@@ -590,7 +590,10 @@ class StreamWorker:
                 )
                 continue
             consumer.seek(tp, decided.next_offset)
-            self._log.warning(
+            # From S3, Kafka lost the position: worth a warning. A committed offset taken as it
+            # is (set by an operator, or by a worker before the position marker) is not.
+            say = self._log.warning if decided.source == "s3" else self._log.info
+            say(
                 "partition_position_recovered",
                 partition=tp.partition,
                 source=decided.source,

@@ -1,9 +1,10 @@
-"""Exactly once after the consumer group lost its offsets (expired, or the group deleted).
+"""Exactly once after the consumer group lost its offsets (expired, the group deleted or reset).
 
 Real Kafka, moto and fakesnow; the worker runs as a separate process (``loader worker run``)
 and the group is deleted by another client, confluent-kafka's AdminClient, as an operator
-would. The second test deletes it while a roll is recorded but not finished: the worker is
+would. Another test deletes it while a roll is recorded but not finished: the worker is
 killed while one of its uploads is held by the S3 proxy, after or before it reached S3.
+The last one resets the offsets to the start, as ``kafka-consumer-groups`` would.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+from confluent_kafka import TopicPartition as ConfluentPartition
 from confluent_kafka.admin import AdminClient
 
 from loader.config.settings import Settings
@@ -68,6 +70,18 @@ def _delete_group(settings: Settings, spec: EventSpec) -> None:
 
     eventually(deleted, 120, what=f"group {group} deleted", ignoring=(KafkaException,), interval_s=1.0)
     assert end_and_committed(settings, spec)[1] == dict.fromkeys(range(PARTITIONS), -1)
+
+
+def _reset_group_to_the_start(settings: Settings, spec: EventSpec) -> None:
+    """What ``kafka-consumer-groups --reset-offsets --to-earliest --execute`` does: offset 0 for
+    every partition, with empty metadata (confluent-kafka's admin client; the group is empty)."""
+    assert settings.kafka.bootstrap_servers is not None
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    partitions = [ConfluentPartition(spec.kafka.topic, p, 0) for p in range(PARTITIONS)]
+    request = ConsumerGroupTopicPartitions(spec.consumer_group, partitions)
+    for future in admin.alter_consumer_group_offsets([request], request_timeout=30).values():
+        future.result()
+    assert end_and_committed(settings, spec)[1] == dict.fromkeys(range(PARTITIONS), 0)
 
 
 def _caught_up(settings: Settings, spec: EventSpec, worker: WorkerProcess) -> dict[int, int]:
@@ -167,6 +181,44 @@ def test_a_deleted_group_resumes_from_s3_and_duplicates_nothing(
     assert {p: (e["source"], e["position"]) for p, e in recovered.items()} == {
         p: ("s3", last + 1) for p, last in last_in_s3.items()
     }
+
+
+def test_an_offset_reset_behind_s3_by_an_operator_duplicates_nothing(
+    dev_stack: DevStack, tmp_path: Path, unique_name: Callable[..., str]
+) -> None:
+    """The group's offsets reset to the start by another client (no loader marker), more records,
+    restart: S3 wins over the offset behind it, and every record is once in S3 and in the table."""
+    settings = dev_stack.settings
+    name = unique_name("reset_offsets", sep="_")
+    specs_dir = tmp_path / "specs"
+    spec, store = spec_on_disk(
+        settings, specs_dir, name, bucket="lost-offsets", partitions=PARTITIONS, max_records=200
+    )
+    assert settings.aws.endpoint_url is not None
+    env = worker_env(settings, settings.aws.endpoint_url)
+    _create_table(settings, spec)
+
+    first = WorkerProcess(name, specs_dir, env, tmp_path / "worker-1.log")
+    produce(settings, spec, _messages(spec, 0, BATCH))
+    _caught_up(settings, spec, first)
+    assert first.signal(signal.SIGTERM) == 0
+    _load(settings, spec, store)
+    ranges = offsets_in_s3(store, spec)[2]
+    last_in_s3 = {p: max(last for q, _, last in ranges if q == p) for p in range(PARTITIONS)}
+
+    _reset_group_to_the_start(settings, spec)
+    produce(settings, spec, _messages(spec, BATCH, BATCH))
+    second = WorkerProcess(name, specs_dir, env, tmp_path / "worker-2.log")
+    ends = _caught_up(settings, spec, second)
+    assert second.signal(signal.SIGTERM) == 0
+    _load(settings, spec, store)
+
+    _assert_exactly_once(settings, spec, store, ends, 2 * BATCH)
+    recovered = _recovered_from_s3(second.log_path)
+    assert {p: (e["source"], e["position"]) for p, e in recovered.items()} == {
+        p: ("s3", last + 1) for p, last in last_in_s3.items()
+    }
+    assert all("not the loader's" in str(e["reason"]) for e in recovered.values())
 
 
 def _file_name(path: str) -> str:
