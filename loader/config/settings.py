@@ -332,15 +332,42 @@ def _read_mapping(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def _sets_login(snowflake: Any) -> bool:
+    return isinstance(snowflake, dict) and any(snowflake.get(name) not in (None, "") for name in _LOGINS)
+
+
+def _one_login_source(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The layers, with the Snowflake login taken whole from the highest source that sets one.
+
+    A login is one choice, not four settings: a key in the environment replaces the
+    password a running dev stack recorded, rather than making two logins."""
+    env_names = {f"LOADER_SNOWFLAKE__{name.upper()}" for name in _LOGINS}
+    env_login = any(name.upper() in env_names and value for name, value in os.environ.items())
+    login_fields = (*_LOGINS, "private_key_passphrase")
+    kept: list[dict[str, Any]] = []
+    higher_sets_login = env_login
+    for layer in reversed(layers):
+        snowflake = layer.get("snowflake")
+        if higher_sets_login and isinstance(snowflake, dict):
+            kept.append({**layer, "snowflake": {k: v for k, v in snowflake.items() if k not in login_fields}})
+        else:
+            kept.append(layer)
+        higher_sets_login = higher_sets_login or _sets_login(snowflake)
+    return kept[::-1]
+
+
 def load_settings(*, use_dev_stack: bool = True, **overrides: Any) -> Settings:
     """Load settings from env, the LOADER_CONFIG file and the dev stack, in that order."""
-    values: dict[str, Any] = {}
+    layers: list[dict[str, Any]] = []  # lowest precedence first
     state = dev_state_path()
     if use_dev_stack and state.exists():
-        values = _deep_merge(values, _read_mapping(state, "dev stack state").get("settings", {}))
+        layers.append(_read_mapping(state, "dev stack state").get("settings", {}))
     if config_file := os.environ.get(CONFIG_FILE_ENV):
-        values = _deep_merge(values, _read_mapping(Path(config_file), "config file"))
-    values = _deep_merge(values, overrides)
+        layers.append(_read_mapping(Path(config_file), "config file"))
+    layers.append(overrides)
+    values: dict[str, Any] = {}
+    for layer in _one_login_source(layers):
+        values = _deep_merge(values, layer)
     try:
         return Settings(**values)
     except SettingsError as exc:  # an environment value that is not valid JSON where JSON is expected

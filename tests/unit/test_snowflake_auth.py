@@ -3,6 +3,7 @@ password; exactly one, and a key that cannot be used is a clear error that quote
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -180,6 +181,27 @@ def test_two_logins_are_refused_naming_the_settings_to_use(
         assert f"LOADER_SNOWFLAKE__{setting}" in message
     assert "hunter2" not in message
     assert_quotes_no_secret(message)
+
+
+def test_a_higher_source_login_replaces_a_lower_one(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key in the environment replaces the password a dev stack recorded; a token in the config
+    file replaces it too: a login is one setting, taken whole from the highest source."""
+    state = isolated / "state"
+    state.mkdir()
+    recorded = {"settings": {"snowflake": {**ACCOUNT, "password": "dev-stack-password"}}}
+    (state / "dev-stack.json").write_text(json.dumps(recorded))
+    assert load_settings().snowflake.login_method == "password"
+
+    config = isolated / "loader.yaml"
+    config.write_text("snowflake:\n  token: oauth-token\n")
+    monkeypatch.setenv("LOADER_CONFIG", str(config))
+    from_file = load_settings().snowflake
+    assert (from_file.login_method, from_file.password) == ("oauth", None)
+
+    monkeypatch.setenv("LOADER_SNOWFLAKE__PRIVATE_KEY", PLAIN_PEM)
+    from_env = load_settings().snowflake
+    assert (from_env.login_method, from_env.password, from_env.token) == ("key pair", None, None)
+    assert from_env.account == ACCOUNT["account"]
 
 
 def test_no_login_is_refused_at_connect_naming_the_settings(isolated: Path) -> None:
