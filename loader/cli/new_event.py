@@ -66,6 +66,8 @@ def new_event(
         if written.schema_path is not None
         else f"the payload lands whole in the PAYLOAD column; review {written.spec_path}",
         f"`loader plan {name}{option}`: the topic, S3 layout, table DDL and deployment it implies",
+        f"on a local `loader dev up` stack, `loader dev provision {name}{option}`: its topic, bucket "
+        "and notification rule (on real infrastructure, your own provisioning does this)",
         f"`loader pipes apply {name}{option}`: create the table, file format, stage and pipe",
         f"`loader worker run {name}{option}`: load the topic into S3, and from there into the table",
     ]
