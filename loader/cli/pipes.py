@@ -6,14 +6,18 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from types import FrameType
 
 import click
+import structlog
 
 from loader.cli.options import CliContext, bind_options, json_option, pass_cli, specs_option
 from loader.errors import ConfigError, LoaderError
 
 __all__ = ["pipes"]
+
+log = structlog.get_logger("loader.pipes")
 
 EXIT_ABANDONED = 3
 """``pipes run``'s exit status when a stop abandoned a batch the warehouse did not finish."""
@@ -61,6 +65,19 @@ def plan(cli: CliContext, events: tuple[str, ...]) -> None:
 def apply(cli: CliContext, events: tuple[str, ...]) -> None:
     """Create or evolve tables, file formats, stages and pipes of EVENTS (default: all); idempotent."""
     _plans(cli, events, apply=True)
+
+
+def _log_thread_failure(args: threading.ExceptHookArgs) -> None:
+    """One log line, not a traceback, for an exception that ends a thread: the Snowflake connector
+    cancels a timed-out statement from a timer thread, and while Snowflake is down that cancel
+    fails too, once per statement, for as long as the outage lasts."""
+    frames = traceback.extract_tb(args.exc_traceback)
+    log.warning(
+        "thread_failed",
+        thread=args.thread.name if args.thread is not None else None,
+        error=f"{args.exc_type.__name__}: {args.exc_value}",
+        where=f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None,
+    )
 
 
 @pipes.command("run")
@@ -116,6 +133,7 @@ def run(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    threading.excepthook = _log_thread_failure
     drained = False
     try:
         drained = loader.serve(stop)

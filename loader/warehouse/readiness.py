@@ -44,9 +44,9 @@ log = structlog.get_logger("loader.pipes")
 
 Service = Literal["sqs", "s3", "snowflake"]
 SERVICES: tuple[Service, ...] = ("sqs", "s3", "snowflake")
-PROBE_INTERVAL_S = 10.0
+PROBE_INTERVAL_S = 5.0
 """How often each service is probed (a queue attribute, a bucket listing, ``SELECT 1``)."""
-STUCK_AFTER_S = 20.0
+STUCK_AFTER_S = 15.0
 """A probe without an answer for this long reports its service down."""
 REASON_CHARS = 300
 """The most of an error that ``/readyz`` quotes."""

@@ -94,7 +94,9 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
 """The pace of retries while a service is down: from RETRY_FIRST_S, doubling, capped here."""
 PROBE_TIMEOUT_S = 5
-"""Login, network and statement timeouts of the Snowflake probe's own session."""
+"""Network and statement timeouts of the Snowflake probe's own session..."""
+PROBE_LOGIN_TIMEOUT_S = 10
+"""...and its login's (a real login may take seconds; it is redone only after a failure)."""
 EXCERPT_CHARS = 200
 """The most of an unreadable message's body that is logged."""
 
@@ -396,7 +398,7 @@ class SqsLoader:
         its own: a probe must answer quickly, whatever the loop is waiting for."""
         probe_settings = self.settings.snowflake.model_copy(
             update={
-                "login_timeout_s": min(self.settings.snowflake.login_timeout_s, PROBE_TIMEOUT_S),
+                "login_timeout_s": min(self.settings.snowflake.login_timeout_s, PROBE_LOGIN_TIMEOUT_S),
                 "network_timeout_s": min(self.settings.snowflake.network_timeout_s, PROBE_TIMEOUT_S),
                 "statement_timeout_s": PROBE_TIMEOUT_S,
             }

@@ -308,7 +308,8 @@ def test_loader_deployment_serves_metrics_and_can_be_turned_off(render: Callable
     # Probed and scraped through the pod's IP: the default 127.0.0.1 would refuse both.
     assert container["args"][container["args"].index("--metrics-host") + 1] == "0.0.0.0"
     assert container["ports"] == [{"name": "metrics", "containerPort": int(port), "protocol": "TCP"}]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert not _of_kind(render(*ENV_VALUES, "loader.enabled=false"), "Deployment", "loader")
 
 
