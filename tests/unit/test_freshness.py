@@ -114,7 +114,7 @@ def test_a_data_key_that_is_not_parquet_is_a_clear_error(
 
 def test_table_freshness_is_none_until_rows_arrive_then_the_utc_maximum(spec: EventSpec) -> None:
     """Missing table and empty table give None; rows give the newest value as aware UTC."""
-    with fakesnow.patch(), Warehouse(SnowflakeSettings(account="acct", user="u")) as warehouse:
+    with fakesnow.patch(), Warehouse(SnowflakeSettings(account="acct", user="u", password="p")) as warehouse:
         objects = EventObjects.for_spec(spec, warehouse.settings)
         assert newest_created_at_in_table(warehouse, objects) is None  # no database, schema or table
         warehouse.execute(objects.create_database())
