@@ -132,6 +132,8 @@ def login_env(
     else:
         monkeypatch.setenv("LOADER_SNOWFLAKE__PRIVATE_KEY", LOGIN_KEY_PEM)
     monkeypatch.setenv("LOADER_SNOWFLAKE__PRIVATE_KEY_PASSPHRASE", LOGIN_PASSPHRASE)
+    # The connector retries a key-pair login until its login timeout: keep the unit test quick.
+    monkeypatch.setenv("LOADER_SNOWFLAKE__LOGIN_TIMEOUT_S", "1")
     return "key pair"
 
 
