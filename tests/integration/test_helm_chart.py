@@ -377,3 +377,31 @@ def test_snowflake_secret_reaches_the_loader_only(render: Callable[..., Manifest
         "envFrom" not in w["spec"]["template"]["spec"]["containers"][0]
         for w in _of_kind(alone, "Deployment", "worker")
     )
+
+
+def test_kafka_tls_secret_is_mounted_into_the_workers_only(render: Callable[..., Manifests]) -> None:
+    """kafka.tls.existingSecret is mounted read-only into each worker and names its files in the
+    LOADER_KAFKA__SSL_* settings; the loader, which never talks to Kafka, gets neither."""
+    manifests = render(*ENV_VALUES, "kafka.tls.existingSecret=kafka-tls", "kafka.tls.clientCertificate=true")
+    workers = _of_kind(manifests, "Deployment", "worker")
+    assert workers
+    for worker in workers:
+        pod = worker["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "kafka-tls")
+        assert mount["readOnly"] is True
+        folder = mount["mountPath"]
+        assert env["LOADER_KAFKA__SSL_CAFILE"] == f"{folder}/ca.crt"
+        assert env["LOADER_KAFKA__SSL_CERTFILE"] == f"{folder}/tls.crt"
+        assert env["LOADER_KAFKA__SSL_KEYFILE"] == f"{folder}/tls.key"
+        volume = next(v for v in pod["volumes"] if v["name"] == "kafka-tls")
+        assert volume["secret"]["secretName"] == "kafka-tls"
+    [loader] = _of_kind(manifests, "Deployment", "loader")
+    [container] = loader["spec"]["template"]["spec"]["containers"]
+    assert not any(e["name"].startswith("LOADER_KAFKA__SSL") for e in container["env"])
+    ca_only = render(*ENV_VALUES, "kafka.tls.existingSecret=kafka-tls")
+    for worker in _of_kind(ca_only, "Deployment", "worker"):
+        names = {e["name"] for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "LOADER_KAFKA__SSL_CAFILE" in names
+        assert "LOADER_KAFKA__SSL_CERTFILE" not in names

@@ -166,6 +166,40 @@ Context: a list of events entries.
       {{- end }}
 {{- end -}}
 
+{{/*
+The Kafka TLS files (kafka.tls.existingSecret), for the pods that talk to Kafka.
+Context: root. Three templates: the settings, the mount and the volume.
+*/}}
+{{- define "event-loader.kafkaTlsEnv" -}}
+{{- if .Values.kafka.tls.existingSecret }}
+- name: LOADER_KAFKA__SSL_CAFILE
+  value: /etc/event-loader/kafka-tls/ca.crt
+{{- if .Values.kafka.tls.clientCertificate }}
+- name: LOADER_KAFKA__SSL_CERTFILE
+  value: /etc/event-loader/kafka-tls/tls.crt
+- name: LOADER_KAFKA__SSL_KEYFILE
+  value: /etc/event-loader/kafka-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "event-loader.kafkaTlsMount" -}}
+{{- if .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  mountPath: /etc/event-loader/kafka-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "event-loader.kafkaTlsVolume" -}}
+{{- with .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
 {{/* Bootstrap servers of an event's cluster, for KEDA. Context: dict root, event. */}}
 {{- define "event-loader.bootstrapServers" -}}
 {{- $servers := index .root.Values.kafka.clusters .event.cluster | default "" -}}
