@@ -343,10 +343,13 @@ class SqsLoader:
     def _backoff(self) -> Backoff:
         return Backoff(RETRY_FIRST_S, RETRY_MAX_S, jitter=True)
 
-    def _retrying(self, service: Service, call: Callable[[], T]) -> T:
+    def _retrying(self, service: Service, call: Callable[[], T], *, answers: bool = True) -> T:
         """``call()``, retried while ``service`` fails transiently; a terminal failure is a
-        configuration error. Raises _Stopped if stopped while retrying."""
+        configuration error. Raises _Stopped if stopped while retrying. ``answers``: whether a
+        call that returns at once proves the service answers (a session kept open does not;
+        one opened after failures does)."""
         backoff = self._backoff()
+        failed = False
         while True:
             try:
                 result = call()
@@ -354,9 +357,11 @@ class SqsLoader:
                 if not exc.transient:
                     self.readiness.failed(service, str(exc))
                     raise ConfigError(f"{exc}: {_HINTS[service]}") from None
+                failed = True
                 self._wait_for(service, exc, backoff)
             else:
-                self.readiness.answered(service)
+                if answers or failed:
+                    self.readiness.answered(service)
                 return result
 
     def _wait_for(self, service: Service, exc: ServiceError, backoff: Backoff) -> None:
@@ -484,6 +489,9 @@ class SqsLoader:
         failure of S3 or Snowflake is raised (to be retried); any other leaves the files."""
         objects = self._objects[event_name]
         metrics = self.metrics[event_name]
+        # A session first (a no-op while one is open): a login refused, say after the password
+        # was rotated, is a configuration error, not this event's problem.
+        self._retrying("snowflake", self._connect, answers=False)
         self._in_flight[event_name] = len(keys)
         try:
             self._check_pipe_recorded(objects)

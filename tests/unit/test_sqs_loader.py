@@ -107,3 +107,22 @@ def test_a_stop_ends_the_retries_at_once(loader: SqsLoader) -> None:
         loader._retrying("snowflake", call)
     assert calls == 1
     assert time.monotonic() - started < 1
+
+
+def test_a_session_kept_open_does_not_make_snowflake_ready(
+    loader: SqsLoader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With answers=False a call that returns at once (an open session, which may be cut) leaves
+    Snowflake down; one that succeeds after failures (a new login) marks it up."""
+    monkeypatch.setattr(sqs_loader, "RETRY_FIRST_S", 0.01)
+    loader.readiness.failed("snowflake", "statement failed: connection reset")
+    loader._retrying("snowflake", lambda: None, answers=False)
+    assert "snowflake" in loader.readiness.report().down
+    attempts = iter([WarehouseError("cannot connect to Snowflake: reset", transient=True), None])
+
+    def login() -> None:
+        if error := next(attempts):
+            raise error
+
+    loader._retrying("snowflake", login, answers=False)
+    assert "snowflake" not in loader.readiness.report().down
