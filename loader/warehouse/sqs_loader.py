@@ -27,6 +27,9 @@ on it (:mod:`loader.store.aws`, :mod:`loader.warehouse.connection`):
   table dropped, a privilege or an object denied), a file refused or failed.
 - **A message that cannot be read** (not an S3 notification, whatever its body
   holds): logged with an excerpt, counted, left for the redrive policy.
+- **Anything else** (a bug, an error no boundary translated): logged with its
+  traceback (``loop_failed``); the batch is left, and the loop goes on after a
+  backoff.
 
 ``/readyz`` reports each service's latest answer (:mod:`loader.warehouse.readiness`),
 from the loop's calls and from a probe per service.
@@ -37,8 +40,9 @@ created, to the end of its COPY), the newest ``_CREATED_AT`` queryable in each
 table (re-read after loads and on a timer, never per scrape), and every failure
 in ``loader_errors_total``: S3's per attempt, by event (:mod:`loader.store.s3`);
 SQS's and Snowflake's as they reach the loader (after the client's own
-retries), by event where a load of one event failed, else with an empty
-``event``; unreadable messages as ``component="sqs", kind="unreadable_message"``.
+retries; its probes' included), by event where a load of one event failed, else
+with an empty ``event``; unreadable messages as ``component="sqs",
+kind="unreadable_message"``.
 """
 
 from __future__ import annotations
