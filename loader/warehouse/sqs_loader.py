@@ -27,6 +27,10 @@ on it (:mod:`loader.store.aws`, :mod:`loader.warehouse.connection`):
   table dropped, a privilege or an object denied), a file refused or failed.
 - **A message that cannot be read** (not an S3 notification, whatever its body
   holds): logged with an excerpt, counted, left for the redrive policy.
+- **A file of no event this loader loads** (a spec added after it started, or
+  left out of its ``EVENTS``): logged with what to do, counted, and its message
+  left for the redrive policy, never deleted: a restarted loader loads it, and
+  until then it is in plain sight (the queue, then its dead-letter queue).
 - **Anything else** (a bug, an error no boundary translated): logged with its
   traceback (``loop_failed``); the batch is left, and the loop goes on after a
   backoff.
@@ -42,7 +46,7 @@ in ``loader_errors_total``: S3's per attempt, by event (:mod:`loader.store.s3`);
 SQS's and Snowflake's as they reach the loader (after the client's own
 retries; its probes' included), by event where a load of one event failed, else
 with an empty ``event``; unreadable messages as ``component="sqs",
-kind="unreadable_message"``.
+kind="unreadable_message"``, files of no loaded event as ``kind="unknown_event"``.
 """
 
 from __future__ import annotations
@@ -126,6 +130,8 @@ class LoaderStats:
 
     messages: int = 0
     unreadable: int = 0
+    unknown_event: int = 0
+    """Notifications left because they name a file of no event this loader loads."""
     files_loaded: int = 0
     rows_loaded: int = 0
     files_skipped: int = 0
@@ -149,6 +155,8 @@ class _Pending:
     keys: list[tuple[EventSpec, str]]
     sent_s: float | None
     """When SQS received the notification (Unix time), for the load latency."""
+    names_unknown_event: bool = False
+    """It also names a file of no event this loader loads: never deleted."""
 
 
 class _Stopped(Exception):  # noqa: N818 - a signal inside the loop, not an error
@@ -311,14 +319,15 @@ class SqsLoader:
             if message.notification.unreadable:
                 self._unreadable(message)
                 continue  # left for the redrive policy
-            keys = []
+            keys, unknown = [], False
             for bucket, key in message.notification.objects:
                 spec = self.spec_for(bucket, key)
                 if spec is None:
-                    log.info("notification_ignored", bucket=bucket, key=key)
+                    unknown = True
+                    self._unknown_event(bucket, key)
                 else:
                     keys.append((spec, key))
-            pending.append(_Pending(message.receipt, keys, message.sent_s))
+            pending.append(_Pending(message.receipt, keys, message.sent_s, unknown))
         if pending:
             self._load_and_delete(pending)
         return len(messages)
@@ -454,6 +463,19 @@ class SqsLoader:
             body_chars=len(message.body),
         )
 
+    def _unknown_event(self, bucket: str, key: str) -> None:
+        self.stats.unknown_event += 1
+        count_error("", "sqs", "unknown_event")
+        log.warning(
+            "notification_for_unknown_event",
+            bucket=excerpt(bucket, EXCERPT_CHARS),
+            key=excerpt(key, EXCERPT_CHARS),
+            events=[spec.name for spec in self.specs],
+            hint="no event this loader loads has this data prefix: if its spec was added since "
+            "the loader started, restart `loader pipes run` (with the event among its EVENTS); "
+            "the message is left for the queue's redrive policy",
+        )
+
     def _load_and_delete(self, pending: list[_Pending]) -> None:
         by_event: dict[str, list[str]] = defaultdict(list)
         sent: dict[str, float] = {}
@@ -466,7 +488,7 @@ class SqsLoader:
         with self._queue.hidden([p.receipt for p in pending]):
             done = self._load_all(by_event, sent)
         for item in pending:
-            if all(key in done for _, key in item.keys):
+            if not item.names_unknown_event and all(key in done for _, key in item.keys):
                 self._retrying("sqs", functools.partial(self._queue.delete, item.receipt))
 
     def _load_all(self, by_event: dict[str, list[str]], sent: dict[str, float]) -> set[str]:

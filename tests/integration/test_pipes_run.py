@@ -127,3 +127,40 @@ def test_hostile_messages_are_counted_and_left_while_files_load(
     assert _unreadable_counted() - counted >= 2 * len(hostile)
     # Never deleted: still on the queue, or moved by its redrive policy after maxReceiveCount reads.
     assert _queued(queue_url, dev_stack) + _queued(f"{queue_url}-dlq", dev_stack) == len(hostile)
+
+
+def test_a_file_of_no_loaded_event_is_left_on_the_queue_not_deleted(
+    dev_stack: DevStack, unique_name: Callable[..., str]
+) -> None:
+    """Regression: a notification of an event the loader does not load (a spec added after it
+    started) was deleted, so that file waited for a reconcile. Now it is counted and left for the
+    redrive policy, while the loaded event's files still load and their messages go."""
+    settings = dev_stack.settings
+    if dev_stack.service("fakesnow") is None:
+        pytest.skip("needs the local fakesnow server started by the dev stack")
+    loaded = make_spec(unique_name("known", sep="_"), bucket="it-pipes-run")
+    added_later = make_spec(unique_name("later", sep="_"), bucket="it-pipes-run")
+    store = S3Store(settings.aws, loaded.s3.bucket)
+    store.create_bucket()
+    queue_url = ensure_queue(settings, unique_name("uq"))
+    arn = queue_arn(settings, queue_url)
+    ensure_notification_rules(
+        settings, loaded.s3.bucket, {loaded.data_prefix: arn, added_later.data_prefix: arn}
+    )
+    with Warehouse(settings.snowflake) as warehouse:
+        PipeManager(warehouse, settings).apply(loaded)
+    sqs = aws_client("sqs", settings.aws)
+    for message in sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages", []):
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])  # the s3:TestEvent
+    upload_sample_file(store, added_later, 0, 10)
+    key = upload_sample_file(store, loaded, 0, 10)
+    loader = SqsLoader(settings, [loaded], queue_url=queue_url, wait_time_s=1, visibility_timeout_s=5)
+    with running(loader) as handle:
+        handle.until(
+            lambda ldr: key in ldr.stats.loaded_keys and ldr.stats.unknown_event >= 2,
+            120,
+            what="the loaded event's file loaded and the other event's notification read (and left) twice",
+        )
+        assert handle.alive
+    # The loaded event's message was deleted; the other one is still there (or in the DLQ).
+    assert _queued(queue_url, dev_stack) + _queued(f"{queue_url}-dlq", dev_stack) == 1
