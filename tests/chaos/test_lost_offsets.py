@@ -145,11 +145,21 @@ def _recovered_from_s3(log: Path) -> dict[int, dict[str, object]]:
     return {e["partition"]: e for e in events if e.get("event") == "partition_position_recovered"}
 
 
-def test_a_deleted_group_resumes_from_s3_and_duplicates_nothing(
-    dev_stack: DevStack, tmp_path: Path, unique_name: Callable[..., str]
+@pytest.mark.parametrize(
+    ("lose_offsets", "reason"),
+    [(_delete_group, "no committed offset"), (_reset_group_to_the_start, "not the loader's")],
+    ids=["group-deleted", "reset-to-the-start-by-an-operator"],
+)
+def test_lost_offsets_resume_from_s3_and_duplicate_nothing(
+    dev_stack: DevStack,
+    tmp_path: Path,
+    unique_name: Callable[..., str],
+    lose_offsets: Callable[[Settings, EventSpec], None],
+    reason: str,
 ) -> None:
-    """Worker stopped, its group deleted, more records, worker restarted: every record is once in
-    S3 and once in the table, each partition resuming where its files in S3 end."""
+    """Worker stopped, its group deleted (or its offsets reset to the start by another client, no
+    loader marker), more records, worker restarted: each partition resumes where its files in S3
+    end, and every record is once in S3 and once in the table."""
     settings = dev_stack.settings
     name = unique_name("lost_offsets", sep="_")
     specs_dir = tmp_path / "specs"
@@ -169,7 +179,7 @@ def test_a_deleted_group_resumes_from_s3_and_duplicates_nothing(
     assert len(ranges) >= 2 * PARTITIONS, "several files committed"
     last_in_s3 = {p: max(last for q, _, last in ranges if q == p) for p in range(PARTITIONS)}
 
-    _delete_group(settings, spec)
+    lose_offsets(settings, spec)
     produce(settings, spec, _messages(spec, BATCH, BATCH))
     second = WorkerProcess(name, specs_dir, env, tmp_path / "worker-2.log")
     ends = _caught_up(settings, spec, second)
@@ -181,44 +191,7 @@ def test_a_deleted_group_resumes_from_s3_and_duplicates_nothing(
     assert {p: (e["source"], e["position"]) for p, e in recovered.items()} == {
         p: ("s3", last + 1) for p, last in last_in_s3.items()
     }
-
-
-def test_an_offset_reset_behind_s3_by_an_operator_duplicates_nothing(
-    dev_stack: DevStack, tmp_path: Path, unique_name: Callable[..., str]
-) -> None:
-    """The group's offsets reset to the start by another client (no loader marker), more records,
-    restart: S3 wins over the offset behind it, and every record is once in S3 and in the table."""
-    settings = dev_stack.settings
-    name = unique_name("reset_offsets", sep="_")
-    specs_dir = tmp_path / "specs"
-    spec, store = spec_on_disk(
-        settings, specs_dir, name, bucket="lost-offsets", partitions=PARTITIONS, max_records=200
-    )
-    assert settings.aws.endpoint_url is not None
-    env = worker_env(settings, settings.aws.endpoint_url)
-    _create_table(settings, spec)
-
-    first = WorkerProcess(name, specs_dir, env, tmp_path / "worker-1.log")
-    produce(settings, spec, _messages(spec, 0, BATCH))
-    _caught_up(settings, spec, first)
-    assert first.signal(signal.SIGTERM) == 0
-    _load(settings, spec, store)
-    ranges = offsets_in_s3(store, spec)[2]
-    last_in_s3 = {p: max(last for q, _, last in ranges if q == p) for p in range(PARTITIONS)}
-
-    _reset_group_to_the_start(settings, spec)
-    produce(settings, spec, _messages(spec, BATCH, BATCH))
-    second = WorkerProcess(name, specs_dir, env, tmp_path / "worker-2.log")
-    ends = _caught_up(settings, spec, second)
-    assert second.signal(signal.SIGTERM) == 0
-    _load(settings, spec, store)
-
-    _assert_exactly_once(settings, spec, store, ends, 2 * BATCH)
-    recovered = _recovered_from_s3(second.log_path)
-    assert {p: (e["source"], e["position"]) for p, e in recovered.items()} == {
-        p: ("s3", last + 1) for p, last in last_in_s3.items()
-    }
-    assert all("not the loader's" in str(e["reason"]) for e in recovered.values())
+    assert all(reason in str(e["reason"]) for e in recovered.values())
 
 
 def _file_name(path: str) -> str:
