@@ -14,6 +14,10 @@ and the offsets it covers, so S3 knows how far each partition got:
   lacks is uploaded. The data file was never in S3, so its row groups need not match
   anything. A range with a data file is complete, since its dead letters went first.
 
+A re-driven data file (``loader dead-letters redrive``) is no position: it holds some of a
+dead-letter file's records, and that file counts; were it counted as its range's data, a
+roll stopped before its data would never be finished.
+
 A key counts only if it is exactly the key this spec writes for the range it names, and
 its offsets are below the partition's end offset: a name claiming more would skip
 records never loaded. Any other key is not a position, and is reported.
@@ -89,6 +93,9 @@ def position_in_s3(
     ranges: dict[FileRange, set[str]] = {}
     ignored: list[str] = []
     for key in keys:
+        parsed = parse_key(key)
+        if parsed is not None and parsed.redriven is not None:
+            continue  # re-driven dead letters: the dead-letter file of their range is the position
         counted = _covered(spec, partition, key, end_offset)
         if isinstance(counted, str):
             ignored.append(f"{clip(key, 300)}: {counted}")

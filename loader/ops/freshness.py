@@ -28,11 +28,14 @@ __all__ = ["newest_created_at_in_s3", "newest_data_files"]
 
 def newest_data_files(files: Iterable[ObjectInfo]) -> dict[tuple[str, int], tuple[str, FileName]]:
     """Among an event's data files (see ``data_files``), the last one (highest offsets) of
-    every topic partition, with what its key says."""
+    every topic partition, with what its key says. Re-driven files hold old records, not the
+    partition's progress: they are left out."""
     newest: dict[tuple[str, int], tuple[str, FileName]] = {}
     for info in files:
         parsed = parse_key(info.key)
         assert parsed is not None  # a data file's key parses
+        if parsed.redriven is not None:
+            continue
         where = (parsed.topic, parsed.partition)
         if where not in newest or parsed.last_offset > newest[where][1].last_offset:
             newest[where] = (info.key, parsed)

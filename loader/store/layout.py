@@ -15,11 +15,22 @@ A Kafka timestamp is whatever a producer sent. One outside
 has no time partition of its own; its record becomes a dead letter, and if it
 opens a file, that file's folder is the epoch's (``dt=1970-01-01/hour=00``). So
 every key is a real date, computed from the records alone.
+
+A dead-letter file whose records were re-driven (``loader dead-letters redrive``)
+gets data files beside its range's data file, named after it and after the
+offsets they hold (:func:`redriven_key`)::
+
+    <prefix>/data/dt=…/<topic>/p0003-…1000-…1999.redriven-<16 hex digits>.parquet
+
+A re-driven file is a data file (loaded, replayed, reconciled like any), but not a
+position of its partition: the dead-letter file of its range is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,10 +42,12 @@ __all__ = [
     "FileRange",
     "data_key",
     "dead_letter_key",
+    "dead_letter_of",
     "parse_data_key",
     "parse_key",
     "period_ms",
     "period_of",
+    "redriven_key",
 ]
 
 # The exact form _key writes, anchored at both ends: a key is a name, never a path, so any
@@ -43,7 +56,8 @@ __all__ = [
 _FILE = re.compile(
     r"(?P<prefix>[a-z0-9][a-z0-9._\-]*(?:/[a-z0-9][a-z0-9._=\-]*)*)/(?P<kind>data|dead-letter)/"
     r"dt=(?P<dt>\d{4}-\d{2}-\d{2})(?:/hour=(?P<hour>\d{2}))?/(?P<topic>(?!\.\.?/)[A-Za-z0-9._\-]{1,249})/"
-    r"p(?P<partition>\d{4,})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet",
+    r"p(?P<partition>\d{4,})-(?P<first>\d{20})-(?P<last>\d{20})(?:\.redriven-(?P<redriven>[0-9a-f]{16}))?"
+    r"\.parquet",
     re.ASCII,
 )
 
@@ -62,6 +76,14 @@ class FileName:
     first_offset: int
     last_offset: int
     time_partition: datetime
+    redriven: str | None = None
+    """A re-driven data file's content id (see :func:`redriven_key`); None for any other file."""
+
+    @property
+    def covered(self) -> FileRange:
+        """The range the name covers, as the worker wrote it (a re-driven file: its dead letters')."""
+        period = int(self.time_partition.timestamp() * 1000) // (3_600_000 if self.hourly else 86_400_000)
+        return FileRange(self.topic, self.partition, self.first_offset, self.last_offset, period)
 
 
 def period_ms(spec: EventSpec) -> int:
@@ -110,11 +132,41 @@ def dead_letter_key(spec: EventSpec, covered: FileRange) -> str:
     return _key(spec, "dead-letter", covered)
 
 
+REDRIVE_ID_DIGITS = 16
+"""Hex digits of a re-driven file's content id: 64 bits of SHA-256, no collision in practice."""
+
+
+def redriven_key(dead_letter: str, offsets: Iterable[int]) -> str:
+    """The key of the data file holding the re-driven records at ``offsets`` of the dead-letter
+    file ``dead_letter``: its range's data key, with an id derived from the offsets. Other
+    offsets give another name, so a later re-drive never rewrites an earlier one's file."""
+    parsed = parse_key(dead_letter)
+    if parsed is None or parsed.kind != "dead-letter":
+        raise ValueError(f"not a dead-letter key: {dead_letter[:300]!r}")
+    held = sorted(set(offsets))
+    if not held or held[0] < parsed.first_offset or held[-1] > parsed.last_offset:
+        raise ValueError(f"re-driven offsets must be in {parsed.first_offset}..{parsed.last_offset}")
+    digest = hashlib.sha256(",".join(map(str, held)).encode()).hexdigest()[:REDRIVE_ID_DIGITS]
+    folder, name = dead_letter.rsplit("/", 1)
+    data_folder = folder.replace(f"{parsed.prefix}/dead-letter/", f"{parsed.prefix}/data/", 1)
+    return f"{data_folder}/{name.removesuffix('.parquet')}.redriven-{digest}.parquet"
+
+
+def dead_letter_of(key: str) -> str | None:
+    """The dead-letter file a re-driven data file came from; None for any other key."""
+    parsed = parse_key(key)
+    if parsed is None or parsed.redriven is None:
+        return None
+    folder, name = key.rsplit("/", 1)
+    dead_folder = folder.replace(f"{parsed.prefix}/data/", f"{parsed.prefix}/dead-letter/", 1)
+    return f"{dead_folder}/{name.split('.redriven-', 1)[0]}.parquet"
+
+
 def parse_key(key: str) -> FileName | None:
     """Read a key written by this module back; None for any other key (also one with an
-    impossible date or hour)."""
+    impossible date or hour, or a dead-letter key with a re-drive id)."""
     match = _FILE.fullmatch(key)
-    if not match:
+    if not match or (match["redriven"] is not None and match["kind"] != "data"):
         return None
     try:
         moment = datetime.strptime(match["dt"], "%Y-%m-%d").replace(hour=int(match["hour"] or 0), tzinfo=UTC)
@@ -129,6 +181,7 @@ def parse_key(key: str) -> FileName | None:
         first_offset=int(match["first"]),
         last_offset=int(match["last"]),
         time_partition=moment,
+        redriven=match["redriven"],
     )
 
 

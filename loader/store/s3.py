@@ -139,6 +139,20 @@ class S3Store:
                 body, self.bucket, key, Config=self._transfer, ExtraArgs=self._write_args
             )
 
+    def put_new(self, body: bytes, key: str) -> bool:
+        """Create an object only if there is none at ``key`` (S3's conditional write, one PUT);
+        False, and nothing written, if there is one (also when a concurrent write won)."""
+        with storage_errors(f"put s3://{self.bucket}/{key}"):
+            try:
+                self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", **self._write_args
+                )
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                    return False
+                raise
+            return True
+
     def download_file(self, key: str, path: Path) -> None:
         """Download an object into ``path`` (parent folders are created)."""
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,15 @@ from loader.schema.model import EventSchema
 from loader.schema.resolve import schema_for
 from loader.schema.types import METADATA_COLUMNS, snowflake_type
 
-__all__ = ["PIPES_TABLE", "PIPE_RECORD_COLUMNS", "Column", "EventObjects", "PipeRecord"]
+__all__ = [
+    "PIPES_TABLE",
+    "PIPE_RECORD_COLUMNS",
+    "REDRIVEN_AT",
+    "REDRIVEN_AT_COLUMN",
+    "Column",
+    "EventObjects",
+    "PipeRecord",
+]
 
 PIPE_RECORD_COLUMNS = {
     "PIPE_NAME": "VARCHAR NOT NULL",
@@ -60,6 +68,13 @@ class Column:
 
     def ddl(self) -> str:
         return f"{quote_ident(self.name)} {self.type}{'' if self.nullable else ' NOT NULL'}"
+
+
+REDRIVEN_AT = "_REDRIVEN_AT"
+"""When a row was re-driven from a dead letter (``loader dead-letters redrive``); NULL in the
+rows of the worker's files, which do not have the column (COPY matches columns by name)."""
+REDRIVEN_AT_COLUMN = Column(REDRIVEN_AT, "TIMESTAMP_TZ", nullable=True)
+"""Nullable, so that ``pipes apply`` adds it to a table created before it (``ADD COLUMN``)."""
 
 
 @dataclass(frozen=True)
@@ -136,10 +151,11 @@ class EventObjects:
     # -- desired state ---------------------------------------------------------------------------
 
     def columns(self) -> list[Column]:
-        """The table's columns: one per schema field (required ones NOT NULL), then metadata."""
+        """The table's columns: one per schema field (required ones NOT NULL), then metadata,
+        then ``_REDRIVEN_AT``."""
         payload = [Column(f.column, snowflake_type(f.type), f.nullable) for f in self.schema.fields]
         metadata = [Column(name, sf, nullable) for name, _, sf, nullable in METADATA_COLUMNS]
-        return payload + metadata
+        return [*payload, *metadata, REDRIVEN_AT_COLUMN]
 
     def create_database(self) -> str:
         return f"CREATE DATABASE IF NOT EXISTS {quote_ident(self.spec.snowflake.database)}"
@@ -284,12 +300,16 @@ class EventObjects:
             f" MODIFIED_AFTER = {quote_literal(modified_after.isoformat())}"
         )
 
-    def rows_of_file_statement(self, partition: int, first_offset: int, last_offset: int) -> str:
-        """How many rows of one data file (a partition's offset range) the table holds."""
+    def rows_of_file_statement(
+        self, partition: int, first_offset: int, last_offset: int, *, redriven: bool = False
+    ) -> str:
+        """How many rows of one data file (a partition's offset range) the table holds: rows the
+        worker wrote, or (``redriven``) rows re-driven from the range's dead letters."""
         return (
             f"SELECT COUNT(*) FROM {self.table}"  # noqa: S608 - the name is validated and quoted
             f' WHERE "_PARTITION" = {int(partition)}'
             f' AND "_OFFSET" BETWEEN {int(first_offset)} AND {int(last_offset)}'
+            f' AND "{REDRIVEN_AT}" IS {"NOT NULL" if redriven else "NULL"}'
         )
 
     def relative_path(self, name: str) -> str:

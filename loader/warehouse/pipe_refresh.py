@@ -179,4 +179,6 @@ def _why_unknown(history: LoadHistory) -> str:
 def _check(objects: EventObjects, key: str) -> str:
     parsed = parse_key(key)
     assert parsed is not None
-    return objects.rows_of_file_statement(parsed.partition, parsed.first_offset, parsed.last_offset)
+    return objects.rows_of_file_statement(
+        parsed.partition, parsed.first_offset, parsed.last_offset, redriven=parsed.redriven is not None
+    )

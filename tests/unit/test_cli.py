@@ -79,6 +79,7 @@ def _spec_folder(tmp_path: Path, **changes: str) -> Path:
         ["deploy", "render"],
         ["reconcile"],
         ["replay", "load", "order_created"],
+        ["dead-letters", "redrive", "order_created"],
     ],
 )
 def test_every_command_refuses_a_table_name_too_long_for_its_pipe(
@@ -113,6 +114,7 @@ def test_schemas_check_refuses_an_alias_bomb_briefly(tmp_path: Path, run: Callab
         ["reconcile", "order_created"],
         ["replay", "load", "order_created"],
         ["replay", "publish", "order_created", "--topic", "orders.replay"],
+        ["dead-letters", "redrive", "order_created"],
     ],
 )
 def test_a_reversed_range_is_a_usage_error_naming_both_ends(
@@ -145,7 +147,12 @@ def test_every_command_taking_a_range_takes_the_shared_range_options() -> None:
         for path, command in _commands(cli).items()
         if any(p.name == "since" for p in command.params)
     }
-    assert set(with_range) == {("reconcile",), ("replay", "load"), ("replay", "publish")}
+    assert set(with_range) == {
+        ("reconcile",),
+        ("replay", "load"),
+        ("replay", "publish"),
+        ("dead-letters", "redrive"),
+    }
     for path, command in with_range.items():
         options = {p.name: p for p in command.params if isinstance(p, click.Option)}
         assert options["since"].type is MOMENT and options["until"].type is MOMENT, path
@@ -170,6 +177,7 @@ def test_specs_default_to_loader_specs_dir(tmp_path: Path) -> None:
         ["reconcile"],
         ["replay", "load", "order_created"],
         ["replay", "publish", "order_created", "--topic", "orders.replay"],
+        ["dead-letters", "redrive", "order_created"],
     ],
 )
 @pytest.mark.parametrize(

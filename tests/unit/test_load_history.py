@@ -365,7 +365,8 @@ def test_older_gaps_are_left_to_an_operator_with_the_statement_and_its_risk() ->
     )
     assert "appear twice" in uncertain.risk and "beyond the history's 14 days" in uncertain.risk
     assert uncertain.checks == (
-        f'SELECT COUNT(*) FROM {TABLE} WHERE "_PARTITION" = 1 AND "_OFFSET" BETWEEN 100 AND 109',
+        f'SELECT COUNT(*) FROM {TABLE} WHERE "_PARTITION" = 1 AND "_OFFSET" BETWEEN 100 AND 109'
+        ' AND "_REDRIVEN_AT" IS NULL',
     )
     for sql in (certain.statement, uncertain.statement, *uncertain.checks):
         _parses(sql)
