@@ -1,9 +1,9 @@
 """Session fixtures: the real local services, and small helpers for tests that use them.
 
-The stack (Kafka, moto, fakesnow) starts once per session, and only when a
-test asks for ``dev_stack``; unit tests may not. The session's state dir is a
-temporary folder, so tests never pick up a developer's ``loader dev up``
-endpoints from ``.loader/dev-stack.json``.
+The stack (Kafka, moto, fakesnow, the schema registry) starts once per session,
+and only when a test asks for ``dev_stack``; unit tests may not. The session's
+state dir is a temporary folder, so tests never pick up a developer's ``loader
+dev up`` endpoints from ``.loader/dev-stack.json``.
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ def _restore_logging() -> Iterator[None]:
 def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     """The real local services not configured in env/LOADER_CONFIG, started once for the session.
 
-    ``dev_stack.settings`` is a Settings pointing at them; ``dev_stack.endpoints``
-    maps each started service to its endpoint. Everything is stopped at the end.
+    ``dev_stack.settings`` is a Settings pointing at them (the registry's Confluent API:
+    ``dev_stack.settings.schema_registry.url``); ``dev_stack.endpoints`` maps each started
+    service to its endpoint. Everything is stopped at the end.
     """
     settings = load_settings(use_dev_stack=False)
     # Twice in CI an in-process worker was assigned its partition and then read nothing for

@@ -39,6 +39,7 @@ from loader.errors import ConfigError, capped, clip
 __all__ = [
     "AwsSettings",
     "KafkaSettings",
+    "SchemaRegistrySettings",
     "Settings",
     "SnowflakeSettings",
     "dev_state_path",
@@ -276,6 +277,54 @@ _LOGINS = ("password", "private_key_file", "private_key", "token")
 """The settings that each choose a login; at most one may be set."""
 
 
+class SchemaRegistrySettings(_Section):
+    """How to reach the Confluent-compatible schema registry that writer schemas are read from.
+
+    Records in Confluent's wire format (``avro-registry``, ``protobuf-registry`` specs)
+    carry only a schema id; the loader fetches that schema once and keeps it (ids are
+    immutable). An empty value counts as unset, as a Helm chart's ``value: ""`` would.
+    """
+
+    url: str | None = None
+    """Base URL of the Confluent API: ``https://registry:8081`` (Confluent), or Apicurio's
+    ``…/apis/ccompat/v7``. Credentials go in ``username``/``password``, never in the URL."""
+    username: str | None = None
+    """Basic-auth user (Confluent Cloud: the API key)."""
+    password: SecretStr | None = None
+    """Basic-auth password (Confluent Cloud: the API secret)."""
+    ca_file: Path | None = None
+    """PEM file of the CA(s) that signed the registry's certificate (https only); None trusts
+    the system's CAs."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """The longest one request may take to connect, and then to answer, in seconds. A
+    registry that does not answer in time counts as down: the batch is retried, not dropped."""
+
+    @field_validator("url", "username", "password", "ca_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        if self.url is not None:
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError("url must start with http:// or https:// (LOADER_SCHEMA_REGISTRY__URL)")
+            # Not quoted: it holds a password.
+            if "@" in self.url.split("://", 1)[1].split("/", 1)[0]:
+                raise ValueError(
+                    "url holds credentials: set LOADER_SCHEMA_REGISTRY__USERNAME and "
+                    "LOADER_SCHEMA_REGISTRY__PASSWORD instead"
+                )
+        if self.password is not None and not self.username:
+            raise ValueError("a password without a username: set LOADER_SCHEMA_REGISTRY__USERNAME")
+        if self.ca_file is not None and not (self.url or "").startswith("https://"):
+            raise ValueError(
+                "ca_file set, but url is not https://: the CA file would go unused "
+                "(LOADER_SCHEMA_REGISTRY__URL=https://…)"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the loader needs to know about its environment."""
 
@@ -288,6 +337,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     aws: AwsSettings = Field(default_factory=AwsSettings)
     snowflake: SnowflakeSettings = Field(default_factory=SnowflakeSettings)
+    schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,7 +1,9 @@
-"""Real local services for development and tests: Apache Kafka, moto (S3/SQS), fakesnow (Snowflake).
+"""Real local services for development and tests: Kafka, S3/SQS, Snowflake, a schema registry.
 
-Each service runs as its own process bound to 127.0.0.1 on a free port. The
-same code serves the demo, ``loader dev up/down/status`` and the test fixtures:
+Apache Kafka, moto (S3/SQS), fakesnow (Snowflake) and Apicurio Registry (a
+Confluent-compatible schema registry). Each service runs as its own process
+bound to 127.0.0.1 on a free port. The same code serves the demo,
+``loader dev up/down/status`` and the test fixtures:
 
     with DevStack.start() as stack:   # starts only what is not configured
         run(stack.settings)

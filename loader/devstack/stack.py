@@ -1,6 +1,7 @@
 """The local dev stack: start the services that are not configured, hand back their settings.
 
-Owns: deciding which of Kafka, moto (S3/SQS) and fakesnow (Snowflake) to start,
+Owns: deciding which of Kafka, moto (S3/SQS), fakesnow (Snowflake) and the schema
+registry (Apicurio) to start,
 starting them in parallel, the settings overrides that point the loader at
 them, and the two ways of using them:
 
@@ -28,7 +29,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from loader.config.settings import Settings, dev_state_path, load_settings
-from loader.devstack import fakesnow, kafka, moto
+from loader.devstack import fakesnow, kafka, moto, registry
 from loader.devstack.process import Service, cmdline, is_running, stop
 from loader.errors import DevStackError
 
@@ -51,7 +52,7 @@ __all__ = [
 
 REAL_AWS_ENV = "LOADER_DEV_REAL_AWS"
 """Set to 1/true to use real AWS (boto3's usual credentials) instead of starting moto."""
-SERVICE_NAMES = (kafka.NAME, moto.NAME, fakesnow.NAME)
+SERVICE_NAMES = (kafka.NAME, moto.NAME, fakesnow.NAME, registry.NAME)
 DEFAULT_TIMEOUT_S = 90.0
 
 log = structlog.get_logger()
@@ -78,6 +79,9 @@ _KINDS: dict[str, _Kind] = {
     fakesnow.NAME: _Kind(
         fakesnow.start, fakesnow.answers, fakesnow.endpoint, fakesnow.STOP_SIGNAL, fakesnow.CMDLINE_MARKER
     ),
+    registry.NAME: _Kind(
+        registry.start, registry.answers, registry.endpoint, registry.STOP_SIGNAL, registry.CMDLINE_MARKER
+    ),
 }
 
 
@@ -92,7 +96,7 @@ def services_to_start(settings: Settings, *, real_aws: bool | None = None) -> li
 
     Kafka when no default bootstrap servers are set; moto when there is no AWS
     endpoint and no opt-in to real AWS (``real_aws`` or ``$LOADER_DEV_REAL_AWS``);
-    fakesnow when no Snowflake account is set.
+    fakesnow when no Snowflake account is set; the schema registry when no registry URL is set.
     """
     names = []
     if not settings.kafka.bootstrap_servers:
@@ -101,6 +105,8 @@ def services_to_start(settings: Settings, *, real_aws: bool | None = None) -> li
         names.append(moto.NAME)
     if not settings.snowflake.account:
         names.append(fakesnow.NAME)
+    if not settings.schema_registry.url:
+        names.append(registry.NAME)
     return names
 
 
@@ -134,6 +140,8 @@ def _overrides(services: Sequence[Service], base: Settings, work_dir: Path) -> d
                 "protocol": "http",
                 "local_stage_dir": str(fakesnow.stage_dir(work_dir / fakesnow.NAME)),
             }
+        elif service.name == registry.NAME:
+            overrides["schema_registry"] = {"url": registry.endpoint(service.port)}
     return overrides
 
 

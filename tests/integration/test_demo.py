@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).parents[2]
-SERVICE_PATTERN = "kafka.Kafka|moto_server|fakesnow -s"
+SERVICE_PATTERN = "kafka.Kafka|moto_server|fakesnow -s|apicurio-registry-local"
 
 
 def _service_pids() -> set[int]:

@@ -147,12 +147,20 @@ def _loader(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_cli_dev_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
-    """`loader dev up` detaches the three services and provisions the specs (the queue URL recorded),
+    """`loader dev up` detaches the four services and provisions the specs (the queue URL recorded),
     `status` sees them answer, `down` leaves no process."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("LOADER_KAFKA__", "LOADER_AWS__", "LOADER_SNOWFLAKE__", "LOADER_CONFIG"))
+        if not k.startswith(
+            (
+                "LOADER_KAFKA__",
+                "LOADER_AWS__",
+                "LOADER_SNOWFLAKE__",
+                "LOADER_SCHEMA_REGISTRY__",
+                "LOADER_CONFIG",
+            )
+        )
     }
     env["LOADER_STATE_DIR"] = str(tmp_path / "state")
     state_file = tmp_path / "state" / "dev-stack.json"
@@ -165,13 +173,14 @@ def test_cli_dev_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
         state = json.loads(state_file.read_text())
         assert state["settings"]["aws"]["notifications_queue_url"].endswith("/loader-notifications")
         services = [Service.from_json(s) for s in state["services"]]
-        assert sorted(s.name for s in services) == ["fakesnow", "kafka", "moto"]
+        assert sorted(s.name for s in services) == ["fakesnow", "kafka", "moto", "schema-registry"]
         assert all(is_running(s.pid) for s in services), "services must outlive `loader dev up`"
         assert state["settings"]["kafka"]["bootstrap_servers"].startswith("127.0.0.1:")
+        assert state["settings"]["schema_registry"]["url"].startswith("http://127.0.0.1:")
 
         status = _loader("dev", "status", env=env)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert status.stdout.count("answers") == 3
+        assert status.stdout.count("answers") == 4
 
         again = _loader("dev", "up", env=env)
         assert again.returncode == 0
@@ -180,7 +189,7 @@ def test_cli_dev_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
 
         down = _loader("dev", "down", env=env)
         assert down.returncode == 0, down.stdout + down.stderr
-        assert down.stdout.count(": stopped") == 3
+        assert down.stdout.count(": stopped") == 4
         assert not state_file.exists()
         assert [s.name for s in services if is_running(s.pid)] == []
     finally:

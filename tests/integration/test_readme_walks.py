@@ -254,7 +254,7 @@ def walk(tmp_path: Path) -> Iterator[Walk]:
 
 def _assert_nothing_left(walk: Walk) -> None:
     assert walk.services, "the walk started no service (no `loader dev up`?)"
-    assert sorted(s.name for s in walk.services) == ["fakesnow", "kafka", "moto"]
+    assert sorted(s.name for s in walk.services) == ["fakesnow", "kafka", "moto", "schema-registry"]
     assert [s.name for s in walk.services if is_running(s.pid)] == []
     assert [j.line for j in walk.jobs.values() if j.process.poll() is None] == []
     assert not (walk.cwd / "state" / "dev-stack.json").exists()

@@ -40,7 +40,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOADER_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("LOADER_CACHE_DIR", str(tmp_path / "cache"))
     for name in list(os.environ):
-        if name.startswith(("LOADER_KAFKA__", "LOADER_AWS__", "LOADER_SNOWFLAKE__")):
+        if name.startswith(
+            ("LOADER_KAFKA__", "LOADER_AWS__", "LOADER_SNOWFLAKE__", "LOADER_SCHEMA_REGISTRY__")
+        ):
             monkeypatch.delenv(name)
     monkeypatch.delenv("LOADER_CONFIG", raising=False)
     monkeypatch.delenv(stack_mod.REAL_AWS_ENV, raising=False)
@@ -140,21 +142,23 @@ def test_pom_pins_kafka_and_a_matching_log4j_binding() -> None:
 
 
 def test_services_to_start_all_when_nothing_is_configured() -> None:
-    """With no configuration the stack starts Kafka, moto and fakesnow."""
-    assert services_to_start(_settings()) == ["kafka", "moto", "fakesnow"]
+    """With no configuration the stack starts Kafka, moto, fakesnow and the schema registry."""
+    assert services_to_start(_settings()) == ["kafka", "moto", "fakesnow", "schema-registry"]
 
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"kafka": {"bootstrap_servers": "broker:9092"}}, ["moto", "fakesnow"]),
-        ({"aws": {"endpoint_url": "http://localstack:4566"}}, ["kafka", "fakesnow"]),
-        ({"snowflake": {"account": "acme-prod"}}, ["kafka", "moto"]),
+        ({"kafka": {"bootstrap_servers": "broker:9092"}}, ["moto", "fakesnow", "schema-registry"]),
+        ({"aws": {"endpoint_url": "http://localstack:4566"}}, ["kafka", "fakesnow", "schema-registry"]),
+        ({"snowflake": {"account": "acme-prod"}}, ["kafka", "moto", "schema-registry"]),
+        ({"schema_registry": {"url": "https://registry:8081"}}, ["kafka", "moto", "fakesnow"]),
         (
             {
                 "kafka": {"bootstrap_servers": "b:9092"},
                 "aws": {"endpoint_url": "http://s3"},
                 "snowflake": {"account": "a"},
+                "schema_registry": {"url": "https://registry:8081"},
             },
             [],
         ),
@@ -178,7 +182,7 @@ def test_real_aws_opt_in_skips_moto(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_env_configuration_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Kafka set through LOADER_KAFKA__BOOTSTRAP_SERVERS is not replaced by a local one."""
     monkeypatch.setenv("LOADER_KAFKA__BOOTSTRAP_SERVERS", "kafka.internal:9092")
-    assert services_to_start(_settings()) == ["moto", "fakesnow"]
+    assert services_to_start(_settings()) == ["moto", "fakesnow", "schema-registry"]
 
 
 def test_launch_starts_only_missing_services_and_builds_settings(
@@ -189,11 +193,13 @@ def test_launch_starts_only_missing_services_and_builds_settings(
     _use_fake_starters(monkeypatch, calls)
     base = _settings(kafka={"bootstrap_servers": "broker:9092"}, aws={"region": "eu-west-1"})
     stack = DevStack.launch(base, work_dir=tmp_path / "w")
-    assert sorted(calls) == ["fakesnow", "moto"]
-    assert [s.name for s in stack.services] == ["moto", "fakesnow"]
+    assert sorted(calls) == ["fakesnow", "moto", "schema-registry"]
+    assert [s.name for s in stack.services] == ["moto", "fakesnow", "schema-registry"]
     assert "kafka" not in stack.overrides
     moto_port = stack.service("moto").port  # type: ignore[union-attr]
+    registry_port = stack.service("schema-registry").port  # type: ignore[union-attr]
     settings = stack.settings
+    assert settings.schema_registry.url == f"http://127.0.0.1:{registry_port}/apis/ccompat/v7"
     assert settings.aws.endpoint_url == f"http://127.0.0.1:{moto_port}"
     assert settings.aws.region == "eu-west-1"
     assert settings.aws.access_key_id is not None
@@ -209,11 +215,14 @@ def test_launch_starts_only_missing_services_and_builds_settings(
 def test_launch_with_everything_configured_starts_nothing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """When settings configure all three services, launch starts no process at all."""
+    """When settings configure every service, launch starts no process at all."""
     calls: list[str] = []
     _use_fake_starters(monkeypatch, calls)
     base = _settings(
-        kafka={"bootstrap_servers": "b:1"}, aws={"endpoint_url": "http://s3"}, snowflake={"account": "a"}
+        kafka={"bootstrap_servers": "b:1"},
+        aws={"endpoint_url": "http://s3"},
+        snowflake={"account": "a"},
+        schema_registry={"url": "http://registry:8081"},
     )
     stack = DevStack.launch(base, work_dir=tmp_path)
     assert calls == []
@@ -236,7 +245,7 @@ def test_launch_failure_stops_what_started(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(stack_mod, "stop", lambda service, **_: stopped.append(service.name))
     with pytest.raises(DevStackError, match="install a JDK"):
         DevStack.launch(_settings(), work_dir=tmp_path)
-    assert sorted(stopped) == sorted(calls) == ["fakesnow", "moto"]
+    assert sorted(stopped) == sorted(calls) == ["fakesnow", "moto", "schema-registry"]
 
 
 def test_context_manager_stops_on_exception(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -248,7 +257,7 @@ def test_context_manager_stops_on_exception(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setattr(stack_mod, "owns", lambda service: True)
     with pytest.raises(KeyboardInterrupt), DevStack.start(_settings(), work_dir=tmp_path):
         raise KeyboardInterrupt
-    assert stopped == ["kafka", "moto", "fakesnow"]
+    assert stopped == ["kafka", "moto", "fakesnow", "schema-registry"]
 
 
 def test_java_missing_names_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -598,6 +607,6 @@ def test_cli_up_without_specs_starts_and_provisions_nothing(
     monkeypatch.setattr(stack_mod, "running_stack", lambda: None)
     result = CliRunner().invoke(cli, ["dev", "up", "--specs", str(tmp_path / "no-such-folder")])
     assert result.exit_code == 0, result.output
-    assert sorted(calls) == ["fakesnow", "kafka", "moto"]
+    assert sorted(calls) == ["fakesnow", "kafka", "moto", "schema-registry"]
     assert f"no specs folder {tmp_path / 'no-such-folder'}: nothing provisioned" in result.output
     assert dev_state_path().exists()
