@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -14,14 +15,14 @@ import pytest
 from moto import mock_aws
 
 from loader.checkpoint.recovery import position_in_s3
-from loader.config.settings import AwsSettings
+from loader.config.settings import AwsSettings, SnowflakeSettings
 from loader.config.spec import EventSpec
 from loader.encode.dead_letter import dead_letter_table
 from loader.encode.decode import BatchDecoder, Rejected
 from loader.encode.parquet import write_parquet
 from loader.ops.dead_letters import summarize_dead_letters
 from loader.ops.freshness import newest_data_files
-from loader.replay.redrive import REDRIVEN_AT_TYPE, FileRedrive, redrive_files
+from loader.replay.redrive import REDRIVEN_AT_TYPE, FileRedrive, load_redriven, redrive_files
 from loader.schema.avro import parse_avro_schema
 from loader.store.layout import (
     FileRange,
@@ -33,7 +34,8 @@ from loader.store.layout import (
     redriven_key,
 )
 from loader.store.s3 import ObjectInfo, S3Store
-from tests.unit.fakes import FakeRecord
+from loader.warehouse.objects import EventObjects
+from tests.unit.fakes import FakeRecord, FakeWarehouse
 
 pytestmark = pytest.mark.unit
 
@@ -243,3 +245,43 @@ def test_freshness_reads_the_worker_file_not_a_redriven_one() -> None:
     redriven = redriven_key(dead_letter_key(SPEC, _range(10, 19)), [10])
     files = [ObjectInfo(redriven, 1, "e"), ObjectInfo(data, 1, "e")]
     assert newest_data_files(files)[(TOPIC, 0)][0] == data
+
+
+def _warehouse(loaded: list[str]) -> FakeWarehouse:
+    """Snowflake as the loading path sees it; its history lists the paths ``loaded`` (a COPY's)."""
+    now = datetime.now(UTC)
+
+    def answer(sql: str) -> list[tuple[Any, ...]]:
+        if sql == "SELECT CURRENT_TIMESTAMP()":
+            return [(now,)]
+        if "INFORMATION_SCHEMA.COPY_HISTORY" in sql:
+            return [(path, "Loaded", now, None, None) for path in loaded]
+        if sql.startswith("COPY INTO"):
+            names = re.findall(r"'([^']+\.parquet)'", sql)
+            return [(name, "LOADED", 2, 2, 1, 0, None) for name in names]
+        return []
+
+    return FakeWarehouse(answer)
+
+
+@pytest.mark.parametrize("mode", ["copy", "auto-ingest"])
+def test_redriven_files_load_like_reconcile_loads_them(store: S3Store, mode: str) -> None:
+    """Copy mode COPYs exactly the re-driven files not loaded yet, none once loaded; auto-ingest
+    never COPYs into the pipe's table: it hands them to the pipe."""
+    schema = _decoder("size").schema
+    objects = EventObjects(SPEC, schema, SnowflakeSettings(load_mode=mode))  # type: ignore[arg-type]
+    written = _run(store, _decoder("size")).written
+    assert written is not None
+    warehouse = _warehouse([])
+    outcome = load_redriven(warehouse, store, objects, [written], since=None, until=None)
+    copies = [sql for sql in warehouse.executed if sql.startswith("COPY INTO")]
+    refreshes = [sql for sql in warehouse.executed if sql.startswith("ALTER PIPE")]
+    if mode == "copy":
+        assert outcome.loaded == [written] and outcome.rows == 2 and refreshes == []
+        assert len(copies) == 1 and f"FILES = ('{objects.relative_path(written)}')" in copies[0]
+        again = _warehouse([objects.relative_path(written)])
+        outcome = load_redriven(again, store, objects, [written], since=None, until=None)
+        assert (outcome.loaded, outcome.skipped) == ([], [written])
+        assert not any(sql.startswith("COPY INTO") for sql in again.executed)
+    else:
+        assert copies == [] and len(refreshes) == 1 and outcome.handed_to_pipe == [written]
