@@ -1,3 +1,4 @@
-"""Replay from S3, the archive of record: reload files into a table, or re-publish
-their records to Kafka. Both read only what the workers wrote; neither touches the
-workers' checkpoints."""
+"""Replay from S3, the archive of record: reload files into a table, re-publish their
+records to Kafka, or re-drive dead letters that decode after a fix. All read what the
+workers wrote (a re-drive adds files, never changes one); none touches the workers'
+checkpoints."""
