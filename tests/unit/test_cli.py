@@ -272,3 +272,26 @@ def test_pipes_run_without_a_queue_is_a_config_error(run: Callable[..., Result])
     assert result.exit_code == 2, result.output
     assert "LOADER_AWS__NOTIFICATIONS_QUEUE_URL" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["dead-letters", "nope"], "list"),
+        (["dead-letters", "--samples", "0", "nope", "--json"], "list"),
+        (["dead-letters", "list", "nope"], "list"),
+        (["dead-letters", "redrive", "nope"], "redrive"),
+    ],
+)
+def test_dead_letters_lists_by_default_and_redrives_on_request(
+    run: Callable[..., Result], args: list[str], command: str
+) -> None:
+    """`loader dead-letters [EVENT…]` still lists (its options anywhere); `redrive` is its own
+    command: both refuse an unknown event before any service is asked."""
+    result = run(*args, "--specs", str(EXAMPLES))
+    assert result.exit_code == 2, result.output
+    assert "nope" in result.output and "known: app_click, order_created, store_updated" in result.output
+    listed = run("dead-letters", "--help")
+    assert listed.exit_code == 0 and "redrive" in listed.output and "list" in listed.output
+    help_text = run("dead-letters", command, "--help").output
+    assert ("--dry-run" in help_text) == (command == "redrive")
