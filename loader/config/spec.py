@@ -124,6 +124,9 @@ class SchemaRef(_Model):
     """Avro schema file (``.avsc``), relative to the spec file. None for raw events."""
     mode: Literal["typed", "raw"] = "typed"
     """typed: one column per field; raw: the payload lands in one VARIANT column."""
+    max_json_depth: int = Field(default=64, ge=8, le=200)
+    """Levels of JSON objects and arrays a record's value may nest (the envelope object is
+    level 1); a deeper record is a dead letter. Every decoding path holds records to it."""
 
     @model_validator(mode="after")
     def _path_matches_mode(self) -> SchemaRef:

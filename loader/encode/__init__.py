@@ -22,6 +22,7 @@ __all__ = [
 
 def decoder_for(spec: EventSpec) -> BatchDecoder | RawDecoder:
     """The decoder of an event type: typed (Arrow's batch JSON reader) or raw (payload as VARIANT)."""
+    depth = spec.schema_ref.max_json_depth
     if spec.schema_ref.mode == "raw":
-        return RawDecoder(spec.name)
-    return BatchDecoder(schema_for(spec))
+        return RawDecoder(spec.name, depth)
+    return BatchDecoder(schema_for(spec), depth)

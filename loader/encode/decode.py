@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from loader.encode.headers import header_key_bytes, headers_column, is_utf8_key
-from loader.schema.model import EventSchema, FieldType
+from loader.encode.strict_json import DEFAULT_MAX_JSON_DEPTH, StrictJsonError, strict_loads
+from loader.errors import ConfigError
+from loader.schema.model import EventSchema, FieldType, SchemaField
 from loader.schema.types import KAFKA_TIMESTAMP_RANGE_MS, arrow_schema, arrow_type
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "Decoder",
     "KafkaRecord",
     "Rejected",
+    "checked_value",
     "envelope_values",
     "header_envelope",
     "metadata_problem",
@@ -106,10 +109,31 @@ def _reader_type(field_type: FieldType) -> pa.DataType:
 
 
 class BatchDecoder:
-    """Decodes JSON-enveloped events of one schema into the file's Arrow schema."""
+    """Decodes JSON-enveloped events of one schema into the file's Arrow schema.
 
-    def __init__(self, schema: EventSchema) -> None:
+    Every record gets the same verdict, whichever path decodes it and whatever else is in
+    its batch: it is checked, in this order, by :func:`metadata_problem`, its header
+    envelope (UTF-8 values), :func:`precheck`, strict JSON
+    (:func:`~loader.encode.strict_json.strict_loads`: no NaN, no duplicate key, at most
+    ``max_json_depth`` levels), then Arrow's reader with the schema (types, required fields
+    at every depth, finite floats); the first problem found is its reason.
+
+    The fast path vouches for a whole batch with one Arrow parse that refuses unknown
+    fields: a record with no field the schema does not know has its keys checked for
+    duplicates by Arrow and nests no deeper than the schema, so strict JSON adds nothing
+    but NaN, which only a float column can hold (checked on the column). Any other batch
+    takes the careful path, which checks every record as above.
+    """
+
+    def __init__(self, schema: EventSchema, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
+        depth = 1 + _json_depth(FieldType(kind="record", fields=schema.fields))
+        if depth > max_json_depth:
+            raise ConfigError(
+                f"schema {schema.name!r} nests {depth} levels of JSON objects and arrays (with the "
+                f"envelope): raise the spec's schema.max_json_depth ({max_json_depth}) to at least that"
+            )
         self.schema = schema
+        self.max_json_depth = max_json_depth
         self.file_schema = arrow_schema(schema)
         payload_fields = [pa.field(f.name, _reader_type(f.type)) for f in schema.fields]
         self._payload_type = pa.struct(payload_fields)
@@ -124,7 +148,11 @@ class BatchDecoder:
                 pa.field("payload", self._payload_type),
             ]
         )
-        self._required = [f.name for f in schema.fields if not f.nullable]
+        self._float_paths = list(_float_paths(schema.fields))
+        self._last_batch_refused = False
+        """Whether the fast path refused the last batch (say, a producer ahead of the schema
+        sends unknown fields): a hint, no verdict depends on it, to try the first record alone
+        before parsing the whole batch."""
 
     def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
         """Decode ``records`` (consecutive records of one partition); never raises for bad input."""
@@ -141,14 +169,16 @@ class BatchDecoder:
         candidates: list[KafkaRecord] = []
         values: list[bytes] = []
         for record, sent in zip(records, raw, strict=True):
-            value, reason = sent, precheck(sent)
-            if reason is None and value is not None and (b"\n" in value or b"\r" in value):
-                value, reason = _compact(value)
-            if reason is not None or value is None:
-                rejected.append(Rejected(record, reason or "no value"))
+            try:
+                checked_value(record, sent, self.max_json_depth)
+            except StrictJsonError as exc:
+                rejected.append(Rejected(record, str(exc)))
             else:
+                assert sent is not None  # checked
                 candidates.append(record)
-                values.append(value)
+                # Strict JSON has newlines only between tokens: on one line, the same value.
+                multiline = b"\n" in sent or b"\r" in sent
+                values.append(sent.replace(b"\n", b" ").replace(b"\r", b" ") if multiline else sent)
         tables: list[pa.Table] = []
         good: list[KafkaRecord] = []
         self._decode_bisecting(candidates, values, tables, good, rejected)
@@ -162,8 +192,9 @@ class BatchDecoder:
         self, records: Sequence[KafkaRecord], values: list[bytes | None]
     ) -> DecodedBatch | None:
         """The common case in one pass, with no per-record checks: every value present, one
-        line each, all valid. None whenever anything is off; the careful path then runs."""
-        if None in values:
+        line each, all valid, no field the schema does not know. None whenever anything is
+        off; the careful path then runs."""
+        if None in values or (any(r.headers for r in records) and _header_envelope_not_utf8(records)):
             return None
         joined = b"\n".join(values)  # type: ignore[arg-type]  # no None, checked above
         lines = len(values)
@@ -172,11 +203,16 @@ class BatchDecoder:
         # Every line a {...} object: a bare top-level value (``null``) crashes Arrow's reader.
         if not (joined.startswith(b"{") and joined.endswith(b"}") and joined.count(b"}\n{") == lines - 1):
             return None
+        first = values[0]
         try:
-            envelope = self._parse_joined(joined, len(values))
+            if self._last_batch_refused and first is not None:
+                self._parse_joined(first, 1, unknown_fields="error")
+            envelope = self._parse_joined(joined, len(values), unknown_fields="error")
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            self._last_batch_refused = True
             return None
-        if self._missing_required(envelope):
+        self._last_batch_refused = False
+        if self._problems(envelope):
             return None
         return DecodedBatch(self._to_file_table(envelope, records), [])
 
@@ -194,7 +230,7 @@ class BatchDecoder:
             return
         try:
             envelope = self._parse(values)
-            problems = self._missing_required(envelope)
+            problems = self._problems(envelope)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             problems = [_clean_reason(str(exc))]
         if not problems:
@@ -208,15 +244,16 @@ class BatchDecoder:
             self._decode_bisecting(records[middle:], values[middle:], tables, good, rejected)
 
     def _parse(self, values: Sequence[bytes]) -> pa.Table:
-        return self._parse_joined(b"\n".join(values), len(values))
+        return self._parse_joined(b"\n".join(values), len(values), unknown_fields="ignore")
 
-    def _parse_joined(self, joined: bytes, count: int) -> pa.Table:
-        """Parse ``count`` newline-separated JSON objects into the envelope table."""
+    def _parse_joined(self, joined: bytes, count: int, *, unknown_fields: str) -> pa.Table:
+        """Parse ``count`` newline-separated JSON objects into the envelope table;
+        ``unknown_fields`` is "error" (refuse a field the schema does not know) or "ignore"."""
         table = pj.read_json(
             io.BytesIO(joined),
             read_options=pj.ReadOptions(use_threads=False, block_size=max(len(joined) + 1, 1 << 20)),
             parse_options=pj.ParseOptions(
-                explicit_schema=self._reader_schema, unexpected_field_behavior="ignore"
+                explicit_schema=self._reader_schema, unexpected_field_behavior=unknown_fields
             ),
         )
         if table.num_rows != count:
@@ -226,20 +263,22 @@ class BatchDecoder:
             payload = pc.cast(payload, self._payload_target)
         return table.set_column(table.schema.get_field_index("payload"), "payload", payload)
 
-    def _missing_required(self, envelope: pa.Table) -> list[str]:
-        """What required values are missing in the slice (empty when all are present)."""
+    def _problems(self, envelope: pa.Table) -> list[str]:
+        """What the slice's values break that Arrow's reader lets through (empty when none):
+        a missing required value at any depth, a float that is not finite."""
         problems = [
             f"missing required envelope field {name!r}"
             for name in REQUIRED_ENVELOPE
             if envelope.column(name).null_count
         ]
-        payload = envelope.column("payload")
+        payload = envelope.column("payload").combine_chunks()
         if payload.null_count:
             problems.append("missing payload object")
-        for name in self._required:
-            # A null payload already counted above; count only nulls inside a present payload.
-            if pc.struct_field(payload, name).null_count > payload.null_count:
-                problems.append(f"missing required field {name!r}")
+        problems += _missing_required(payload, self.schema.fields, "")
+        for path, column in self._float_paths:
+            values = _leaf(payload, path)
+            if len(values) and pc.any(pc.invert(pc.is_finite(values))).as_py():
+                problems.append(f"field {column!r} is not a finite number (NaN, Infinity or out of range)")
         return problems
 
     def _to_file_table(self, envelope: pa.Table, records: Sequence[KafkaRecord]) -> pa.Table:
@@ -329,15 +368,50 @@ def _with_header_envelope(record: KafkaRecord) -> bytes | None:
     if "event_id" not in headers or record.value is None:
         return record.value
     parts = []
-    for key, raw in headers.items():
-        text = raw.decode("utf-8", errors="replace")
-        if key == "schema_version":
-            encoded = text if text.strip().isdigit() else json.dumps(text)
+    for key in ENVELOPE_FIELDS:
+        raw = headers.get(key)
+        if raw is None:
+            encoded = "null"
         else:
-            encoded = json.dumps(text)
+            # Not UTF-8 is a dead letter (checked_value); this text is never a row.
+            text = raw.decode("utf-8", errors="replace")
+            if key == "schema_version":
+                encoded = text if text.strip().isdigit() else json.dumps(text)
+            else:
+                encoded = json.dumps(text)
         parts.append(f'"{key}":{encoded}')
-    # Byte concatenation keeps the payload as sent: a malformed one stays malformed.
+    # Byte concatenation keeps the payload as sent: a malformed one stays malformed. Every
+    # envelope key is written, so a value that smuggles in a key after its object (``{…},
+    # "source": "x"``) repeats one (Arrow refuses that) or brings an unknown one (the fast
+    # path refuses that), and the careful path then finds it is not one JSON object.
     return b"{" + ",".join(parts).encode() + b',"payload":' + record.value + b"}"
+
+
+def checked_value(record: KafkaRecord, sent: bytes | None, max_json_depth: int) -> Any:
+    """The JSON object ``record`` carries: its value, or under a header envelope its bare
+    payload (``sent`` is its :func:`envelope_values` entry). StrictJsonError says why there is
+    none: an envelope header that is not UTF-8, :func:`precheck`'s reasons, or a value that is
+    not strict JSON (:func:`~loader.encode.strict_json.strict_loads`)."""
+    headers = header_envelope(record.headers) if record.headers else {}
+    in_headers = "event_id" in headers and record.value is not None
+    for key, header in headers.items() if in_headers else ():
+        if not _is_utf8(header):
+            raise StrictJsonError(f"envelope header {key!r} is not UTF-8: {header[:40]!r}")
+    value = record.value if in_headers else sent
+    reason = precheck(value)
+    if reason is not None or value is None:
+        raise StrictJsonError(reason or "no value")
+    return strict_loads(value, max_json_depth, outer_depth=1 if in_headers else 0)
+
+
+def _header_envelope_not_utf8(records: Sequence[KafkaRecord]) -> bool:
+    """Whether any record's envelope headers hold a value that is not UTF-8."""
+    return any(
+        not _is_utf8(value)
+        for record in records
+        if record.headers
+        for key, value in header_envelope(record.headers).items()
+    )
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -365,13 +439,71 @@ def precheck(value: bytes | None) -> str | None:
     return None
 
 
-def _compact(value: bytes) -> tuple[bytes | None, str | None]:
-    """Re-encode pretty-printed JSON on one line (rare path), or say why it is not JSON."""
-    try:
-        return json.dumps(json.loads(value), separators=(",", ":")).encode(), None
-    except (ValueError, RecursionError) as exc:
-        return None, f"malformed JSON: {exc}"
-
-
 def _clean_reason(message: str) -> str:
     return message.replace(" in row 0", "").strip()
+
+
+def _json_depth(field_type: FieldType) -> int:
+    """How many levels of JSON objects and arrays a value of ``field_type`` nests at most."""
+    if field_type.kind == "record":
+        return 1 + max((_json_depth(f.type) for f in field_type.fields), default=0)
+    if field_type.kind == "array":
+        assert field_type.items is not None
+        return 1 + _json_depth(field_type.items)
+    return 0
+
+
+def _float_paths(
+    fields: Sequence[SchemaField], path: tuple[str, ...] = (), name: str = ""
+) -> Iterator[tuple[tuple[str, ...], str]]:
+    """The (path, dotted name) of every float and double field, nested ones included (a path
+    step ``[]`` goes into an array's items)."""
+    for field in fields:
+        yield from _float_path((*path, field.name), f"{name}{field.name}", field.type)
+
+
+def _float_path(
+    path: tuple[str, ...], name: str, field_type: FieldType
+) -> Iterator[tuple[tuple[str, ...], str]]:
+    while field_type.kind == "array":
+        assert field_type.items is not None
+        path, name, field_type = (*path, "[]"), f"{name}[]", field_type.items
+    if field_type.kind in ("float", "double"):
+        yield path, name
+    elif field_type.kind == "record":
+        yield from _float_paths(field_type.fields, path, f"{name}.")
+
+
+def _leaf(array: pa.Array, path: tuple[str, ...]) -> pa.Array:
+    """The values at ``path`` in a struct array (nulls where a parent is null; array items flattened)."""
+    for step in path:
+        array = array.flatten() if step == "[]" else _child(array, step)
+    return array
+
+
+def _child(array: pa.Array, name: str) -> pa.Array:
+    """A struct array's child, null wherever the struct itself is null."""
+    return array.flatten()[array.type.get_field_index(name)]
+
+
+def _missing_required(array: pa.Array, fields: Sequence[SchemaField], prefix: str) -> list[str]:
+    """The required fields missing (null or absent) in the present rows of a struct array, at
+    every depth: records in records, and records in arrays."""
+    problems: list[str] = []
+    children = array.flatten()
+    for field, child in zip(fields, children, strict=True):
+        name = f"{prefix}{field.name}"
+        if not field.nullable and child.null_count > array.null_count:
+            # A null struct makes its children null: count only nulls inside present structs.
+            problems.append(f"missing required field {name!r}")
+        problems += _missing_nested(child, field.type, name)
+    return problems
+
+
+def _missing_nested(array: pa.Array, field_type: FieldType, name: str) -> list[str]:
+    if field_type.kind == "record":
+        return _missing_required(array, field_type.fields, f"{name}.")
+    if field_type.kind == "array":
+        assert field_type.items is not None
+        return _missing_nested(array.flatten(), field_type.items, f"{name}[]")
+    return []

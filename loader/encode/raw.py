@@ -3,9 +3,11 @@
 Mobile and web clients send events nobody validated upstream; they land with
 their envelope in typed columns and their payload whole, in one VARIANT
 column, to be shaped downstream. Arrow's reader needs a schema, so this path
-parses each record with orjson (about a microsecond each) and re-encodes the
-payload compactly. It has the same contract as the typed decoder: every
-record ends as a row or a reject with its reason, and nothing raises.
+parses each record as strict JSON (:mod:`loader.encode.strict_json`: orjson, a
+microsecond or two each, and the same rules as the typed decoder: no NaN, no
+repeated key, at most ``max_json_depth`` levels) and re-encodes the payload
+compactly. It has the same contract as the typed decoder: every record ends as
+a row or a reject with its reason, and nothing raises.
 """
 
 from __future__ import annotations
@@ -21,33 +23,38 @@ from loader.encode.decode import (
     DecodedBatch,
     KafkaRecord,
     Rejected,
+    checked_value,
     envelope_values,
-    precheck,
     screen,
     with_rejected,
 )
 from loader.encode.headers import headers_column
+from loader.encode.strict_json import DEFAULT_MAX_JSON_DEPTH, StrictJsonError
 from loader.schema.model import raw_schema
 from loader.schema.types import arrow_schema
 
 __all__ = ["RawDecoder"]
 
+_Row = tuple[str, Any, datetime, Any, Any, str]
+"""A raw event's event_id, event_name, created_at, source, schema_version and payload (JSON)."""
+
 
 class RawDecoder:
     """Decodes JSON-enveloped events whose payload has no schema."""
 
-    def __init__(self, event_name: str) -> None:
+    def __init__(self, event_name: str, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
         self.schema = raw_schema(event_name)
         self.file_schema = arrow_schema(self.schema)
+        self.max_json_depth = max_json_depth
 
     def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
         """Decode ``records`` (consecutive records of one partition); never raises for bad input."""
         kept, screened = screen(records)
         good: list[KafkaRecord] = []
-        rows: list[tuple[str, Any, datetime, Any, Any, str]] = []
+        rows: list[_Row] = []
         rejected: list[Rejected] = []
         for record, value in zip(kept, envelope_values(kept), strict=True):
-            row, reason = _parse(value)
+            row, reason = _parse(record, value, self.max_json_depth)
             if row is None:
                 rejected.append(Rejected(record, reason))
             else:
@@ -55,9 +62,7 @@ class RawDecoder:
                 rows.append(row)
         return with_rejected(DecodedBatch(self._table(good, rows), rejected), screened)
 
-    def _table(
-        self, records: list[KafkaRecord], rows: list[tuple[str, Any, datetime, Any, Any, str]]
-    ) -> pa.Table:
+    def _table(self, records: list[KafkaRecord], rows: list[_Row]) -> pa.Table:
         if not records:
             return self.file_schema.empty_table()
         event_ids, names, created, sources, versions, payloads = zip(*rows, strict=True)
@@ -85,24 +90,18 @@ class _RejectedError(Exception):
     """Why a record cannot become a row."""
 
 
-def _parse(value: bytes | None) -> tuple[tuple[str, Any, datetime, Any, Any, str] | None, str]:
+def _parse(record: KafkaRecord, value: bytes | None, max_json_depth: int) -> tuple[_Row | None, str]:
     """The row of one raw event, or (None, reason)."""
     try:
-        return _row(value), ""
-    except _RejectedError as exc:
+        return _row(record, value, max_json_depth), ""
+    except (_RejectedError, StrictJsonError) as exc:
         return None, str(exc)
 
 
-def _row(value: bytes | None) -> tuple[str, Any, datetime, Any, Any, str]:
-    reason = precheck(value)
-    if reason is not None or value is None:
-        raise _RejectedError(reason or "no value")
-    try:
-        event = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise _RejectedError(f"malformed JSON: {exc}") from None
-    if not isinstance(event, dict):
-        raise _RejectedError("not a JSON object")
+def _row(record: KafkaRecord, value: bytes | None, max_json_depth: int) -> _Row:
+    parsed = checked_value(record, value, max_json_depth)
+    # A header envelope was wrapped around the (now checked) payload: read the whole event.
+    event = parsed if value is record.value else orjson.loads(value or b"")
     event_id, created_at, payload = event.get("event_id"), event.get("created_at"), event.get("payload")
     if not isinstance(event_id, str) or not event_id:
         raise _RejectedError("missing required envelope field 'event_id'")

@@ -20,7 +20,15 @@ import yaml
 from pydantic import BaseModel
 
 from loader.config import identifiers
-from loader.config.spec import DeploymentSpec, KafkaSpec, RollingSpec, S3Spec, SnowflakeSpec, load_specs
+from loader.config.spec import (
+    DeploymentSpec,
+    KafkaSpec,
+    RollingSpec,
+    S3Spec,
+    SchemaRef,
+    SnowflakeSpec,
+    load_specs,
+)
 from loader.errors import ConfigError
 from loader.schema.resolve import schema_for
 
@@ -108,6 +116,11 @@ def render_spec(name: str, *, topic: str, partitions: int, bucket: str, schema_p
     else:
         add(f"  path: {_scalar(schema_path)}", "Avro schema, relative to this file; one column per field")
         add("  # mode: typed", "typed (default): one column per field; raw: one VARIANT column")
+    add(
+        f"  # max_json_depth: {_default(SchemaRef, 'max_json_depth')}",
+        "levels of JSON objects and arrays a value may nest; deeper is a dead letter (default: "
+        f"{_default(SchemaRef, 'max_json_depth')})",
+    )
     add("s3:")
     add(f"  bucket: {_scalar(bucket)}", "the bucket of the Parquet files (required)")
     add(
