@@ -146,25 +146,26 @@ class RedriveLoad:
     rows: int = 0
 
 
-def _dead_letter_files(
-    store: S3Store, spec: EventSpec, since: datetime | None, until: datetime | None
-) -> list[tuple[ObjectInfo, FileName]]:
-    """The event's dead-letter files whose time partition is in [since, until), in key order."""
+def _dead_letter_files(store: S3Store, spec: EventSpec) -> list[tuple[ObjectInfo, FileName]]:
+    """The event's dead-letter files, in key order."""
     found = []
     for info in store.list_objects(spec.dead_letter_prefix):
         parsed = parse_key(info.key)
         if (
-            parsed is None
-            or parsed.kind != "dead-letter"
-            or parsed.prefix != spec.s3.prefix
-            or parsed.hourly != (spec.s3.time_partition == "hour")
-        ):
-            continue
-        if (since is None or parsed.time_partition >= since) and (
-            until is None or parsed.time_partition < until
+            parsed is not None
+            and parsed.kind == "dead-letter"
+            and parsed.prefix == spec.s3.prefix
+            and parsed.hourly == (spec.s3.time_partition == "hour")
         ):
             found.append((info, parsed))
     return found
+
+
+def _in_range(parsed: FileName, since: datetime | None, until: datetime | None) -> bool:
+    """Whether a file's time partition is in [since, until)."""
+    return (since is None or parsed.time_partition >= since) and (
+        until is None or parsed.time_partition < until
+    )
 
 
 def _newest_firsts(keys: Sequence[str]) -> dict[tuple[str, int], int]:
@@ -192,11 +193,13 @@ def redrive_files(
     """Decode the dead letters of the range again and (unless ``dry_run``) write the records
     that decode for the first time to re-driven data files, stamped ``redriven_at``."""
     data_keys = {info.key for info in store.list_objects(spec.data_prefix)}
-    dead = _dead_letter_files(store, spec, since, until)
+    dead = _dead_letter_files(store, spec)
     newest = _newest_firsts([*data_keys, *(info.key for info, _ in dead)])
     earlier = redriven_files(store, spec)
     results = []
     for info, parsed in dead:
+        if not _in_range(parsed, since, until):
+            continue
         result = FileRedrive(info.key, redriven_keys=[r.key for r in earlier.get(info.key, [])])
         results.append(result)
         range_data = data_key(spec, parsed.covered)

@@ -6,7 +6,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -285,3 +285,25 @@ def test_redriven_files_load_like_reconcile_loads_them(store: S3Store, mode: str
         assert not any(sql.startswith("COPY INTO") for sql in again.executed)
     else:
         assert copies == [] and len(refreshes) == 1 and outcome.handed_to_pipe == [written]
+
+
+def test_put_new_carries_the_requested_encryption(store: S3Store) -> None:
+    """A re-driven file is written with the server-side encryption the settings ask for."""
+    encrypted = S3Store(AwsSettings(region="us-east-1", sse="AES256"), SPEC.s3.bucket)
+    assert encrypted.put_new(b"x", "x/encrypted")
+    head = encrypted._client.head_object(Bucket=SPEC.s3.bucket, Key="x/encrypted")
+    assert head["ServerSideEncryption"] == "AES256"
+
+
+def test_the_range_selects_dead_letter_files_by_their_time_partition(store: S3Store) -> None:
+    """[since, until) takes the dead-letter files whose hour folder is in it, and only those."""
+    hour = datetime.fromtimestamp(PERIOD * 3600, UTC)
+
+    def keys(since: datetime | None, until: datetime | None) -> list[str]:
+        found = redrive_files(
+            store, SPEC, _decoder("size"), since=since, until=until, redriven_at=AT, dry_run=True
+        )
+        return [r.key for r in found]
+
+    assert keys(hour, hour + timedelta(hours=1)) == [dead_letter_key(SPEC, _range(10, 19))]
+    assert keys(hour + timedelta(hours=1), None) == keys(None, hour) == []
