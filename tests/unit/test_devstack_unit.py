@@ -23,6 +23,7 @@ from loader.config.spec import EventSpec, load_specs
 from loader.devstack import DevStack, Service, down, free_port, services_to_start, status
 from loader.devstack import kafka as kafka_mod
 from loader.devstack import provision as provision_mod
+from loader.devstack import registry as registry_mod
 from loader.devstack import stack as stack_mod
 from loader.devstack.process import is_running, spawn, stop, wait_until_ready
 from loader.devstack.provision import provision_dev_stack
@@ -610,3 +611,44 @@ def test_cli_up_without_specs_starts_and_provisions_nothing(
     assert sorted(calls) == ["fakesnow", "kafka", "moto", "schema-registry"]
     assert f"no specs folder {tmp_path / 'no-such-folder'}: nothing provisioned" in result.output
     assert dev_state_path().exists()
+
+
+def test_registry_build_failure_shows_mvn_output(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A failing registry build is a DevStackError with mvn's output; nothing half-built is kept."""
+    _fake_mvn(tmp_path / "bin", "echo '[ERROR] Could not resolve io.apicurio:apicurio-registry-app'; exit 1")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    with pytest.raises(DevStackError, match=r"(?s)Apicurio Registry 2\.4\.2\.Final.*Could not resolve"):
+        registry_mod.ensure_app(tmp_path / "cache")
+    assert list((tmp_path / "cache" / "apicurio-2.4.2").iterdir()) == []
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(DevStackError, match=r"Maven \(mvn\) not found.*install Maven"):
+        registry_mod.ensure_app(tmp_path / "cache")
+
+
+def test_registry_is_built_once_from_the_packaged_project(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """mvn builds the wrapper project (pom, Central-only settings, application.properties) once;
+    the cached app, marked complete, is reused without mvn."""
+    calls = tmp_path / "calls"
+    script = (
+        f'echo "$PWD $*" >> {calls}\n'
+        "test -f pom.xml && test -f settings.xml && test -f src/main/resources/application.properties"
+        " || exit 3\n"
+        "mkdir -p target/lib && touch target/apicurio-registry-local-2.4.2-runner.jar"
+    )
+    _fake_mvn(tmp_path / "bin", script)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    jar = registry_mod.ensure_app(tmp_path / "cache")
+    assert jar.is_file()
+    assert (jar.parent / ".complete").is_file()
+    assert jar.parent.parent == tmp_path / "cache" / "apicurio-2.4.2"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert registry_mod.ensure_app(tmp_path / "cache") == jar
+    [argv] = calls.read_text().splitlines()
+    assert argv.endswith("-B -q -s settings.xml package -DskipTests")
+    packaged = files("loader.devstack").joinpath("apicurio")
+    assert "<mirrorOf>*</mirrorOf>" in packaged.joinpath("settings.xml").read_text()
+    assert "quarkus.index-dependency.regapp.artifact-id=apicurio-registry-app" in (
+        packaged.joinpath("application.properties").read_text()
+    )

@@ -8,10 +8,13 @@ leaves the machine), and every captured text is searched for the sentinels.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import socket
+import threading
 import traceback
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import click
@@ -23,9 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from loader.cli import cli
 from loader.config.settings import CONFIG_FILE_ENV, STATE_DIR_ENV, Settings, load_settings
-from loader.errors import ConfigError, LoaderError, StorageError, WarehouseError
+from loader.errors import ConfigError, LoaderError, RegistryError, StorageError, WarehouseError
 from loader.logs import MASK, configure_logging
 from loader.ops.status import consumer_lag
+from loader.schema.registry_client import RegistryClient
 from loader.store.aws import aws_client, storage_errors
 from loader.warehouse.connection import Warehouse
 from tests.integration.helpers import make_spec
@@ -382,3 +386,45 @@ def test_kafka_tls_key_password_is_never_shown(
         capsys.readouterr().err,
     ):
         assert passphrase not in text
+
+
+def test_schema_registry_password_is_never_shown(
+    secret_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The registry password (and its Basic token) is masked in the settings and absent from the
+    client's repr, its errors (registry down, login refused) and DEBUG logs."""
+    password = "registry-sentinel-5d0c2e"
+    token = base64.b64encode(f"loader:{password}".encode()).decode()
+
+    class Refusing(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = HTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("LOADER_SCHEMA_REGISTRY__USERNAME", "loader")
+    monkeypatch.setenv("LOADER_SCHEMA_REGISTRY__PASSWORD", password)
+    configure_logging("DEBUG", "json")
+    texts: list[str] = []
+    try:
+        for port, error in ((_closed_port(), RegistryError), (server.server_address[1], ConfigError)):
+            monkeypatch.setenv("LOADER_SCHEMA_REGISTRY__URL", f"http://127.0.0.1:{port}")
+            settings = load_settings(use_dev_stack=False)
+            with (
+                RegistryClient.from_settings(settings.schema_registry) as client,
+                pytest.raises(error) as caught,
+            ):
+                client.writer_schema(1)
+            texts += [repr(settings), settings.model_dump_json(), repr(client), _everything(caught.value)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    texts.append(capsys.readouterr().err)
+    for text in texts:
+        assert password not in text
+        assert token not in text
