@@ -123,12 +123,12 @@ class RegistryClient:
         cache_size: int = CACHE_SIZE,
     ) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"schema registry URL must be http(s)://host… (got {excerpt(url)})")
-        if parts.username is not None or parts.password is not None:
-            raise ConfigError(  # the URL is not quoted: it holds a password
+        if "@" in url.split("://", 1)[-1].split("/", 1)[0]:  # user:password@host: never quoted
+            raise ConfigError(
                 "the schema registry URL holds credentials: pass the user and password separately"
             )
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"schema registry URL must be http(s)://host… (got {excerpt(url)})")
         self.url = url.rstrip("/")
         self._headers = {"Accept": CONTENT_TYPE}
         if username:

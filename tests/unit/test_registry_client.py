@@ -254,9 +254,10 @@ def test_unusable_ca_file_and_credentials_in_the_url_are_refused(tmp_path: Path)
     """A missing CA file, and a URL with user:password, are ConfigErrors that never quote the password."""
     with pytest.raises(ConfigError, match="CA file"):
         RegistryClient("https://registry:8081", ca_file=tmp_path / "absent.pem")
-    with pytest.raises(ConfigError, match="holds credentials") as caught:
-        RegistryClient("https://svc:hunter2-secret@registry:8081")
-    assert "hunter2-secret" not in str(caught.value)
+    for url in ("https://svc:hunter2-secret@registry:8081", "svc:hunter2-secret@registry:8081"):
+        with pytest.raises(ConfigError, match="holds credentials") as caught:
+            RegistryClient(url)
+        assert "hunter2-secret" not in str(caught.value)
     with pytest.raises(ConfigError, match="http"):
         RegistryClient("ftp://registry")
 
