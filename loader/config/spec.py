@@ -127,11 +127,21 @@ class SchemaRef(_Model):
     max_json_depth: int = Field(default=64, ge=8, le=200)
     """Levels of JSON objects and arrays a record's value may nest (the envelope object is
     level 1); a deeper record is a dead letter. Every decoding path holds records to it."""
+    format: Literal["json", "avro-registry", "protobuf-registry"] = "json"
+    """How values are encoded: json (an enveloped JSON object), or avro-registry (Confluent's
+    wire format: magic byte 0, the writer schema's registry id, Avro binary, resolved to this
+    schema). protobuf-registry is reserved and not supported yet."""
 
     @model_validator(mode="after")
     def _path_matches_mode(self) -> SchemaRef:
         if self.mode == "typed" and self.path is None:
             raise ValueError("a typed event needs schema.path (an .avsc file); use mode: raw for raw JSON")
+        if self.format == "protobuf-registry":
+            raise ValueError("format protobuf-registry is not supported yet: use json or avro-registry")
+        if self.format == "avro-registry" and self.mode != "typed":
+            raise ValueError(
+                "format avro-registry needs mode: typed (the .avsc is the reader schema of the records)"
+            )
         return self
 
 

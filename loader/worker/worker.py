@@ -49,6 +49,7 @@ from loader.encode import decoder_for
 from loader.errors import ConfigError, FencedError, KafkaError, StorageError
 from loader.metrics import EventMetrics
 from loader.retry import Backoff
+from loader.schema.registry_client import RegistryClient
 from loader.store.s3 import S3Store
 from loader.worker.partition import PartitionState, Roll
 from loader.worker.rolling import expired, roll_for_memory
@@ -111,7 +112,13 @@ class StreamWorker:
         self.settings = settings
         self.metrics = EventMetrics(spec.name)
         self.store = store or S3Store(settings.aws, spec.s3.bucket, metrics=self.metrics)
-        self.decoder = decoder_for(spec)
+        # Confluent wire-format values name their writer schema by id: the registry gives it.
+        registry = (
+            RegistryClient.from_settings(settings.schema_registry)
+            if spec.schema_ref.format == "avro-registry"
+            else None
+        )
+        self.decoder = decoder_for(spec, registry)
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self.budget_bytes = (memory_budget_mb or spec.deployment.memory_budget_mb) * MIB

@@ -1,0 +1,331 @@
+"""Confluent wire-format Avro values (``format: avro-registry``): values serialized by
+confluent-kafka's AvroSerializer (as a real producer does), resolved to the spec's schema."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loader.config.spec import load_spec
+from loader.encode import decoder_for
+from loader.encode.avro_registry import AvroRegistryDecoder, wire_value
+from loader.errors import ConfigError, RegistryError, SpecError
+from loader.schema import load_avro_schema
+from loader.schema.registry_client import WriterSchemaError
+from loader.schema.types import arrow_schema
+from tests.unit.fakes import FakeRecord
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).parents[2]
+TOPIC = "stores"
+CREATED = "2026-11-27T08:00:00Z"
+HEADERS = (("event_id", b"e-1"), ("created_at", CREATED.encode()), ("source", b"svc"))
+
+READER: dict[str, Any] = {
+    "type": "record",
+    "name": "StoreUpdated",
+    "namespace": "com.delivery.stores",
+    "version": 2,
+    "fields": [
+        {"name": "store_id", "type": "string"},
+        {"name": "rating", "type": ["null", "double"], "default": None},
+        {"name": "visits", "type": "long"},
+        {"name": "city", "type": "string", "default": "unknown"},
+        {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
+        {"name": "opened_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2}},
+    ],
+}
+V1: dict[str, Any] = {
+    "type": "record",
+    "name": "Store",
+    "namespace": "com.producer",
+    "fields": [
+        {"name": "store_id", "type": "string"},
+        {"name": "rating", "type": ["null", "float"], "default": None},
+        {"name": "visits", "type": "int"},
+        {"name": "internal", "type": "string"},
+        {"name": "opened_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2}},
+    ],
+}
+V2: dict[str, Any] = {
+    **V1,
+    "fields": [*V1["fields"], {"name": "city", "type": ["null", "string"], "default": None}],
+}
+OPENED = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+
+class Registry:
+    """confluent-kafka's in-memory registry: the serializer registers, the decoder looks up by id."""
+
+    def __init__(self) -> None:
+        self.client = MockSchemaRegistryClient({"url": "mock://registry"})
+        self.lookups: list[int] = []
+        self.down = False
+
+    def serialize(self, writer: dict[str, Any], value: dict[str, Any]) -> bytes:
+        serializer = AvroSerializer(self.client, json.dumps(writer))
+        data = serializer(value, SerializationContext(TOPIC, MessageField.VALUE))
+        assert data is not None
+        return data
+
+    def writer_schema(self, schema_id: int) -> str:
+        self.lookups.append(schema_id)
+        if self.down:
+            raise RegistryError("cannot reach the schema registry", transient=True)
+        try:
+            return str(self.client.get_schema(schema_id).schema_str)
+        except Exception:  # the mock's own "not found" error
+            raise WriterSchemaError(schema_id, "the schema registry has no such schema") from None
+
+
+def _decoder(registry: Registry, reader: dict[str, Any] = READER) -> AvroRegistryDecoder:
+    from loader.schema.avro import parse_avro_schema  # noqa: PLC0415
+
+    return AvroRegistryDecoder(parse_avro_schema(reader), reader, registry)
+
+
+def _records(values: Sequence[bytes | None], headers: Any = HEADERS) -> list[FakeRecord]:
+    return [FakeRecord(TOPIC, 0, 10 + i, 1_764_230_400_000, None, v, headers) for i, v in enumerate(values)]
+
+
+def _v1(registry: Registry, index: int) -> bytes:
+    value = {
+        "store_id": f"s-{index}",
+        "rating": 4.5,
+        "visits": index,
+        "internal": "x",
+        "opened_at": OPENED,
+        "price": Decimal("12.34"),
+    }
+    return registry.serialize(V1, value)
+
+
+def _v2(registry: Registry, index: int, city: str | None = "Denver") -> bytes:
+    value = {
+        "store_id": f"s-{index}",
+        "rating": None,
+        "visits": index,
+        "internal": "x",
+        "opened_at": OPENED,
+        "price": Decimal("1.50"),
+        "city": city,
+    }
+    return registry.serialize(V2, value)
+
+
+def test_v1_and_v2_mixed_in_one_batch_land_in_the_spec_shape() -> None:
+    """v1 and v2 records in one batch become rows of the spec's shape (promotions, defaults, drops)."""
+    registry = Registry()
+    values = [_v1(registry, 0), _v2(registry, 1), _v1(registry, 2), _v2(registry, 3, city="Boston")]
+    decoded = _decoder(registry).decode(_records(values))
+    assert decoded.rejected == []
+    table = decoded.table
+    assert table.schema == arrow_schema(_decoder(registry).schema)
+    assert table.column("STORE_ID").to_pylist() == ["s-0", "s-1", "s-2", "s-3"]
+    assert table.column("VISITS").to_pylist() == [0, 1, 2, 3]  # int promoted to long
+    assert table.column("RATING").to_pylist() == [4.5, None, 4.5, None]  # float promoted to double
+    assert table.column("CITY").to_pylist() == ["unknown", "Denver", "unknown", "Boston"]  # v1: default
+    assert table.column("TAGS").to_pylist() == [[], [], [], []]
+    assert table.column("OPENED_AT").to_pylist() == [OPENED] * 4  # millis read as micros
+    assert table.column("PRICE").to_pylist() == [Decimal("12.34"), Decimal("1.50")] * 2
+    assert "INTERNAL" not in table.column_names
+    assert table.column("_EVENT_ID").to_pylist() == ["e-1"] * 4
+    assert table.column("_CREATED_AT").to_pylist() == [datetime(2026, 11, 27, 8, tzinfo=UTC)] * 4
+    assert table.column("_OFFSET").to_pylist() == [10, 11, 12, 13]
+    assert len(registry.lookups) == 2  # each writer schema looked up once
+
+
+def test_writer_null_for_a_required_reader_field_is_a_dead_letter_alone() -> None:
+    """A writer union's null branch meeting a required reader field rejects that record only."""
+    registry = Registry()
+    reader = {
+        **READER,
+        "fields": [*READER["fields"][:3], {"name": "city", "type": "string"}, *READER["fields"][4:]],
+    }
+    values = [_v2(registry, 0), _v2(registry, 1, city=None), _v2(registry, 2)]
+    decoded = _decoder(registry, reader).decode(_records(values))
+    assert decoded.table.column("_OFFSET").to_pylist() == [10, 12]
+    assert [r.record.offset for r in decoded.rejected] == [11]
+    assert "cannot be resolved" in decoded.rejected[0].reason
+
+
+def test_unresolvable_writer_schema_makes_every_record_of_its_id_a_dead_letter() -> None:
+    """A writer lacking a reader field without default: each record of its id is a dead letter."""
+    registry = Registry()
+    no_visits = {**V1, "name": "Other", "fields": [f for f in V1["fields"] if f["name"] != "visits"]}
+    bad = registry.serialize(
+        no_visits, {"store_id": "s", "rating": None, "internal": "", "opened_at": OPENED, "price": Decimal(1)}
+    )
+    bad_id = int.from_bytes(bad[1:5], "big")
+    decoded = _decoder(registry).decode(_records([bad, _v1(registry, 1), bad]))
+    assert decoded.table.column("_OFFSET").to_pylist() == [11]
+    assert [r.record.offset for r in decoded.rejected] == [10, 12]
+    for rejected in decoded.rejected:
+        assert f"schema id {bad_id}" in rejected.reason
+        assert "cannot be resolved" in rejected.reason
+
+
+def test_unknown_schema_id_is_a_dead_letter_with_the_id() -> None:
+    """An id the registry does not know rejects its records with the id and reason; the rest decode."""
+    registry = Registry()
+    good = _v1(registry, 0)
+    unknown = wire_value(4242, good[5:])
+    decoded = _decoder(registry).decode(_records([unknown, good, unknown]))
+    assert decoded.table.num_rows == 1
+    assert [r.reason for r in decoded.rejected] == [
+        "schema id 4242: the schema registry has no such schema"
+    ] * 2
+    assert registry.lookups.count(4242) == 1  # asked once per batch
+
+
+def test_a_registry_outage_propagates_and_rejects_nothing() -> None:
+    """A transient lookup failure raises out of decode (the batch is retried), never a dead letter."""
+    registry = Registry()
+    value = _v1(registry, 0)
+    registry.down = True
+    with pytest.raises(RegistryError) as raised:
+        _decoder(registry).decode(_records([value]))
+    assert raised.value.transient
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "tombstone"),
+        (b"", "too short"),
+        (b"\x00\x00\x00", "too short"),
+        (b'{"store_id": "s"}', "magic byte is 0x7b"),
+    ],
+)
+def test_malformed_wire_bytes_are_dead_letters(value: bytes | None, reason: str) -> None:
+    """Values not in the Confluent wire format are dead letters saying why."""
+    registry = Registry()
+    decoded = _decoder(registry).decode(_records([value, _v1(registry, 1)]))
+    assert decoded.table.num_rows == 1
+    assert len(decoded.rejected) == 1
+    assert reason in decoded.rejected[0].reason
+
+
+def test_truncated_and_overlong_bodies_are_dead_letters_alone() -> None:
+    """A body cut short or followed by extra bytes is rejected alone, whatever its neighbours."""
+    registry = Registry()
+    good = _v1(registry, 0)
+    decoded = _decoder(registry).decode(_records([good[:-3], good, good + b"\x02", good]))
+    assert decoded.table.column("_OFFSET").to_pylist() == [11, 13]
+    reasons = [r.reason for r in decoded.rejected]
+    assert "not a valid Avro record" in reasons[0]
+    assert "1 bytes left after the Avro record" in reasons[1]
+
+
+def test_envelope_comes_from_headers_or_the_records_fields() -> None:
+    """The envelope comes from headers, else the record's fields of the same name; neither: dead letter."""
+    registry = Registry()
+    with_envelope = {
+        **V1,
+        "fields": [
+            *V1["fields"],
+            {"name": "event_id", "type": "string"},
+            {"name": "created_at", "type": "string"},
+            {"name": "schema_version", "type": "int"},
+        ],
+    }
+    value = registry.serialize(
+        with_envelope,
+        {
+            "store_id": "s",
+            "rating": None,
+            "visits": 1,
+            "internal": "",
+            "opened_at": OPENED,
+            "price": Decimal(1),
+            "event_id": "from-record",
+            "created_at": "2026-11-27T09:00:00+01:00",
+            "schema_version": 7,
+        },
+    )
+    decoded = _decoder(registry).decode(
+        _records([value], headers=()) + _records([_v1(registry, 1)], headers=())
+    )
+    assert decoded.table.column("_EVENT_ID").to_pylist() == ["from-record"]
+    assert decoded.table.column("_CREATED_AT").to_pylist() == [datetime(2026, 11, 27, 8, tzinfo=UTC)]
+    assert decoded.table.column("_SCHEMA_VERSION").to_pylist() == [7]
+    assert [r.reason for r in decoded.rejected] == [
+        "missing required envelope field 'event_id' (a Kafka header, or a field of the record)"
+    ]
+    headers = (("event_id", b"\xff"), ("created_at", CREATED.encode()))
+    decoded = _decoder(registry).decode(_records([value], headers=headers))
+    assert decoded.rejected[0].reason == "envelope header 'event_id' is not UTF-8"
+
+
+def test_decimal_too_wide_for_the_column_is_rejected_alone() -> None:
+    """A decimal the writer holds but the column cannot is a dead letter; the batch's others land."""
+    registry = Registry()
+    wide = {
+        **V1,
+        "fields": [
+            *V1["fields"][:5],
+            {
+                "name": "price",
+                "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2},
+            },
+        ],
+    }
+    value = {"store_id": "s", "rating": None, "visits": 1, "internal": "", "opened_at": OPENED}
+    big = registry.serialize(wide, {**value, "price": Decimal("1234567.89")})
+    small = registry.serialize(wide, {**value, "price": Decimal("12.00")})
+    decoded = _decoder(registry).decode(_records([big, small]))
+    assert decoded.table.column("PRICE").to_pylist() == [Decimal("12.00")]
+    assert "does not fit" in decoded.rejected[0].reason
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=8), st.sampled_from([1, 2]))
+def test_any_bytes_never_raise_out_of_the_decoder(bodies: list[bytes], schema_id: int) -> None:
+    """Whatever bytes a value holds, each record ends as a row or a dead letter, in order."""
+    registry = Registry()
+    _v1(registry, 0)
+    _v2(registry, 0)
+    values = [wire_value(schema_id, body) for body in bodies] + [b"\x00" + body for body in bodies]
+    decoded = _decoder(registry).decode(_records(values))
+    offsets = decoded.table.column("_OFFSET").to_pylist() + [r.record.offset for r in decoded.rejected]
+    assert sorted(offsets) == [r.offset for r in _records(values)]
+
+
+def test_spec_format_avro_registry_selects_the_decoder(tmp_path: Path) -> None:
+    """format avro-registry selects the Avro decoder, which needs a lookup; protobuf is refused."""
+    (tmp_path / "s.avsc").write_text(json.dumps(READER))
+    spec_file = tmp_path / "s.yaml"
+    base = {
+        "name": "stores",
+        "kafka": {"topic": TOPIC},
+        "s3": {"bucket": "bucket-b", "prefix": "stores"},
+        "snowflake": {"database": "D", "schema": "S", "table": "T"},
+    }
+    spec_file.write_text(json.dumps({**base, "schema": {"path": "s.avsc", "format": "avro-registry"}}))
+    spec = load_spec(spec_file)
+    registry = Registry()
+    decoder = decoder_for(spec, registry)
+    assert isinstance(decoder, AvroRegistryDecoder)
+    assert decoder.decode(_records([_v1(registry, 0)])).table.num_rows == 1
+    with pytest.raises(ConfigError, match=r"schema_registry\.url"):
+        decoder_for(spec)
+    spec_file.write_text(json.dumps({**base, "schema": {"path": "s.avsc", "format": "protobuf-registry"}}))
+    with pytest.raises(SpecError, match="not supported yet"):
+        load_spec(spec_file)
+    assert load_avro_schema(tmp_path / "s.avsc").version == 2
+    assert pa.types.is_decimal(decoder.file_schema.field("PRICE").type)
