@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 import click
+from pydantic import ValidationError
 
 from loader.cli.options import CliContext, pass_cli, specs_option
+from loader.config.problems import validation_problems
+from loader.config.settings import SchemaRegistrySettings
 from loader.errors import ConfigError
 from loader.schema.check import check_schemas
 from loader.schema.registry import register_schema
+from loader.schema.registry_client import RegistryClient
 
 __all__ = ["schemas"]
 
@@ -44,24 +46,30 @@ def check(cli: CliContext, against: str) -> None:
 @specs_option
 @click.option(
     "--url",
-    envvar="LOADER_SCHEMA_REGISTRY_URL",
-    required=True,
-    help="Confluent-compatible schema registry ($LOADER_SCHEMA_REGISTRY_URL).",
+    default=None,
+    help="Confluent-compatible schema registry (default: LOADER_SCHEMA_REGISTRY__URL).",
 )
 @click.option(
     "--user",
-    envvar="LOADER_SCHEMA_REGISTRY_USER",
     default=None,
-    help="Basic-auth user; the password comes from $LOADER_SCHEMA_REGISTRY_PASSWORD.",
+    help="Basic-auth user (default: LOADER_SCHEMA_REGISTRY__USERNAME); the password comes "
+    "from LOADER_SCHEMA_REGISTRY__PASSWORD, never from the command line.",
 )
 @pass_cli
-def register(cli: CliContext, events: tuple[str, ...], url: str, user: str | None) -> None:
+def register(cli: CliContext, events: tuple[str, ...], url: str | None, user: str | None) -> None:
     """Register the schemas of EVENTS (default: all typed ones) at deploy time, never at run time."""
     specs = cli.specs(events)
-    password = os.environ.get("LOADER_SCHEMA_REGISTRY_PASSWORD")
-    for spec in specs:
-        if spec.schema_path is None:
-            click.echo(f"{spec.name}: raw event type, nothing to register")
-            continue
-        registration = register_schema(spec, url, username=user, password=password)
-        click.echo(f"{spec.name}: registered as {registration.subject}, id {registration.schema_id}")
+    configured = cli.settings.schema_registry
+    given = {name: value for name, value in (("url", url), ("username", user)) if value}
+    try:
+        registry = SchemaRegistrySettings.model_validate(configured.model_dump() | given)
+    except ValidationError as exc:
+        problems = "; ".join(validation_problems(exc, show_input=False))
+        raise ConfigError(f"invalid schema registry settings: {problems}") from None
+    with RegistryClient.from_settings(registry) as client:
+        for spec in specs:
+            if spec.schema_path is None:
+                click.echo(f"{spec.name}: raw event type, nothing to register")
+                continue
+            registration = register_schema(spec, client)
+            click.echo(f"{spec.name}: registered as {registration.subject}, id {registration.schema_id}")

@@ -27,18 +27,10 @@ class Registration:
     schema_id: int
 
 
-def register_schema(
-    spec: EventSpec,
-    url: str,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    timeout_s: float = 30.0,
-) -> Registration:
+def register_schema(spec: EventSpec, client: RegistryClient) -> Registration:
     """Register the event's Avro schema under ``<topic>-value``; the registry returns its id."""
     if spec.schema_path is None:
         raise ConfigError(f"{spec.name} is a raw event type: it has no schema to register")
     subject = f"{spec.kafka.topic}-value"
-    with RegistryClient(url, username=username, password=password, timeout_s=timeout_s) as client:
-        schema_id = client.register(subject, "AVRO", spec.schema_path.read_text())
+    schema_id = client.register(subject, "AVRO", spec.schema_path.read_text())
     return Registration(subject=subject, schema_id=schema_id)

@@ -65,8 +65,8 @@ def test_registers_typed_schemas_under_topic_value(registry: FakeRegistry) -> No
     """Each typed schema is posted as AVRO under <topic>-value; raw event types are skipped."""
     result = CliRunner().invoke(
         cli,
-        ["schemas", "register", "--specs", str(SPECS), "--url", registry.url, "--user", "deployer"],
-        env={"LOADER_SCHEMA_REGISTRY_PASSWORD": "s3cret-pw"},
+        ["schemas", "register", "--specs", str(SPECS), "--url", registry.url],
+        env={"LOADER_SCHEMA_REGISTRY__USERNAME": "deployer", "LOADER_SCHEMA_REGISTRY__PASSWORD": "s3cret-pw"},
     )
     assert result.exit_code == 0, result.output
     subjects = {subject for subject, _, _ in registry.received}
