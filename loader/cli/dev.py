@@ -1,6 +1,6 @@
 """``loader dev up|provision|produce|status|down``: the local stack, detached, for a person at a terminal.
 
-``up`` starts the services that are not configured (Kafka, moto, fakesnow),
+``up`` starts the services that are not configured (Kafka, moto, fakesnow, the schema registry),
 records them in the state file, provisions what every spec needs on them
 (topics, buckets, the notifications queue and the notification rules), and
 returns; every other ``loader`` command run with the same state dir picks their

@@ -67,7 +67,7 @@ def run_demo(
     # Keep aiokafka's start-up chatter (coordinator not yet elected) out of the summary.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     work_dir = Path(tempfile.mkdtemp(prefix="loader-demo-"))
-    with console.status("starting local services (Kafka, moto, fakesnow)…"):
+    with console.status("starting local services (Kafka, moto, fakesnow, schema registry)…"):
         stack = DevStack.launch(base, work_dir=work_dir)
     try:
         settings = load_settings(**stack.overrides)
