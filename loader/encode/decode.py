@@ -16,11 +16,11 @@ header key that is not UTF-8 (see :mod:`loader.consume.records`).
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -50,6 +50,7 @@ ENVELOPE_FIELDS = ("event_id", "event_name", "created_at", "source", "schema_ver
 then needs no payload decoding, and the value is the bare payload). As a header,
 ``schema_version`` is a decimal number in ASCII."""
 REQUIRED_ENVELOPE = ("event_id", "created_at")
+_ENVELOPE_PREFIXES = [(key, f'"{key}":'.encode()) for key in ENVELOPE_FIELDS]
 
 
 class KafkaRecord(Protocol):
@@ -194,7 +195,7 @@ class BatchDecoder:
         """The common case in one pass, with no per-record checks: every value present, one
         line each, all valid, no field the schema does not know. None whenever anything is
         off; the careful path then runs."""
-        if None in values or (any(r.headers for r in records) and _header_envelope_not_utf8(records)):
+        if None in values:
             return None
         joined = b"\n".join(values)  # type: ignore[arg-type]  # no None, checked above
         lines = len(values)
@@ -351,7 +352,8 @@ def with_rejected(decoded: DecodedBatch, rejected: list[Rejected]) -> DecodedBat
 
 
 def envelope_values(records: Sequence[KafkaRecord]) -> list[bytes | None]:
-    """Each record's value as an enveloped JSON object (header envelopes wrapped in)."""
+    """Each record's value as an enveloped JSON object (header envelopes wrapped in); None
+    where there is no value, or envelope headers that are not UTF-8."""
     if not any(r.headers for r in records):
         return [r.value for r in records]
     return [_with_header_envelope(r) for r in records]
@@ -367,24 +369,24 @@ def _with_header_envelope(record: KafkaRecord) -> bytes | None:
     headers = header_envelope(record.headers)
     if "event_id" not in headers or record.value is None:
         return record.value
-    parts = []
-    for key in ENVELOPE_FIELDS:
+    parts = [b"{"]
+    for key, prefix in _ENVELOPE_PREFIXES:
         raw = headers.get(key)
         if raw is None:
-            encoded = "null"
-        else:
-            # Not UTF-8 is a dead letter (checked_value); this text is never a row.
-            text = raw.decode("utf-8", errors="replace")
-            if key == "schema_version":
-                encoded = text if text.strip().isdigit() else json.dumps(text)
-            else:
-                encoded = json.dumps(text)
-        parts.append(f'"{key}":{encoded}')
+            parts += (prefix, b"null,")
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None  # no event: checked_value names the header
+        digits = key == "schema_version" and text.strip().isdigit()
+        parts += (prefix, raw if digits else orjson.dumps(text), b",")
     # Byte concatenation keeps the payload as sent: a malformed one stays malformed. Every
     # envelope key is written, so a value that smuggles in a key after its object (``{…},
     # "source": "x"``) repeats one (Arrow refuses that) or brings an unknown one (the fast
     # path refuses that), and the careful path then finds it is not one JSON object.
-    return b"{" + ",".join(parts).encode() + b',"payload":' + record.value + b"}"
+    parts += (b'"payload":', record.value, b"}")
+    return b"".join(parts)
 
 
 def checked_value(record: KafkaRecord, sent: bytes | None, max_json_depth: int) -> Any:
@@ -402,16 +404,6 @@ def checked_value(record: KafkaRecord, sent: bytes | None, max_json_depth: int) 
     if reason is not None or value is None:
         raise StrictJsonError(reason or "no value")
     return strict_loads(value, max_json_depth, outer_depth=1 if in_headers else 0)
-
-
-def _header_envelope_not_utf8(records: Sequence[KafkaRecord]) -> bool:
-    """Whether any record's envelope headers hold a value that is not UTF-8."""
-    return any(
-        not _is_utf8(value)
-        for record in records
-        if record.headers
-        for key, value in header_envelope(record.headers).items()
-    )
 
 
 def _is_utf8(data: bytes) -> bool:

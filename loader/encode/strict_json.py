@@ -27,7 +27,6 @@ DEFAULT_MAX_JSON_DEPTH: int = SchemaRef.model_fields["max_json_depth"].default
 a spec sets it as ``schema.max_json_depth``."""
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_SPACE_BEFORE_COLON = re.compile(rb'"[ \t\r\n]+:')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"{}[]")
 
 
@@ -97,17 +96,17 @@ def strict_loads(value: bytes, max_depth: int, *, outer_depth: int = 0) -> Any:
 
 
 def _keys_may_repeat(value: bytes, parsed: Any) -> bool:
-    """False only when no object in ``value`` repeats a key. orjson keeps the last of
-    repeated keys and writes every key it kept as ``"key":``; text written without
-    ``\\u00..`` escapes (which could spell a quote or a colon) and without space before a
-    colon has as many ``":`` as orjson's rewrite of it, unless a key repeats."""
-    if b"\\u00" in value or _SPACE_BEFORE_COLON.search(value):
+    """False only when no object in ``value`` repeats a key. Outside strings, a colon only
+    ends a key; orjson keeps the last of repeated keys and writes a string's colons as they
+    are. So text that spells no colon as ``\\u003a`` has as many colons as orjson's rewrite
+    of it, unless a key repeats."""
+    if b"\\" in value and b"\\u003" in value:
         return True
     try:
         rewritten = orjson.dumps(parsed)
     except (orjson.JSONEncodeError, TypeError):
         return True
-    return value.count(b'":') != rewritten.count(b'":')
+    return value.count(b":") != rewritten.count(b":")
 
 
 def _exact(value: bytes) -> Any:
