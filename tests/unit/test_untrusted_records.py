@@ -4,6 +4,7 @@ dead letters, from fetched record to the bytes and keys of the files."""
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -107,6 +108,29 @@ def test_a_header_key_that_is_not_utf8_is_a_dead_letter_with_its_bytes(
         {"key": "\ufffd\ufffd", "key_bytes": b"\xff\xfe", "value": b"v"},
         {"key": "n", "key_bytes": None, "value": None},
     ]
+
+
+@pytest.mark.parametrize("decoder", [BatchDecoder(SCHEMA), RawDecoder("order_created")], ids=["typed", "raw"])
+def test_an_envelope_header_that_is_not_utf8_is_a_dead_letter_with_its_bytes(
+    tmp_path: Path, decoder: Decoder
+) -> None:
+    """A header envelope whose event_id is not UTF-8 makes no row: a dead letter keeping the
+    header's exact bytes; the same payload under a UTF-8 event_id is a row."""
+    payload = json.dumps(json.loads(VALID[1])["payload"]).encode()
+    created = ("created_at", b"2026-11-27T08:00:00Z")
+    records = [
+        _record(0, NOW),
+        FakeRecord("t", 0, 1, NOW, None, payload, (("event_id", b"e-\xff"), created)),
+        FakeRecord("t", 0, 2, NOW, None, payload, (("event_id", b"e-2"), created)),
+    ]
+    [roll] = _run(records, [3], _spec(), decoder, tmp_path)
+    data, dead = _read(roll.closed.data_path), _read(roll.closed.dead_letter_path)
+    assert data is not None and dead is not None
+    assert data.column("_OFFSET").to_pylist() == [0, 2]
+    [letter] = dead.to_pylist()
+    assert letter["_REASON"] == "envelope header 'event_id' is not UTF-8: b'e-\\xff'"
+    assert letter["_VALUE"] == payload
+    assert letter["_HEADERS"][0] == {"key": "event_id", "key_bytes": None, "value": b"e-\xff"}
 
 
 @pytest.mark.parametrize(
