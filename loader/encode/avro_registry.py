@@ -4,16 +4,19 @@ A value is the magic byte 0, the writer schema's registry id (4 bytes, big-endia
 then the record in Avro binary. The writer schema comes from a lookup by id
 (:class:`WriterSchemas`, the registry client in production); the spec's ``.avsc`` is
 the reader schema, so the table keeps the spec's shape whatever version wrote the
-record. Resolution follows Avro's rules, implemented by fastavro: fields matched by
-name or alias, defaults for reader fields the writer lacks, writer-only fields
-dropped, promotions (int → long → float → double, string ↔ bytes) and unions.
+record. Resolution follows Avro's rules: fields matched by name or alias, defaults
+for reader fields the writer lacks, writer-only fields dropped, promotions
+(int → long → float → double, string ↔ bytes) and unions.
 
-Why record by record: the columnar Avro readers (polars' ``read_avro``, the
-``polars-avro`` plugin) decode a container block of many records ten times faster,
-but cannot tell where one record ends inside a block: a body with one byte too many
-shifts every record after it into wrong rows without an error, and a truncated one
-panics. A verdict must depend on the record alone, so each body is decoded on its
-own and must be consumed exactly; only the Arrow conversion is batched.
+Batch decoding: the records of a batch are grouped by schema id, and each group
+is read in one call into Arrow columns and resolved there
+(:mod:`loader.encode.avro_columns`: polars' Avro reader, with a sentinel after each
+body proving every record ended where its body did). A group the block reader
+refuses is split in halves until each bad record stands alone with its reason. A
+writer schema the columnar path does not cover (enums, maps, unions of several
+types) is decoded record by record by fastavro, which implements every resolution
+rule; the path is chosen by the schema id, so a record's verdict depends on its
+bytes alone.
 
 The envelope (``event_id``, ``created_at``, ...) rides in Kafka headers, as for a
 JSON value with a header envelope (:func:`~loader.encode.decode.header_envelope`);
@@ -35,7 +38,9 @@ from typing import Any, Protocol
 
 import fastavro
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from loader.encode.avro_columns import BlockRefused, ColumnarWriter, NotColumnar, Unresolvable
 from loader.encode.decode import (
     ENVELOPE_FIELDS,
     REQUIRED_ENVELOPE,
@@ -77,6 +82,10 @@ class WriterSchemas(Protocol):
     def writer_schema(self, schema_id: int) -> str: ...
 
 
+_Envelope = tuple[str, str | None, datetime, str | None, int | None]
+"""event_id, event_name, created_at, source, schema_version."""
+
+
 class _RecordError(Exception):
     """Why one record cannot become a row."""
 
@@ -109,104 +118,166 @@ class AvroRegistryDecoder:
             ),
         ]
         self._reader_document = reader
-        self._resolved: dict[int, tuple[Any, Any]] = {}
-        """Per schema id: the parsed (writer, reader) pair fastavro resolves between."""
+        self._reader_base = reader_schema
+        self._plans: dict[int, ColumnarWriter | tuple[Any, Any] | str] = {}
+        """Per schema id: its block reader, fastavro's parsed (writer, reader) pair, or why
+        its records cannot be read (a schema never changes under its id)."""
 
     def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
         """Decode ``records`` (consecutive records of one partition); raises only when the
         writer-schema lookup fails transiently (the batch is then retried)."""
         kept, rejected = screen(records)
-        unusable: dict[int, str] = {}
-        good: list[KafkaRecord] = []
-        payloads: list[dict[str, Any]] = []
-        envelopes: list[tuple[str, str | None, datetime, str | None, int | None]] = []
+        groups: dict[int, list[KafkaRecord]] = {}
         for record in kept:
             try:
-                datum = self._datum(record, unusable)
-                envelope = self._envelope(record, datum)
+                groups.setdefault(_schema_id(record.value), []).append(record)
+            except _RecordError as exc:
+                rejected.append(Rejected(record, str(exc)))
+        tables: list[pa.Table] = []
+        for schema_id, members in groups.items():
+            try:
+                plan = self._plan(schema_id)
+            except _RecordError as exc:
+                rejected += [Rejected(record, str(exc)) for record in members]
+                continue
+            if isinstance(plan, ColumnarWriter):
+                self._decode_block(schema_id, plan, members, tables, rejected)
+            else:
+                self._decode_each(schema_id, plan, members, tables, rejected)
+        if not tables:
+            table = self.file_schema.empty_table()
+        elif len(tables) == 1:
+            table = tables[0]
+        else:
+            table = pa.concat_tables(tables).sort_by("_OFFSET")
+        return with_rejected(DecodedBatch(table, []), rejected)
+
+    def _plan(self, schema_id: int) -> ColumnarWriter | tuple[Any, Any]:
+        """How records of ``schema_id`` are read: in blocks, or record by record by fastavro
+        (its parsed writer and reader schemas). _RecordError when they cannot be read at all."""
+        plan = self._plans.get(schema_id)
+        if plan is None:
+            text = self._writer_text(schema_id)
+            try:
+                plan = ColumnarWriter(text, self._reader_base, self._record_envelope)
+            except NotColumnar:
+                plan = self._schemas(schema_id, text)
+            except Unresolvable as exc:
+                plan = f"schema id {schema_id}: cannot be resolved to the spec's schema: {exc}"
+            self._plans[schema_id] = plan
+        if isinstance(plan, str):
+            raise _RecordError(plan)
+        return plan
+
+    def _writer_text(self, schema_id: int) -> str:
+        """The writer schema's text; a registry that cannot give it is asked again next batch."""
+        try:
+            return self._writer_schemas.writer_schema(schema_id)
+        except WriterSchemaError as exc:
+            raise _RecordError(f"schema id {schema_id}: {exc.reason}") from None
+
+    def _decode_block(
+        self,
+        schema_id: int,
+        writer: ColumnarWriter,
+        records: Sequence[KafkaRecord],
+        tables: list[pa.Table],
+        rejected: list[Rejected],
+    ) -> None:
+        """Read ``records`` in one block; if it is refused, split it in halves until each bad
+        record stands alone with its reason (a few bad records cost O(log n) reads)."""
+        try:
+            payload, from_record, problems = writer.read(
+                [record.value[WIRE_HEADER_BYTES:] for record in records]  # type: ignore[index]
+            )
+        except BlockRefused as exc:
+            if len(records) == 1:
+                reason = f"schema id {schema_id}: not a valid Avro record: {clip(str(exc), _REASON_CHARS)}"
+                rejected.append(Rejected(records[0], reason))
+                return
+            middle = len(records) // 2
+            self._decode_block(schema_id, writer, records[:middle], tables, rejected)
+            self._decode_block(schema_id, writer, records[middle:], tables, rejected)
+            return
+        good: list[int] = []
+        envelopes: list[_Envelope] = []
+        for index, record in enumerate(records):
+            if problems[index] is not None:
+                rejected.append(Rejected(record, f"schema id {schema_id}: {problems[index]}"))
+                continue
+            try:
+                fields = {name: values[index] for name, values in from_record.items()}
+                envelopes.append(self._envelope(record, fields))
+            except _RecordError as exc:
+                rejected.append(Rejected(record, str(exc)))
+                continue
+            good.append(index)
+        if good:
+            if len(good) < len(records):
+                payload = payload.take(pa.array(good, pa.int64()))
+            tables.append(self._file_table([records[i] for i in good], payload, envelopes))
+
+    def _decode_each(
+        self,
+        schema_id: int,
+        schemas: tuple[Any, Any],
+        records: Sequence[KafkaRecord],
+        tables: list[pa.Table],
+        rejected: list[Rejected],
+    ) -> None:
+        """Read ``records`` one by one with fastavro (writer schemas the block reader does not cover)."""
+        good: list[KafkaRecord] = []
+        payloads: list[dict[str, Any]] = []
+        envelopes: list[_Envelope] = []
+        for record in records:
+            try:
+                datum = _datum(schema_id, schemas, record.value)  # type: ignore[arg-type]
+                fields = {name: datum.pop(name, None) for name in self._record_envelope}
+                envelopes.append(self._envelope(record, fields))
             except _RecordError as exc:
                 rejected.append(Rejected(record, str(exc)))
                 continue
             good.append(record)
             payloads.append(datum)
-            envelopes.append(envelope)
-        table, refused = self._to_file_table(good, payloads, envelopes)
-        return with_rejected(DecodedBatch(table, []), [*rejected, *refused])
-
-    def _datum(self, record: KafkaRecord, unusable: dict[int, str]) -> dict[str, Any]:
-        """The record's value read with the spec's schema, or _RecordError saying why not."""
-        value = record.value
-        if value is None:
-            raise _RecordError("tombstone: the record has no value")
-        if len(value) < WIRE_HEADER_BYTES:
-            raise _RecordError(
-                f"value of {len(value)} bytes is too short for the Confluent wire format "
-                "(magic byte 0, a 4-byte schema id, then the Avro record)"
-            )
-        if value[0] != MAGIC:
-            raise _RecordError(f"magic byte is {value[0]:#04x}, not 0: not in the Confluent wire format")
-        schema_id = int.from_bytes(value[1:WIRE_HEADER_BYTES], "big")
-        writer, reader = self._schemas(schema_id, unusable)
-        stream = io.BytesIO(value)
-        stream.seek(WIRE_HEADER_BYTES)
+        if not good:
+            return
         try:
-            datum = fastavro.schemaless_reader(stream, writer, reader)
-        except fastavro.read.SchemaResolutionError as exc:
-            raise _RecordError(
-                f"schema id {schema_id}: the record cannot be resolved to the spec's schema: "
-                f"{clip(str(exc), _REASON_CHARS)}"
-            ) from None
-        except (Exception, RecursionError) as exc:  # any byte string is possible input
-            raise _RecordError(
-                f"schema id {schema_id}: not a valid Avro record: {type(exc).__name__}: "
-                f"{clip(str(exc), _REASON_CHARS)}"
-            ) from None
-        left = len(value) - stream.tell()
-        if left:
-            raise _RecordError(f"schema id {schema_id}: {left} bytes left after the Avro record")
-        if not isinstance(datum, dict):
-            raise _RecordError(f"schema id {schema_id}: the writer schema is not a record")
-        return datum
+            payload = pa.array(payloads, type=self._payload_type)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            kept: list[int] = []
+            for index, datum in enumerate(payloads):
+                try:
+                    pa.array([datum], type=self._payload_type)
+                except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+                    reason = f"a value does not fit the spec's column type: {clip(str(exc), _REASON_CHARS)}"
+                    rejected.append(Rejected(good[index], reason))
+                else:
+                    kept.append(index)
+            if not kept:
+                return
+            good, envelopes = [good[i] for i in kept], [envelopes[i] for i in kept]
+            payload = pa.array([payloads[i] for i in kept], type=self._payload_type)
+        tables.append(self._file_table(good, payload, envelopes))
 
-    def _schemas(self, schema_id: int, unusable: dict[int, str]) -> tuple[Any, Any]:
-        """The parsed writer schema of ``schema_id`` and the reader schema named like it."""
-        resolved = self._resolved.get(schema_id)
-        if resolved is not None:
-            return resolved
-        if schema_id in unusable:  # asked once per batch: the registry may learn the id later
-            raise _RecordError(unusable[schema_id])
-        try:
-            text = self._writer_schemas.writer_schema(schema_id)
-        except WriterSchemaError as exc:
-            unusable[schema_id] = f"schema id {schema_id}: {exc.reason}"
-            raise _RecordError(unusable[schema_id]) from None
+    def _schemas(self, schema_id: int, text: str) -> tuple[Any, Any] | str:
+        """The parsed writer schema and the reader schema named like it, or why there are none."""
         try:
             document = json.loads(text)
             writer = fastavro.parse_schema(document)
         except (ValueError, TypeError, KeyError, RecursionError, fastavro.schema.SchemaParseException) as exc:
-            unusable[schema_id] = (
-                f"schema id {schema_id}: the registry's schema is not valid Avro: "
-                f"{clip(str(exc), _REASON_CHARS)}"
-            )
-            raise _RecordError(unusable[schema_id]) from None
+            return f"schema id {schema_id}: the registry's schema is not valid Avro: {clip(str(exc), 300)}"
         if not isinstance(document, dict) or document.get("type") != "record":
-            unusable[schema_id] = f"schema id {schema_id}: the writer schema is not an Avro record"
-            raise _RecordError(unusable[schema_id])
+            return f"schema id {schema_id}: the writer schema is not an Avro record"
         # Avro matches records by full name; the event type is the spec's, whatever the
         # producer named its record, so the reader takes the writer's top-level name.
         reader_document = dict(self._reader_document, name=document["name"])
         reader_document.pop("namespace", None)
         if "namespace" in document:
             reader_document["namespace"] = document["namespace"]
-        reader = fastavro.parse_schema(reader_document)
-        self._resolved[schema_id] = (writer, reader)
-        return writer, reader
+        return writer, fastavro.parse_schema(reader_document)
 
-    def _envelope(
-        self, record: KafkaRecord, datum: dict[str, Any]
-    ) -> tuple[str, str | None, datetime, str | None, int | None]:
-        """The record's envelope: headers first, else the writer record's fields (popped from ``datum``)."""
-        found: dict[str, Any] = {name: datum.pop(name, None) for name in self._record_envelope}
+    def _envelope(self, record: KafkaRecord, found: dict[str, Any]) -> _Envelope:
+        """The record's envelope: its headers, else ``found`` (the writer record's fields)."""
         for key, raw in header_envelope(record.headers).items():
             try:
                 found[key] = raw.decode("utf-8")
@@ -225,33 +296,12 @@ class AvroRegistryDecoder:
             _version(found.get("schema_version")),
         )
 
-    def _to_file_table(
-        self,
-        records: list[KafkaRecord],
-        payloads: list[dict[str, Any]],
-        envelopes: list[tuple[str, str | None, datetime, str | None, int | None]],
-    ) -> tuple[pa.Table, list[Rejected]]:
-        """The rows in one conversion; a value Arrow refuses (a decimal too wide for the
-        column) is found record by record and rejected alone."""
-        if not records:
-            return self.file_schema.empty_table(), []
-        try:
-            payload = pa.array(payloads, type=self._payload_type)
-        except (pa.ArrowException, ValueError, TypeError, OverflowError):
-            refused: list[Rejected] = []
-            kept: list[int] = []
-            for index, datum in enumerate(payloads):
-                try:
-                    pa.array([datum], type=self._payload_type)
-                except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
-                    reason = f"a value does not fit the spec's column type: {clip(str(exc), _REASON_CHARS)}"
-                    refused.append(Rejected(records[index], reason))
-                else:
-                    kept.append(index)
-            table, _ = self._to_file_table(
-                [records[i] for i in kept], [payloads[i] for i in kept], [envelopes[i] for i in kept]
-            )
-            return table, refused
+    def _file_table(
+        self, records: list[KafkaRecord], payload: pa.Array, envelopes: list[_Envelope]
+    ) -> pa.Table:
+        """The file's rows: the payload's fields, the envelope, and the Kafka metadata."""
+        if payload.type != self._payload_type:
+            payload = pc.cast(payload, self._payload_type)
         event_ids, names, created, sources, versions = zip(*envelopes, strict=True)
         columns: list[pa.Array] = [payload.field(f.name) for f in self.schema.fields]
         columns += [
@@ -267,7 +317,46 @@ class AvroRegistryDecoder:
             pa.array([r.key for r in records], pa.binary()),
             headers_column(records),
         ]
-        return pa.Table.from_arrays(columns, schema=self.file_schema), []
+        return pa.Table.from_arrays(columns, schema=self.file_schema)
+
+
+def _schema_id(value: bytes | None) -> int:
+    """The writer schema's id in a wire-format value, or _RecordError saying why there is none."""
+    if value is None:
+        raise _RecordError("tombstone: the record has no value")
+    if len(value) < WIRE_HEADER_BYTES:
+        raise _RecordError(
+            f"value of {len(value)} bytes is too short for the Confluent wire format "
+            "(magic byte 0, a 4-byte schema id, then the Avro record)"
+        )
+    if value[0] != MAGIC:
+        raise _RecordError(f"magic byte is {value[0]:#04x}, not 0: not in the Confluent wire format")
+    return int.from_bytes(value[1:WIRE_HEADER_BYTES], "big")
+
+
+def _datum(schema_id: int, schemas: tuple[Any, Any], value: bytes) -> dict[str, Any]:
+    """One value read by fastavro with the spec's schema; the body must be read to its end."""
+    writer, reader = schemas
+    stream = io.BytesIO(value)
+    stream.seek(WIRE_HEADER_BYTES)
+    try:
+        datum = fastavro.schemaless_reader(stream, writer, reader)
+    except fastavro.read.SchemaResolutionError as exc:
+        raise _RecordError(
+            f"schema id {schema_id}: the record cannot be resolved to the spec's schema: "
+            f"{clip(str(exc), _REASON_CHARS)}"
+        ) from None
+    except (Exception, RecursionError) as exc:  # any byte string is possible input
+        raise _RecordError(
+            f"schema id {schema_id}: not a valid Avro record: {type(exc).__name__}: "
+            f"{clip(str(exc), _REASON_CHARS)}"
+        ) from None
+    left = len(value) - stream.tell()
+    if left:
+        raise _RecordError(f"schema id {schema_id}: {left} bytes left after the Avro record")
+    if not isinstance(datum, dict):
+        raise _RecordError(f"schema id {schema_id}: the writer schema is not a record")
+    return datum
 
 
 def _timestamp(text: Any) -> datetime:

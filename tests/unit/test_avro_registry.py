@@ -3,6 +3,7 @@ confluent-kafka's AvroSerializer (as a real producer does), resolved to the spec
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pyarrow as pa
 import pytest
 from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
@@ -161,7 +163,10 @@ def test_writer_null_for_a_required_reader_field_is_a_dead_letter_alone() -> Non
     decoded = _decoder(registry, reader).decode(_records(values))
     assert decoded.table.column("_OFFSET").to_pylist() == [10, 12]
     assert [r.record.offset for r in decoded.rejected] == [11]
-    assert "cannot be resolved" in decoded.rejected[0].reason
+    assert (
+        decoded.rejected[0].reason
+        == "schema id 1: field 'city' is null in the record but the spec requires it"
+    )
 
 
 def test_unresolvable_writer_schema_makes_every_record_of_its_id_a_dead_letter() -> None:
@@ -227,9 +232,8 @@ def test_truncated_and_overlong_bodies_are_dead_letters_alone() -> None:
     good = _v1(registry, 0)
     decoded = _decoder(registry).decode(_records([good[:-3], good, good + b"\x02", good]))
     assert decoded.table.column("_OFFSET").to_pylist() == [11, 13]
-    reasons = [r.reason for r in decoded.rejected]
-    assert "not a valid Avro record" in reasons[0]
-    assert "1 bytes left after the Avro record" in reasons[1]
+    for rejected in decoded.rejected:
+        assert "not a valid Avro record" in rejected.reason
 
 
 def test_envelope_comes_from_headers_or_the_records_fields() -> None:
@@ -273,8 +277,11 @@ def test_envelope_comes_from_headers_or_the_records_fields() -> None:
 
 
 def test_decimal_too_wide_for_the_column_is_rejected_alone() -> None:
-    """A decimal the writer holds but the column cannot is a dead letter; the batch's others land."""
+    """A decimal with more digits than its schema allows is a dead letter; the batch's others land."""
     registry = Registry()
+    value = {"store_id": "s", "rating": None, "visits": 1, "internal": "", "opened_at": OPENED}
+    small = registry.serialize(V1, {**value, "price": Decimal("12.00")})
+    # Avro does not bound a decimal's digits: a careless producer's bytes under the same id.
     wide = {
         **V1,
         "fields": [
@@ -285,11 +292,12 @@ def test_decimal_too_wide_for_the_column_is_rejected_alone() -> None:
             },
         ],
     }
-    value = {"store_id": "s", "rating": None, "visits": 1, "internal": "", "opened_at": OPENED}
-    big = registry.serialize(wide, {**value, "price": Decimal("1234567.89")})
-    small = registry.serialize(wide, {**value, "price": Decimal("12.00")})
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(wide), {**value, "price": Decimal("1234567.89")})
+    big = wire_value(int.from_bytes(small[1:5], "big"), body.getvalue())
     decoded = _decoder(registry).decode(_records([big, small]))
     assert decoded.table.column("PRICE").to_pylist() == [Decimal("12.00")]
+    assert [r.record.offset for r in decoded.rejected] == [10]
     assert "does not fit" in decoded.rejected[0].reason
 
 
