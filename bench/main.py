@@ -9,7 +9,9 @@
 4. Produce the same events again to a second topic, compressed (``--compression``,
    zstd by default), and run (d) the same worker on it: d/c is what decompressing
    costs the worker.
-5. Print events/s and MB/s of each, the ratios c/a, c/b and d/c, the worker's peak
+5. Decode the same events alone, as JSON and as Avro from a schema registry (e), in this
+   process (:mod:`bench.avro_decode`): the Avro path's rate against JSON's.
+6. Print events/s and MB/s of each, the ratios c/a, c/b, d/c and e's avro/json, the worker's peak
    RSS against its budget, and, last, one JSON line for scripts.
 
 Missing a target is reported, not an error (exit 0): the numbers are the
@@ -32,6 +34,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.avro_decode import DecodeRates, measure_decoding
 from bench.consume import FETCH_MAX_RECORDS, Measured, consume_naive, consume_raw
 from bench.cpu import CpuMeter, CpuUsage
 from bench.produce import Produced, create_topic, pick_schema, produce
@@ -48,6 +51,8 @@ BUCKET = "loader-bench"
 TARGET_RATIO_RAW = 0.5
 TARGET_RATIO_NAIVE = 3.0
 RSS_HEADROOM_MB = 150
+DECODE_EVENTS = 100_000
+"""Events decoded each way in the decoding-only comparison (e)."""
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -273,6 +278,7 @@ def _report(
     worker: WorkerResult,
     files: FilesCheck,
     compressed: tuple[WorkerResult, FilesCheck] | None,
+    decoding: DecodeRates,
 ) -> bool:
     """Print the table and the JSON line; True when the workers' output is correct."""
     ratio_raw = _ratio(worker.eps, raw.eps)
@@ -361,6 +367,7 @@ def _report(
             problems.append(f"{label} the worker did not commit every record: its figures are zero")
         if checked.rows != produced.events:
             problems.append(f"{label} {checked.rows:,} rows in S3 for {produced.events:,} events")
+    lines.append(f"  (e) {decoding.describe()}")
     lines += [f"  PROBLEM: {p}" for p in problems] or ["  correctness: every event is in exactly one S3 file"]
     print("\n".join(lines))
     summary = {
@@ -374,6 +381,9 @@ def _report(
         "ratio_compressed": round(ratio_compressed, 3) if compressed else None,
         "peak_rss_mb": round(memory_mib, 1),
         "budget_mb": int(args.budget_mb),
+        "decode_json_eps": round(decoding.json_eps, 1),
+        "decode_avro_registry_eps": round(decoding.avro_eps, 1),
+        "ratio_avro_json_decode": round(decoding.ratio, 3),
     }
     print(json.dumps(summary), flush=True)
     return not problems
@@ -403,7 +413,13 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"kept {work_dir}")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
-    ok = _report(args, *results)
+    # Decoding alone, in this process once the services are gone: JSON against Avro from a registry.
+    name = results[0]
+    _say(f"(e) decoding only: JSON and Avro from a registry, {min(args.events, DECODE_EVENTS):,} events")
+    decoding = measure_decoding(
+        name, REPO / "schemas" / f"{name}.avsc", min(args.events, DECODE_EVENTS), args.seed
+    )
+    ok = _report(args, *results, decoding)
     return 0 if ok else 1
 
 
