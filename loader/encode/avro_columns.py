@@ -47,7 +47,14 @@ class Unresolvable(Exception):  # noqa: N818 - a verdict on the schema, not an e
 
 
 class BlockRefused(Exception):  # noqa: N818 - the caller splits the block
-    """The block could not be read record for record (a malformed body is in it)."""
+    """The block could not be read record for record (a malformed body is in it).
+
+    ``stable`` says whether the message depends on the bodies alone (a value the spec's type
+    cannot hold), or also on the block around them (the reader's failure, a sentinel)."""
+
+    def __init__(self, message: str, *, stable: bool = False) -> None:
+        super().__init__(message)
+        self.stable = stable
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,7 @@ class ColumnarWriter:
     reader-shaped Arrow columns."""
 
     def __init__(self, writer_text: str, reader: dict[str, Any], envelope: Sequence[str]) -> None:
+        self.writer_text = writer_text
         document = json.loads(writer_text)
         if not isinstance(document, dict) or document.get("type") != "record":
             raise NotColumnar("the writer schema is not a record")
@@ -246,7 +254,7 @@ class ColumnarWriter:
                 problems=problems,
             )
         except (pa.ArrowException, ValueError, OverflowError) as exc:
-            raise BlockRefused(f"a value does not fit the spec's type: {exc}") from None
+            raise BlockRefused(f"a value does not fit the spec's type: {exc}", stable=True) from None
         envelope = {name: record.field(name).to_pylist() for name in self._envelope}
         return payload, envelope, problems
 

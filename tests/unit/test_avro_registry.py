@@ -232,8 +232,9 @@ def test_truncated_and_overlong_bodies_are_dead_letters_alone() -> None:
     good = _v1(registry, 0)
     decoded = _decoder(registry).decode(_records([good[:-3], good, good + b"\x02", good]))
     assert decoded.table.column("_OFFSET").to_pylist() == [11, 13]
-    for rejected in decoded.rejected:
-        assert "not a valid Avro record" in rejected.reason
+    reasons = [r.reason for r in decoded.rejected]
+    assert reasons[0].startswith("schema id 1: not a valid Avro record: ")
+    assert reasons[1] == "schema id 1: 1 bytes left after the Avro record"
 
 
 def test_envelope_comes_from_headers_or_the_records_fields() -> None:
@@ -337,3 +338,157 @@ def test_spec_format_avro_registry_selects_the_decoder(tmp_path: Path) -> None:
         load_spec(spec_file)
     assert load_avro_schema(tmp_path / "s.avsc").version == 2
     assert pa.types.is_decimal(decoder.file_schema.field("PRICE").type)
+
+
+NESTED_READER: dict[str, Any] = {
+    "type": "record",
+    "name": "Order",
+    "fields": [
+        {"name": "order_id", "type": "string", "aliases": ["id"]},
+        {
+            "name": "where",
+            "type": [
+                "null",
+                {
+                    "type": "record",
+                    "name": "Geo",
+                    "fields": [{"name": "lat", "type": "double"}, {"name": "lng", "type": "double"}],
+                },
+            ],
+            "default": None,
+        },
+        {
+            "name": "items",
+            "type": {
+                "type": "array",
+                "items": {
+                    "type": "record",
+                    "name": "Item",
+                    "fields": [{"name": "sku", "type": "string"}, {"name": "quantity", "type": "long"}],
+                },
+            },
+        },
+        {"name": "seen_at", "type": {"type": "long", "logicalType": "timestamp-millis"}, "default": 1000},
+    ],
+}
+NESTED_WRITER: dict[str, Any] = {
+    "type": "record",
+    "name": "Order",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {
+            "name": "where",
+            "type": [
+                "null",
+                {
+                    "type": "record",
+                    "name": "Geo",
+                    "fields": [{"name": "lat", "type": "float"}, {"name": "lng", "type": ["null", "float"]}],
+                },
+            ],
+        },
+        {
+            "name": "items",
+            "type": {
+                "type": "array",
+                "items": {
+                    "type": "record",
+                    "name": "Item",
+                    "fields": [{"name": "sku", "type": "string"}, {"name": "quantity", "type": "int"}],
+                },
+            },
+        },
+    ],
+}
+
+
+def test_nested_records_arrays_aliases_and_defaults_resolve() -> None:
+    """Aliases, promotions in records and arrays, null parents, a nested null refused, a default."""
+    registry = Registry()
+    values = [
+        registry.serialize(NESTED_WRITER, {"id": "o-1", "where": None, "items": []}),
+        registry.serialize(
+            NESTED_WRITER,
+            {"id": "o-2", "where": {"lat": 1.5, "lng": 2.5}, "items": [{"sku": "a", "quantity": 2}]},
+        ),
+        registry.serialize(NESTED_WRITER, {"id": "o-3", "where": {"lat": 1.5, "lng": None}, "items": []}),
+    ]
+    decoded = _decoder(registry, NESTED_READER).decode(_records(values))
+    table = decoded.table
+    assert table.column("ORDER_ID").to_pylist() == ["o-1", "o-2"]
+    assert table.column("WHERE").to_pylist() == [None, {"lat": 1.5, "lng": 2.5}]
+    assert table.column("ITEMS").to_pylist() == [[], [{"sku": "a", "quantity": 2}]]
+    assert table.column("ITEMS").type == pa.list_(pa.struct([("sku", pa.string()), ("quantity", pa.int64())]))
+    assert table.column("SEEN_AT").to_pylist() == [datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)] * 2
+    assert [(r.record.offset, r.reason) for r in decoded.rejected] == [
+        (12, "schema id 1: field 'where.lng' is null in the record but the spec requires it")
+    ]
+
+
+def test_writer_schemas_outside_the_columnar_set_are_read_record_by_record() -> None:
+    """A writer with an enum (dropped by the reader) still decodes: fastavro reads it, resolution included."""
+    registry = Registry()
+    with_enum = {
+        **V1,
+        "fields": [
+            *V1["fields"],
+            {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A", "B"]}},
+        ],
+    }
+    value = {
+        "store_id": "s",
+        "rating": 2.0,
+        "visits": 3,
+        "internal": "",
+        "opened_at": OPENED,
+        "price": Decimal("1.00"),
+        "kind": "B",
+    }
+    good = registry.serialize(with_enum, value)
+    decoded = _decoder(registry).decode(_records([good, good + b"\x00", good[:-2]]))
+    assert decoded.table.column("VISITS").to_pylist() == [3]
+    assert decoded.table.column("CITY").to_pylist() == ["unknown"]
+    assert [r.record.offset for r in decoded.rejected] == [11, 12]
+    assert "1 bytes left after the Avro record" in decoded.rejected[0].reason
+
+
+def _mutated(good: list[bytes]) -> st.SearchStrategy[bytes]:
+    """Good values, and the same with bytes flipped, cut or added: what a broken producer sends."""
+    chosen = st.sampled_from(good)
+    flipped = st.tuples(chosen, st.integers(5, 200), st.integers(1, 255)).map(
+        lambda t: (
+            t[0][: t[1]] + bytes([t[0][t[1] % len(t[0])] ^ t[2]]) + t[0][t[1] + 1 :]
+            if t[1] < len(t[0])
+            else t[0]
+        )
+    )
+    cut = st.tuples(chosen, st.integers(1, 20)).map(lambda t: t[0][: max(5, len(t[0]) - t[1])])
+    extended = st.tuples(chosen, st.binary(min_size=1, max_size=4)).map(lambda t: t[0] + t[1])
+    return st.one_of(chosen, flipped, cut, extended)
+
+
+GOOD_REGISTRY = Registry()
+GOOD_VALUES = [
+    _v1(GOOD_REGISTRY, 1),
+    _v2(GOOD_REGISTRY, 2),
+    _v2(GOOD_REGISTRY, 3, city=None),
+    _v1(GOOD_REGISTRY, 4),
+]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(_mutated(GOOD_VALUES), min_size=2, max_size=12))
+def test_a_records_verdict_is_the_same_alone_and_in_any_batch(values: list[bytes]) -> None:
+    """Each record gets the same verdict (its row, or its reason) decoded alone as within the batch."""
+    decoder = _decoder(GOOD_REGISTRY)
+    records = _records(values)
+    batch = decoder.decode(records)
+    rows = {row["_OFFSET"]: row for row in batch.table.to_pylist()}
+    reasons = {r.record.offset: r.reason for r in batch.rejected}
+    assert sorted([*rows, *reasons]) == [r.offset for r in records]
+    for record in records:
+        alone = decoder.decode([record])
+        if record.offset in rows:
+            assert alone.table.to_pylist() == [rows[record.offset]]
+        else:
+            assert [r.reason for r in alone.rejected] == [reasons[record.offset]]
