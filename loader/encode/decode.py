@@ -379,8 +379,11 @@ def _with_header_envelope(record: KafkaRecord) -> bytes | None:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return None  # no event: checked_value names the header
-        digits = key == "schema_version" and text.strip().isdigit()
-        parts += (prefix, raw if digits else orjson.dumps(text), b",")
+        number = text.strip()
+        if key == "schema_version" and number.isascii() and number.isdigit():
+            parts += (prefix, (number.lstrip("0") or "0").encode(), b",")  # "007" is version 7
+        else:
+            parts += (prefix, orjson.dumps(text), b",")
     # Byte concatenation keeps the payload as sent: a malformed one stays malformed. Every
     # envelope key is written, so a value that smuggles in a key after its object (``{…},
     # "source": "x"``) repeats one (Arrow refuses that) or brings an unknown one (the fast

@@ -264,3 +264,13 @@ def test_raw_events_follow_the_same_rules(payload: bytes, reason: str) -> None:
     assert alone is not None and alone.startswith(reason) and alone == among
     headers = (("event_id", b"e"), ("created_at", CREATED.encode()))
     assert _verdicts(RAW, payload, headers)[0] == alone
+
+
+@pytest.mark.parametrize(("sent", "version"), [(b"7", 7), (b"007", 7), (b" 12 ", 12), (b"0", 0)])
+def test_a_schema_version_header_is_its_decimal_number(sent: bytes, version: int) -> None:
+    """A schema_version header is a decimal number in ASCII: leading zeros and spaces are fine."""
+    headers = (*HEADERS, ("schema_version", sent))
+    record = FakeRecord("t", 0, 0, 1, None, json.dumps(STORE).encode(), headers)
+    batch = STORES.decode([record])
+    assert batch.rejected == []
+    assert batch.table.column("_SCHEMA_VERSION").to_pylist() == [version]
