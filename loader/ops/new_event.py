@@ -121,6 +121,10 @@ def render_spec(name: str, *, topic: str, partitions: int, bucket: str, schema_p
         "levels of JSON objects and arrays a value may nest; deeper is a dead letter (default: "
         f"{_default(SchemaRef, 'max_json_depth')})",
     )
+    add(
+        f"  # format: {_default(SchemaRef, 'format')}",
+        "json (default): enveloped JSON; avro-registry: Confluent wire-format Avro, read with this schema",
+    )
     add("s3:")
     add(f"  bucket: {_scalar(bucket)}", "the bucket of the Parquet files (required)")
     add(
