@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -231,6 +230,10 @@ class ColumnarWriter:
         _write_long(header, len(bodies))
         _write_long(header, len(data))
         container = header.getvalue() + data + _SYNC
+        # Imported at first use: polars starts a thread pool, and the worker's supervisor forks
+        # its children before any thread exists.
+        import polars as pl  # noqa: PLC0415
+
         try:
             frame = pl.read_avro(io.BytesIO(container))
             table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
