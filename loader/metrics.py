@@ -60,7 +60,7 @@ __all__ = [
     "render",
 ]
 
-Component = Literal["kafka", "s3", "sqs", "snowflake"]
+Component = Literal["kafka", "s3", "sqs", "snowflake", "registry"]
 MAX_ERROR_KINDS = 20
 """Distinct ``kind`` values per component; later kinds are counted as ``other``."""
 
@@ -119,7 +119,7 @@ BUFFER_MEMORY = Gauge(
 )
 ERRORS = Counter(
     "loader_errors",
-    "Errors of Kafka, S3, SQS and Snowflake, by kind (error class or code).",
+    "Errors of Kafka, S3, SQS, Snowflake and the schema registry, by kind (error class or code).",
     ["event", "component", "kind"],
     registry=REGISTRY,
 )

@@ -111,6 +111,7 @@ def redrive(  # click passes options by name
     after changing the schema, first."""
     from loader.encode import decoder_for  # noqa: PLC0415 - heavy imports, only here
     from loader.replay.redrive import load_redriven, redrive_files, warehouse_behind  # noqa: PLC0415
+    from loader.schema.registry_client import registry_for  # noqa: PLC0415
     from loader.store.s3 import S3Store  # noqa: PLC0415
     from loader.warehouse.connection import Warehouse  # noqa: PLC0415
     from loader.warehouse.objects import EventObjects  # noqa: PLC0415
@@ -120,7 +121,7 @@ def redrive(  # click passes options by name
     settings = cli.settings
     objects = EventObjects.for_spec(spec, settings.snowflake)
     store = S3Store(settings.aws, spec.s3.bucket)
-    decoder = decoder_for(spec)
+    decoder = decoder_for(spec, registry_for(spec, settings.schema_registry))
     with Warehouse(settings.snowflake) as warehouse:
         behind = warehouse_behind(warehouse, settings, spec)
         if behind is not None and not dry_run:

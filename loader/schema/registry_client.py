@@ -3,7 +3,8 @@
 Owns: one connection pool per registry (keep-alive, TLS checked against a CA file or
 the system's CAs, one timeout per request and no retries of its own: the caller's
 loop retries what is transient), basic auth, a bounded cache of schemas by id (a
-registry never changes what an id means, so a cached schema never goes stale), and
+registry never changes what an id means, so a cached schema never goes stale), the
+answers for the batch about to be decoded (:meth:`RegistryClient.prefetch`), and
 translating every failure into the loader's error tree here, at the boundary:
 
 - registry unreachable, a timeout, HTTP 5xx, 408 or 429: :class:`RegistryError`,
@@ -24,6 +25,7 @@ import json
 import ssl
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +36,7 @@ import structlog
 import urllib3
 
 from loader.config.settings import SchemaRegistrySettings
+from loader.config.spec import EventSpec
 from loader.errors import ConfigError, LoaderError, RegistryError, clip, excerpt
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "RegisteredSchema",
     "RegistryClient",
     "WriterSchemaError",
+    "registry_for",
 ]
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -142,6 +146,8 @@ class RegistryClient:
         )
         self._cache: OrderedDict[int, RegisteredSchema] = OrderedDict()
         self._cache_size = cache_size
+        self._held: dict[int, RegisteredSchema | WriterSchemaError] = {}
+        """The answers of the last :meth:`prefetch`, kept until the next one."""
         self._lock = threading.Lock()
 
     @classmethod
@@ -175,9 +181,32 @@ class RegistryClient:
         """Close the pooled connections."""
         self._pool.clear()
 
-    def schema(self, schema_id: int) -> RegisteredSchema:
-        """The schema registered under ``schema_id``: from the cache, else ``GET /schemas/ids/{id}``."""
+    def prefetch(self, schema_ids: Iterable[int]) -> None:
+        """Look up the ids of a batch before it is decoded, and hold the answers until the next
+        prefetch, so that decoding it sends no request: a registry outage surfaces here, as a
+        transient RegistryError the caller retries, never halfway through a decode. An id the
+        registry does not know is held as its WriterSchemaError (its records become dead
+        letters) and asked again by the next prefetch."""
         with self._lock:
+            self._held = {}
+        answers: dict[int, RegisteredSchema | WriterSchemaError] = {}
+        for schema_id in sorted(set(schema_ids)):
+            try:
+                answers[schema_id] = self.schema(schema_id)
+            except WriterSchemaError as exc:
+                answers[schema_id] = exc
+        with self._lock:
+            self._held = answers
+
+    def schema(self, schema_id: int) -> RegisteredSchema:
+        """The schema registered under ``schema_id``: as the last prefetch found it, from the
+        cache, else ``GET /schemas/ids/{id}``."""
+        with self._lock:
+            held = self._held.get(schema_id)
+            if isinstance(held, WriterSchemaError):
+                raise WriterSchemaError(schema_id, held.reason)
+            if held is not None:
+                return held
             cached = self._cache.get(schema_id)
             if cached is not None:
                 self._cache.move_to_end(schema_id)
@@ -277,6 +306,12 @@ class RegistryClient:
         return RegistryError(
             f"schema registry {self.url}: unexpected answer while {what}: {answer.detail}", transient=False
         )
+
+
+def registry_for(spec: EventSpec, settings: SchemaRegistrySettings) -> RegistryClient | None:
+    """The registry client an event type's decoder needs: one for values in Confluent's wire
+    format (``avro-registry``), none for JSON."""
+    return RegistryClient.from_settings(settings) if spec.schema_ref.format == "avro-registry" else None
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:

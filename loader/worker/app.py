@@ -15,7 +15,8 @@ the broker holds the next join until that member's session times out
 
 Endpoints: ``/healthz`` (the process and its worker loop are alive),
 ``/readyz`` (topic metadata fetched, bucket reached, partitions assigned and
-checkpoint recovery finished; 503 before that and while stopping) and
+checkpoint recovery finished; 503 before that, while stopping, and while a service
+the worker waits for is down: ``"down": {"schema_registry": why}``) and
 ``/metrics`` (Prometheus text format: this process's metrics, or the pool's
 children merged; see :mod:`loader.metrics`).
 """
@@ -99,10 +100,12 @@ class ServiceProbes:
         return self.service.error is None and not self.service.finished.is_set()
 
     def ready(self) -> bool:
-        return self.service.worker.ready.is_set() and not self.service.should_stop
+        worker = self.service.worker
+        return worker.ready.is_set() and not worker.down() and not self.service.should_stop
 
     def details(self) -> dict[str, Any]:
-        return {"partitions": self.service.worker.assigned_partitions()}
+        worker = self.service.worker
+        return {"partitions": worker.assigned_partitions(), "down": worker.down()}
 
     def tick(self) -> None:
         self.service.worker.log_progress()

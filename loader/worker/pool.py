@@ -82,7 +82,7 @@ def _child_main(
         async def report() -> None:
             ticks = 0
             while True:
-                ready.value = int(worker.ready.is_set())
+                ready.value = int(worker.ready.is_set() and not worker.down())
                 ticks += 1
                 if ticks % 25 == 0:
                     worker.log_progress()

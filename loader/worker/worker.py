@@ -18,6 +18,15 @@ partition without the loader's checkpoint resumes where its files in S3 end
 On revocation, it finishes or abandons in-flight rolls within a deadline and
 drops unrecorded work, which the next owner re-reads.
 
+Values in Confluent's wire format name their writer schema by registry id. Before a
+batch is decoded, the registry client looks up every id in it
+(:meth:`~loader.schema.registry_client.RegistryClient.prefetch`), so decoding never
+waits on the registry. While the registry is down, the batch is not taken: its
+partitions are rewound to its first offsets and every partition is paused, the worker
+retries the lookup with capped backoff (it keeps polling, so it stays in the group),
+counts each failure (``loader_errors_total``, component ``registry``) and reports the
+registry down on ``/readyz``. Nothing is dead-lettered for it and no offset skipped.
+
 Metrics (:mod:`loader.metrics`) are updated once per fetched batch (records
 and bytes consumed, buffer memory, lag per partition) and once per committed
 file (rows, dead letters, bytes, sizes, durations, newest ``_CREATED_AT``).
@@ -46,10 +55,11 @@ from loader.config.spec import EventSpec
 from loader.consume.errors import kafka_errors
 from loader.consume.kafka import client_kwargs, make_consumer
 from loader.encode import decoder_for
-from loader.errors import ConfigError, FencedError, KafkaError, StorageError
+from loader.encode.avro_registry import MAGIC, WIRE_HEADER_BYTES
+from loader.errors import ConfigError, FencedError, KafkaError, RegistryError, StorageError
 from loader.metrics import EventMetrics
 from loader.retry import Backoff
-from loader.schema.registry_client import RegistryClient
+from loader.schema.registry_client import RegistryClient, registry_for
 from loader.store.s3 import S3Store
 from loader.worker.partition import PartitionState, Roll
 from loader.worker.rolling import expired, roll_for_memory
@@ -64,6 +74,8 @@ MIB = 1024 * 1024
 MAX_QUEUED_ROLLS = 2
 """A partition with this many files waiting for S3 is paused until one lands."""
 MIN_ROW_GROUP_RECORDS = 1_000
+REGISTRY = "schema_registry"
+"""How ``/readyz`` names the schema registry when it is down."""
 
 
 @dataclass
@@ -79,6 +91,17 @@ class WorkerStats:
     recoveries: int = 0
     upload_retries: int = 0
     early_rolls: int = 0
+    registry_retries: int = 0
+
+
+@dataclass
+class _RegistryWait:
+    """Writer schemas that fetched batches need while the registry cannot give them."""
+
+    schema_ids: set[int]
+    reason: str
+    backoff: Backoff
+    retry_at: float
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -113,12 +136,9 @@ class StreamWorker:
         self.metrics = EventMetrics(spec.name)
         self.store = store or S3Store(settings.aws, spec.s3.bucket, metrics=self.metrics)
         # Confluent wire-format values name their writer schema by id: the registry gives it.
-        registry = (
-            RegistryClient.from_settings(settings.schema_registry)
-            if spec.schema_ref.format == "avro-registry"
-            else None
-        )
-        self.decoder = decoder_for(spec, registry)
+        self._registry: RegistryClient | None = registry_for(spec, settings.schema_registry)
+        self._registry_wait: _RegistryWait | None = None
+        self.decoder = decoder_for(spec, self._registry)
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self.budget_bytes = (memory_budget_mb or spec.deployment.memory_budget_mb) * MIB
@@ -184,6 +204,7 @@ class StreamWorker:
                     await self._process_batches(batches)
                 self._measure_lag(consumer)
                 await self._roll_expired()
+                await self._retry_registry()
                 self._apply_backpressure()
             await self._drain()
             self._raise_if_fatal()
@@ -198,6 +219,8 @@ class StreamWorker:
             self._processing_pool.shutdown(wait=True)
             # Uploads still retrying belong to cancelled rolls: their next owner redoes them.
             self._io_pool.shutdown(wait=False, cancel_futures=True)
+            if self._registry is not None:
+                self._registry.close()
             self._log.info("worker_stopped", **vars(self.stats))
         return self.stats
 
@@ -214,6 +237,12 @@ class StreamWorker:
 
     def assigned_partitions(self) -> list[int]:
         return sorted(tp.partition for tp in self._partitions)
+
+    def down(self) -> dict[str, str]:
+        """What the worker is waiting for, and why: the schema registry while a batch's writer
+        schemas cannot be looked up (``/readyz`` names it)."""
+        wait = self._registry_wait
+        return {} if wait is None else {REGISTRY: wait.reason}
 
     async def _wait_until_reachable(self, admin: AIOKafkaAdminClient) -> None:
         """Retry the readiness preconditions while Kafka or S3 fail transiently (the worker
@@ -257,11 +286,73 @@ class StreamWorker:
     # -- processing (thread) ---------------------------------------------------------------------
 
     async def _process_batches(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        if not await self._writer_schemas_known(batches):
+            return
         now = self._clock()
         async with self._lock:
             rolls = await self._in_processing(self._process, batches, now)
         for roll in rolls:
             self._schedule(roll)
+
+    async def _writer_schemas_known(self, batches: dict[TopicPartition, list[Any]]) -> bool:
+        """Look up the writer schemas of the batch's wire-format values before decoding it. While
+        the registry cannot answer, the batch is not taken (False): its partitions are rewound
+        to its first offsets, to be fetched again once the registry is back."""
+        registry = self._registry
+        if registry is None:
+            return True
+        ids = _writer_schema_ids(batches)
+        states = {tp: self._partitions.get(tp) for tp in batches}
+        if self._registry_wait is None:
+            try:
+                await asyncio.to_thread(registry.prefetch, ids)
+            except RegistryError as exc:
+                if not exc.transient:
+                    raise
+                self._registry_failed(ids, exc)
+            else:
+                return True
+        else:
+            self._registry_wait.schema_ids |= ids  # fetched by a partition just assigned
+        consumer = self._consumer
+        assert consumer is not None
+        for tp, records in batches.items():
+            # A partition revoked (or assigned again) meanwhile was positioned by its recovery.
+            if records and states[tp] is not None and self._partitions.get(tp) is states[tp]:
+                consumer.seek(tp, records[0].offset)
+        return False
+
+    def _registry_failed(self, ids: set[int], exc: RegistryError) -> None:
+        """Count a failed lookup and schedule the next (capped exponential backoff)."""
+        self.metrics.error("registry", type(exc).__name__)
+        self.stats.registry_retries += 1
+        wait = self._registry_wait
+        if wait is None:
+            wait = self._registry_wait = _RegistryWait(set(), str(exc), Backoff(jitter=True), 0.0)
+        wait.schema_ids |= ids
+        wait.reason = str(exc)
+        delay = wait.backoff.take()
+        wait.retry_at = time.monotonic() + delay
+        self._log.warning(
+            "schema_registry_retry", error=str(exc), schema_ids=sorted(ids)[:10], delay_s=round(delay, 2)
+        )
+
+    async def _retry_registry(self) -> None:
+        """While the registry is down: when the backoff allows, look up the awaited writer
+        schemas again; once they come, consumption resumes (every partition is paused meanwhile)."""
+        wait = self._registry_wait
+        if wait is None or time.monotonic() < wait.retry_at:
+            return
+        assert self._registry is not None
+        try:
+            await asyncio.to_thread(self._registry.prefetch, wait.schema_ids)
+        except RegistryError as exc:
+            if not exc.transient:
+                raise
+            self._registry_failed(set(), exc)
+            return
+        self._registry_wait = None
+        self._log.info("schema_registry_back", schema_ids=sorted(wait.schema_ids)[:10])
 
     def _process(self, batches: dict[TopicPartition, list[Any]], now: float) -> list[Roll]:
         rolls: list[Roll] = []
@@ -445,6 +536,8 @@ class StreamWorker:
         consumer = self._consumer
         assert consumer is not None
         behind = {tp for tp in self._partitions if self._queued[tp] >= MAX_QUEUED_ROLLS}
+        if self._registry_wait is not None:
+            behind = set(self._partitions)  # nothing is taken until the registry answers
         if behind - self._paused:
             consumer.pause(*(behind - self._paused))
             newly = sorted(tp.partition for tp in behind - self._paused)
@@ -618,3 +711,14 @@ class StreamWorker:
                 # A rebalance is on its way: the partition's next owner recovers it again.
                 self._fenced.add(tp)
                 self._log.warning("position_record_fenced", partition=tp.partition, reason=str(exc))
+
+
+def _writer_schema_ids(batches: dict[TopicPartition, list[Any]]) -> set[int]:
+    """The registry ids in the batch's values that are in Confluent's wire format (magic byte,
+    4-byte big-endian id): the ids the decoder will look up."""
+    return {
+        int.from_bytes(value[1:WIRE_HEADER_BYTES], "big")
+        for records in batches.values()
+        for record in records
+        if (value := record.value) is not None and len(value) >= WIRE_HEADER_BYTES and value[0] == MAGIC
+    }
