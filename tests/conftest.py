@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import structlog
 
+from loader import metrics
 from loader.config.settings import STATE_DIR_ENV, load_settings
 from loader.devstack import DevStack
 
@@ -46,6 +47,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Unit tests must stay hermetic: refuse the real services to them."""
     if item.get_closest_marker("unit") and "dev_stack" in getattr(item, "fixturenames", ()):
         pytest.fail("unit tests must not use the dev_stack fixture; mark the test integration")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_error_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error kinds seen per component are capped process-wide (then counted as ``other``):
+    each test starts from none, so what earlier tests counted cannot change its labels."""
+    monkeypatch.setattr(metrics, "_kinds", {})
 
 
 @pytest.fixture(autouse=True)

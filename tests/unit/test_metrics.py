@@ -83,7 +83,9 @@ def test_error_kinds_are_cleaned_and_capped_per_component() -> None:
         sample.labels["kind"]: sample.value
         for family in text_string_to_metric_families(render(exposition()).decode())
         for sample in family.samples
-        if sample.name == "loader_errors_total" and sample.labels["component"] == "kafka"
+        if sample.name == "loader_errors_total"
+        and sample.labels["component"] == "kafka"
+        and sample.labels["event"] == event
     }
     assert "Bad__kind__with__braces_" in families
     assert len(families) <= metrics.MAX_ERROR_KINDS + 1
