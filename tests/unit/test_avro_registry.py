@@ -302,7 +302,7 @@ def test_decimal_too_wide_for_the_column_is_rejected_alone() -> None:
     assert "does not fit" in decoded.rejected[0].reason
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(st.binary(max_size=40), min_size=1, max_size=8), st.sampled_from([1, 2]))
 def test_any_bytes_never_raise_out_of_the_decoder(bodies: list[bytes], schema_id: int) -> None:
     """Whatever bytes a value holds, each record ends as a row or a dead letter, in order."""
