@@ -138,7 +138,13 @@ def test_records_of_a_new_schema_wait_out_a_registry_outage(
                     and any(committed[p] < ends[p] for p in ends)
                 )
 
-            stays(waiting, OUTAGE_S, what="the worker waiting for the registry", detail=worker.log_tail)
+            stays(
+                waiting,
+                OUTAGE_S,
+                what="the worker waiting for the registry",
+                interval_s=1.0,
+                detail=worker.log_tail,
+            )
             errors_during = _registry_errors(worker)
             assert errors_during >= 2, "the lookup was not retried during the outage"
 

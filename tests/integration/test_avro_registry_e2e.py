@@ -37,7 +37,8 @@ def test_v1_and_v2_in_one_partition_load_in_the_specs_shape_and_bad_values_are_d
 ) -> None:
     """v1 and v2 records interleaved in each partition (and one framed by hand) are rows of the
     spec's shape, coupon NULL for v1; a wrong magic byte, an unknown schema id and a truncated
-    body are dead letters with their reason; every offset is a row or a dead letter, once."""
+    body are dead letters with their reason; every offset is a row or a dead letter, once; a
+    re-drive (which looks writer schemas up in the registry) finds them still bad."""
     settings = dev_stack.settings
     registry_url = settings.schema_registry.url
     assert registry_url, "the session's dev stack has no schema registry"
@@ -135,3 +136,10 @@ def test_v1_and_v2_in_one_partition_load_in_the_specs_shape_and_bad_values_are_d
     assert set(seen.values()) == {1}
     assert sorted(seen) == [(p, o) for p in range(spec.kafka.partitions) for o in range(ends[p])]
     assert sum(seen.values()) == produced
+
+    # Re-driven with the registry (the command passes it): the bad values are still bad, as they were.
+    redriven = CliRunner().invoke(cli, ["dead-letters", "redrive", name, "--specs", str(specs_dir)], env=env)
+    assert redriven.exit_code == 0, redriven.output
+    assert f"{len(bad)} records; 0 now decode" in redriven.output, redriven.output
+    assert f"{len(bad)} still bad" in redriven.output, redriven.output
+    assert "the schema registry has no such schema" in redriven.output, redriven.output
