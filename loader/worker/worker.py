@@ -316,9 +316,11 @@ class StreamWorker:
             self._registry_wait.schema_ids |= ids  # fetched by a partition just assigned
         consumer = self._consumer
         assert consumer is not None
+        assigned = consumer.assignment()
         for tp, records in batches.items():
             # A partition revoked (or assigned again) meanwhile was positioned by its recovery.
-            if records and states[tp] is not None and self._partitions.get(tp) is states[tp]:
+            state = states[tp]
+            if records and state is not None and self._partitions.get(tp) is state and tp in assigned:
                 consumer.seek(tp, records[0].offset)
         return False
 
