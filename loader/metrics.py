@@ -86,6 +86,13 @@ RECORDS_WRITTEN = _per_event("loader_records_written", "Rows in data files commi
 RECORDS_DEAD_LETTERED = _per_event(
     "loader_records_dead_lettered", "Records in dead-letter files committed to S3."
 )
+RECORDS_SKIPPED = Counter(
+    "loader_records_skipped",
+    "Records of a shared topic that this event type does not take, in files' ranges committed to S3: "
+    "reason other_event (another spec's) or unmatched (no spec on the topic takes it).",
+    ["event", "reason"],
+    registry=REGISTRY,
+)
 FILES_WRITTEN = _per_event("loader_files_written", "Data files committed to S3.")
 BYTES_WRITTEN = _per_event("loader_bytes_written", "Bytes of data files committed to S3.")
 FILE_SIZE = _histogram(
@@ -150,6 +157,7 @@ class EventMetrics:
         self.bytes_consumed = BYTES_CONSUMED.labels(event)
         self.records_written = RECORDS_WRITTEN.labels(event)
         self.records_dead_lettered = RECORDS_DEAD_LETTERED.labels(event)
+        self._skipped: dict[str, Counter] = {}
         self.files_written = FILES_WRITTEN.labels(event)
         self.bytes_written = BYTES_WRITTEN.labels(event)
         self.file_size = FILE_SIZE.labels(event)
@@ -168,6 +176,13 @@ class EventMetrics:
         if gauge is None:
             gauge = self._lag[partition] = CONSUMER_LAG.labels(self.event, str(partition))
         gauge.set(records)
+
+    def records_skipped(self, reason: str, records: int) -> None:
+        """Count records of a shared topic skipped (``reason``: other_event or unmatched)."""
+        counter = self._skipped.get(reason)
+        if counter is None:
+            counter = self._skipped[reason] = RECORDS_SKIPPED.labels(self.event, reason)
+        counter.inc(records)
 
     def newest_created_at(self, where: Literal["s3", "table"], unix_s: float) -> None:
         """Move the newest known ``_CREATED_AT`` forward (never back: a late file is not news)."""

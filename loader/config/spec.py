@@ -42,11 +42,13 @@ __all__ = [
     "TABLE_OBJECT_SUFFIXES",
     "DeploymentSpec",
     "EventSpec",
+    "KafkaMatch",
     "KafkaSpec",
     "RollingSpec",
     "S3Spec",
     "SchemaRef",
     "SnowflakeSpec",
+    "TopicSibling",
     "load_spec",
     "load_specs",
 ]
@@ -104,6 +106,66 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _match_value(value: str) -> str:
+    if not value or len(value) > 255:
+        raise ValueError("a match value has 1 to 255 characters")
+    return _free_text(value)
+
+
+MatchValue = Annotated[str, AfterValidator(_match_value)]
+
+
+class KafkaMatch(_Model):
+    """Which records of a shared topic this event type takes (``kafka.match``): exactly one of
+
+    - ``event_name: order_created``: the envelope's ``event_name`` (the ``event_name`` header
+      when the envelope rides in headers, else the JSON value's field);
+    - ``header: type`` with ``equals: order_created``: a Kafka header's value (its first
+      occurrence, as UTF-8 text);
+    - ``catch_all: true``: what no other spec on the topic takes.
+
+    Specs on one topic match on the same thing (all ``event_name``, or all the same header),
+    with distinct values, so no record is taken twice (checked by :func:`load_specs`).
+    """
+
+    event_name: MatchValue | None = None
+    header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._\-]{1,249}$")
+    equals: MatchValue | None = None
+    catch_all: bool = False
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> KafkaMatch:
+        by_header = self.header is not None or self.equals is not None
+        forms = [self.event_name is not None, by_header, self.catch_all]
+        if sum(forms) != 1:
+            raise ValueError(
+                "give exactly one of: event_name: <name>; header: <key> with equals: <value>; catch_all: true"
+            )
+        if (self.header is None) != (self.equals is None):
+            raise ValueError("a header match needs both header: <key> and equals: <value>")
+        return self
+
+    @property
+    def on(self) -> str | None:
+        """What the rule reads: ``event_name``, ``header:<key>``, or None for the catch-all."""
+        if self.event_name is not None:
+            return "event_name"
+        return None if self.header is None else f"header:{self.header}"
+
+    @property
+    def value(self) -> str | None:
+        """The value a record's :attr:`on` must have (None for the catch-all)."""
+        return self.event_name if self.event_name is not None else self.equals
+
+    def describe(self) -> str:
+        """One line for ``loader plan`` and ``loader status``."""
+        if self.catch_all:
+            return "catch-all (what no other spec on the topic takes)"
+        if self.event_name is not None:
+            return f"event_name = {self.event_name!r}"
+        return f"header {self.header!r} = {self.equals!r}"
+
+
 class KafkaSpec(_Model):
     """Where the events come from."""
 
@@ -115,6 +177,16 @@ class KafkaSpec(_Model):
     """Consumer group; defaults to ``loader.<event name>``."""
     partitions: int = Field(default=6, ge=1, le=10_000)
     """Partition count used when the topic is created locally (and the scaling ceiling)."""
+    match: KafkaMatch | None = None
+    """Which of the topic's records are this event type's; None: all of them. Needed when
+    specs share the topic: the others are skipped (counted, not dead-lettered)."""
+
+
+class TopicSibling(_Model):
+    """Another spec reading the same topic (filled in by :func:`load_specs`)."""
+
+    name: str
+    match: KafkaMatch
 
 
 class SchemaRef(_Model):
@@ -207,6 +279,8 @@ class EventSpec(_Model):
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
     source_path: Path | None = Field(default=None, exclude=True)
     """The file the spec was loaded from (set by the loader, not written in YAML)."""
+    siblings: tuple[TopicSibling, ...] = Field(default=(), exclude=True)
+    """The other specs of the specs folder reading the same topic (set by :func:`load_specs`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -257,7 +331,7 @@ def load_specs(specs_dir: Path, names: list[str] | None = None) -> list[EventSpe
     if not specs_dir.is_dir():
         raise ConfigError(f"specs folder {specs_dir} does not exist: set LOADER_SPECS_DIR or --specs")
     files = sorted([*specs_dir.glob("*.yaml"), *specs_dir.glob("*.yml")])
-    specs = [load_spec(f) for f in files]
+    specs = _with_siblings([load_spec(f) for f in files])
     _check_unique(specs)
     if names:
         by_name = {s.name: s for s in specs}
@@ -278,6 +352,7 @@ def _check_unique(specs: list[EventSpec]) -> None:
             ("event name", (spec.name,)),
             ("table", (spec.snowflake.database, spec.snowflake.schema_, spec.snowflake.table)),
             ("S3 prefix", (spec.s3.bucket, spec.s3.prefix)),
+            ("consumer group", (spec.kafka.cluster, spec.consumer_group)),
         ):
             marker = (what, *key)
             if marker in seen:
@@ -293,3 +368,64 @@ def _check_unique(specs: list[EventSpec]) -> None:
                 f"{f2}: S3 prefix {clip(p2, 100)!r} is inside {f1}'s prefix {clip(p1, 100)!r}; "
                 "prefixes must not nest"
             )
+
+
+def _with_siblings(specs: list[EventSpec]) -> list[EventSpec]:
+    """Check the specs sharing a topic and tell each its siblings: every one needs a
+    ``kafka.match``, all on the same thing with distinct values, at most one catch-all."""
+    by_topic: dict[tuple[str, str], list[EventSpec]] = {}
+    for spec in specs:
+        by_topic.setdefault((spec.kafka.cluster, spec.kafka.topic), []).append(spec)
+    result: list[EventSpec] = []
+    for spec in specs:
+        group = by_topic[(spec.kafka.cluster, spec.kafka.topic)]
+        if len(group) == 1:
+            if spec.kafka.match is not None and spec.kafka.match.catch_all:
+                raise ConfigError(
+                    f"{spec.source_path}: kafka.match.catch_all takes what the other specs on topic "
+                    f"{spec.kafka.topic!r} do not, but no other spec in the folder reads that topic"
+                )
+            result.append(spec)
+            continue
+        _check_shared(spec.kafka.topic, group)
+        siblings = tuple(
+            TopicSibling(name=other.name, match=other.kafka.match)
+            for other in group
+            if other is not spec and other.kafka.match is not None
+        )
+        result.append(spec.model_copy(update={"siblings": siblings}))
+    return result
+
+
+def _check_shared(topic: str, group: list[EventSpec]) -> None:
+    names = ", ".join(f"{s.name} ({s.source_path})" for s in group)
+    unmatched = [s for s in group if s.kafka.match is None]
+    if unmatched:
+        raise ConfigError(
+            f"{unmatched[0].source_path}: topic {topic!r} is shared by {names}; each spec on a shared "
+            "topic needs kafka.match (event_name: <name>, header: <key> with equals: <value>, or "
+            "catch_all: true) saying which records it takes"
+        )
+    rules = [(s, s.kafka.match) for s in group if s.kafka.match is not None]
+    catch_alls = [s for s, m in rules if m.catch_all]
+    if len(catch_alls) > 1:
+        raise ConfigError(
+            f"{catch_alls[1].source_path} and {catch_alls[0].source_path} are both the catch-all of "
+            f"topic {topic!r}: at most one spec may take what the others do not"
+        )
+    taken: dict[str, EventSpec] = {}
+    on = {m.on for _s, m in rules if not m.catch_all}
+    if len(on) > 1:
+        raise ConfigError(
+            f"specs on topic {topic!r} match on different things ({', '.join(sorted(map(str, on)))}): "
+            f"a record could match two of {names}; match all of them on event_name, or all on one header"
+        )
+    for spec, match in rules:
+        if match.value is None:
+            continue
+        if match.value in taken:
+            raise ConfigError(
+                f"{spec.source_path} and {taken[match.value].source_path} both take the records of "
+                f"topic {topic!r} with {match.describe()}: each record goes to one spec"
+            )
+        taken[match.value] = spec

@@ -24,7 +24,8 @@ from aiokafka import TopicPartition
 from loader.checkpoint.committer import Generation
 from loader.checkpoint.marker import PendingFile
 from loader.config.spec import EventSpec
-from loader.encode.decode import Decoder, KafkaRecord
+from loader.encode.decode import DecodedBatch, Decoder, KafkaRecord
+from loader.encode.match import RecordMatcher
 from loader.schema.types import CREATED_AT
 from loader.store.layout import FileRange, data_key, dead_letter_key
 from loader.worker.rolling import over_size, split_at_boundaries
@@ -75,6 +76,7 @@ class PartitionState:
         generation: Generation,
         spool_dir: Path | None,
         row_group_records: Callable[[], int],
+        matcher: RecordMatcher | None = None,
     ) -> None:
         self.tp = tp
         self.spec = spec
@@ -88,6 +90,7 @@ class PartitionState:
         self.spool: SpoolFile | None = None
         self.opened_at: float | None = None
         self._decoder = decoder
+        self._matcher = matcher
         self._spool_dir = spool_dir
         self._row_group_records = row_group_records
         self._recovery_spool: SpoolFile | None = None
@@ -153,8 +156,15 @@ class PartitionState:
 
     def _append(self, spool: SpoolFile, segment: Sequence[KafkaRecord]) -> None:
         raw_bytes = spool.raw_bytes
-        decoded = self._decoder.decode(segment)
-        spool.append(segment, decoded)
+        # On a shared topic, the other specs' records stay in the file's range (its offsets
+        # cover every record read) but are neither decoded nor dead-lettered: only counted.
+        matched = self._matcher.split(segment) if self._matcher is not None else None
+        taken = segment if matched is None else matched.taken
+        if taken:
+            decoded = self._decoder.decode(taken)
+        else:
+            decoded = DecodedBatch(self._decoder.file_schema.empty_table(), [])
+        spool.append(segment, decoded, None if matched is None else matched.skipped)
         self.bytes_taken += spool.raw_bytes - raw_bytes
         if decoded.table.num_rows:
             newest = pc.max(decoded.table.column(CREATED_AT)).value

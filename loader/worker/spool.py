@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,9 @@ class ClosedFile:
     records: int
     data_bytes: int
     folder: Path
+    skipped: Mapping[str, int]
+    """Records of the range that are other specs' (shared topic), by reason: neither rows nor
+    dead letters, yet covered, so that ``records = rows + dead_letters + skipped``."""
 
     def discard(self) -> None:
         """Delete the local files."""
@@ -81,6 +85,7 @@ class SpoolFile:
         self._rejected: list[Rejected] = []
         self._rejected_bytes = 0
         self._rows_written = 0
+        self._skipped: Counter[str] = Counter()
         self._sink: pa.NativeFile | None = None
         self._writer: pq.ParquetWriter | None = None
 
@@ -98,12 +103,17 @@ class SpoolFile:
     def empty(self) -> bool:
         return self.records == 0
 
-    def append(self, records: Sequence[KafkaRecord], decoded: DecodedBatch) -> None:
-        """Add consecutive records (already decoded); full row groups go to disk."""
+    def append(
+        self, records: Sequence[KafkaRecord], decoded: DecodedBatch, skipped: Mapping[str, int] | None = None
+    ) -> None:
+        """Add consecutive records (the ones this spec takes decoded, ``skipped`` counting the
+        others by reason); full row groups go to disk."""
         if not records:
             return
         self.last_offset = records[-1].offset
         self.records += len(records)
+        if skipped:
+            self._skipped.update(skipped)
         self.raw_bytes += sum(len(r.value or b"") for r in records)
         if decoded.rejected:
             self._rejected.extend(decoded.rejected)
@@ -159,6 +169,7 @@ class SpoolFile:
             records=self.records,
             data_bytes=data_bytes,
             folder=self._folder,
+            skipped=dict(self._skipped),
         )
         self._rejected, self._rejected_bytes = [], 0
         return closed

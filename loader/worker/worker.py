@@ -56,6 +56,7 @@ from loader.consume.errors import kafka_errors
 from loader.consume.kafka import client_kwargs, make_consumer
 from loader.encode import decoder_for
 from loader.encode.avro_registry import MAGIC, WIRE_HEADER_BYTES
+from loader.encode.match import matcher_for
 from loader.errors import ConfigError, FencedError, KafkaError, RegistryError, StorageError
 from loader.metrics import EventMetrics
 from loader.retry import Backoff
@@ -85,6 +86,8 @@ class WorkerStats:
     records_read: int = 0
     rows_written: int = 0
     dead_lettered: int = 0
+    skipped: int = 0
+    """Records of a shared topic that are other specs' (see ``kafka.match``)."""
     files_written: int = 0
     bytes_written: int = 0
     rolls_fenced: int = 0
@@ -139,6 +142,7 @@ class StreamWorker:
         self._registry: RegistryClient | None = registry_for(spec, settings.schema_registry)
         self._registry_wait: _RegistryWait | None = None
         self.decoder = decoder_for(spec, self._registry)
+        self._matcher = matcher_for(spec)
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self.budget_bytes = (memory_budget_mb or spec.deployment.memory_budget_mb) * MIB
@@ -440,8 +444,11 @@ class StreamWorker:
             self._check_not_fenced(tp)
             assert self._committer is not None
             if not roll.recovery:
-                await self._committer.record_pending(tp, pending, roll.generation)
-                await self._upload(roll)
+                if roll.closed.data_path is not None or roll.closed.dead_letter_path is not None:
+                    await self._committer.record_pending(tp, pending, roll.generation)
+                    await self._upload(roll)
+                # else: only other specs' records (shared topic): nothing to upload, the
+                # position moves past them all the same.
             elif not await self._with_s3_retries(self.store.exists, pending.key):
                 # A recovered roll may already be in S3: only the final commit was missing. Its
                 # dead letters may be there without its data (they go first): keep those bytes.
@@ -472,6 +479,7 @@ class StreamWorker:
         closed = roll.closed
         self.stats.rows_written += closed.rows
         self.stats.dead_lettered += closed.dead_letters
+        self.stats.skipped += sum(closed.skipped.values())
         self.stats.files_written += 1
         self.stats.bytes_written += closed.data_bytes
         self.stats.recoveries += int(roll.recovery)
@@ -484,6 +492,7 @@ class StreamWorker:
             last_offset=pending.last,
             rows=closed.rows,
             dead_letters=closed.dead_letters,
+            skipped=sum(closed.skipped.values()),
             bytes=closed.data_bytes,
             recovery=roll.recovery,
         )
@@ -493,6 +502,8 @@ class StreamWorker:
         closed, metrics = roll.closed, self.metrics
         metrics.records_written.inc(closed.rows)
         metrics.records_dead_lettered.inc(closed.dead_letters)
+        for reason, records in closed.skipped.items():
+            metrics.records_skipped(reason, records)
         metrics.flush_duration.observe(roll.flush_s)
         if closed.data_path is not None:
             metrics.files_written.inc()
@@ -648,6 +659,7 @@ class StreamWorker:
             generation=generation,
             spool_dir=self._spool_dir,
             row_group_records=self._row_group_records,
+            matcher=self._matcher,
         )
 
     async def _resume_without_checkpoint(
