@@ -331,8 +331,9 @@ def load_specs(specs_dir: Path, names: list[str] | None = None) -> list[EventSpe
     if not specs_dir.is_dir():
         raise ConfigError(f"specs folder {specs_dir} does not exist: set LOADER_SPECS_DIR or --specs")
     files = sorted([*specs_dir.glob("*.yaml"), *specs_dir.glob("*.yml")])
-    specs = _with_siblings([load_spec(f) for f in files])
+    specs = [load_spec(f) for f in files]
     _check_unique(specs)
+    specs = _with_siblings(specs)
     if names:
         by_name = {s.name: s for s in specs}
         unknown = [n for n in names if n not in by_name]
