@@ -112,6 +112,13 @@ def status(cli: CliContext, events: tuple[str, ...], as_json: bool) -> None:
     console = Console()
     console.print(status_table(statuses, now))
     for s in statuses:
+        if s.shared_with:
+            console.print(
+                f"{s.event}: topic {s.topic} is shared; {s.event} takes {s.takes}; "
+                f"the others: {'; '.join(s.shared_with)}",
+                markup=False,
+                highlight=False,
+            )
         for source, reason in s.unavailable.items():
             console.print(f"{s.event}: {source} {UNAVAILABLE}: {reason}", markup=False, highlight=False)
         if s.files_unknown:

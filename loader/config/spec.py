@@ -289,6 +289,17 @@ class EventSpec(_Model):
         return self.kafka.consumer_group or f"loader.{self.name}"
 
     @property
+    def takes(self) -> str:
+        """Which records of its topic the event type takes, in words (plan and status)."""
+        match = self.kafka.match
+        return "every record of the topic" if match is None else match.describe()
+
+    @property
+    def shared_with(self) -> list[str]:
+        """The other event types on its topic, each with what it takes (plan and status)."""
+        return [f"{s.name}: {s.match.describe()}" for s in self.siblings]
+
+    @property
     def data_prefix(self) -> str:
         """Key prefix of the data files (the notification and stage scope)."""
         return f"{self.s3.prefix}/data/"

@@ -33,6 +33,10 @@ class KafkaPlan:
     topic: str
     partitions: int
     consumer_group: str
+    takes: str
+    """Which of the topic's records are this event type's (``kafka.match``)."""
+    shared_with: list[str]
+    """The other event types reading the topic, with what each takes (empty: not shared)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,11 @@ class EventPlan:
                     ("cluster", kafka.cluster),
                     ("topic", f"{kafka.topic} ({kafka.partitions} partitions)"),
                     ("consumer group", kafka.consumer_group),
+                    ("takes", kafka.takes),
+                    *[
+                        ("shared with" if number == 0 else "", sibling)
+                        for number, sibling in enumerate(kafka.shared_with)
+                    ],
                 ],
             ),
             _section(
@@ -202,6 +211,8 @@ def plan_event(spec: EventSpec, settings: Settings, *, now: datetime | None = No
             topic=spec.kafka.topic,
             partitions=spec.kafka.partitions,
             consumer_group=spec.consumer_group,
+            takes=spec.takes,
+            shared_with=spec.shared_with,
         ),
         s3=S3Plan(
             bucket=spec.s3.bucket,

@@ -56,6 +56,11 @@ class EventStatus:
     """One event type's pipeline, end to end. None means unknown: see ``unavailable``."""
 
     event: str
+    topic: str = ""
+    takes: str = ""
+    """Which of the topic's records are this event type's (``kafka.match``)."""
+    shared_with: list[str] = field(default_factory=list)
+    """The other event types reading the topic, with what each takes (empty: not shared)."""
     lag: int | None = None
     lag_by_partition: list[PartitionLag] | None = None
     last_file: str | None = None
@@ -79,6 +84,9 @@ class EventStatus:
     def to_json(self) -> dict[str, Any]:
         return {
             "event": self.event,
+            "topic": self.topic,
+            "takes": self.takes,
+            "shared_with": self.shared_with,
             "lag": self.lag,
             "lag_by_partition": None
             if self.lag_by_partition is None
@@ -213,7 +221,9 @@ def event_status(
     ``down`` remembers services that failed transiently (unreachable), so the next event
     types report them at once instead of waiting for the same timeout again.
     """
-    status = EventStatus(event=spec.name)
+    status = EventStatus(
+        event=spec.name, topic=spec.kafka.topic, takes=spec.takes, shared_with=spec.shared_with
+    )
     store = S3Store(settings.aws, spec.s3.bucket, max_attempts=STATUS_S3_ATTEMPTS)
     objects = EventObjects.for_spec(spec, settings.snowflake)
     sources: dict[str, tuple[str, Callable[[], None]]] = {

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from click.testing import CliRunner
 
 from loader.checkpoint.committer import Generation
+from loader.cli import cli
 from loader.config.spec import KafkaMatch, load_specs
 from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder
@@ -280,3 +282,25 @@ def test_a_run_of_only_other_events_still_ends_in_a_range(tmp_path: Path) -> Non
     assert (closed.rows, closed.dead_letters, closed.data_path, closed.dead_letter_path) == (0, 0, None, None)
     assert closed.skipped == {OTHER_EVENT: 4, UNMATCHED: 2}
     assert state.next_offset == 6
+
+
+def test_plan_shows_what_each_spec_takes_and_with_whom_it_shares(tmp_path: Path) -> None:
+    """`loader plan` names the spec's match and the other specs on its topic with theirs, as text and JSON."""
+    _specs(tmp_path, {"a_event": {"header": "type", "equals": "a"}, "rest": {"catch_all": True}})
+    result = CliRunner().invoke(cli, ["plan", "a_event", "--specs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "takes           header 'type' = 'a'\n" in result.output
+    assert "shared with     rest: catch-all (what no other spec on the topic takes)\n" in result.output
+    result = CliRunner().invoke(cli, ["plan", "rest", "--json", "--specs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    kafka = json.loads(result.output)["kafka"]
+    assert kafka["takes"] == "catch-all (what no other spec on the topic takes)"
+    assert kafka["shared_with"] == ["a_event: header 'type' = 'a'"]
+
+
+def test_plan_of_a_spec_alone_on_its_topic_takes_every_record() -> None:
+    """A spec without kafka.match takes every record and shares with no one."""
+    result = CliRunner().invoke(cli, ["plan", "order_created", "--json", "--specs", str(EXAMPLES)])
+    assert result.exit_code == 0, result.output
+    kafka = json.loads(result.output)["kafka"]
+    assert (kafka["takes"], kafka["shared_with"]) == ("every record of the topic", [])

@@ -108,6 +108,9 @@ def test_json_names_every_field_and_the_reasons() -> None:
     assert document["unavailable"] == {"kafka": "no answer"}
     assert set(document) == {
         "event",
+        "topic",
+        "takes",
+        "shared_with",
         "lag",
         "lag_by_partition",
         "last_file",
