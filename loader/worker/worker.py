@@ -484,9 +484,10 @@ class StreamWorker:
         self.stats.bytes_written += closed.data_bytes
         self.stats.recoveries += int(roll.recovery)
         self._measure_file(roll)
+        empty = closed.data_path is None and closed.dead_letter_path is None
         self._log.info(
             "file_committed",
-            key=pending.key,
+            key=None if empty else pending.key,  # a range of other specs' records only: no file
             partition=tp.partition,
             first_offset=pending.first,
             last_offset=pending.last,
