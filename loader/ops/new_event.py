@@ -110,6 +110,14 @@ def render_spec(name: str, *, topic: str, partitions: int, bucket: str, schema_p
         f"used when the topic is created locally; the scaling ceiling (default: {kafka('partitions')})",
     )
     add(f"  # consumer_group: loader.{name}", f"the workers' consumer group (default: loader.{name})")
+    add(
+        "  # match:",
+        "which records are this event type's when specs share the topic (default: all); one of:",
+    )
+    add(f"  #   event_name: {name}", "the envelope's event_name (its header, or the JSON value's field)")
+    add("  #   header: type", "or a Kafka header's value, with equals:")
+    add(f"  #   equals: {name}", "(the header's first occurrence, as text)")
+    add("  #   catch_all: true", "or what no other spec on the topic takes")
     add("schema:")
     if schema_path is None:
         add("  mode: raw", "raw JSON: the payload lands whole in one VARIANT column (default: typed)")
