@@ -405,3 +405,42 @@ def test_kafka_tls_secret_is_mounted_into_the_workers_only(render: Callable[...,
         names = {e["name"] for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert "LOADER_KAFKA__SSL_CAFILE" in names
         assert "LOADER_KAFKA__SSL_CERTFILE" not in names
+
+
+def test_workers_on_a_shared_topic_mount_their_siblings_specs(tmp_path: Path) -> None:
+    """A worker's pod holds the specs of every event on its topic, and they load there with their matches."""
+    specs_dir = tmp_path / "pipelines"
+    specs_dir.mkdir()
+    for name, match in (("a_event", {"event_name": "a"}), ("rest", {"catch_all": True})):
+        document = yaml.safe_load((EXAMPLES / "app_click.yaml").read_text())
+        document.update(name=name, s3={"bucket": "b-events", "prefix": f"events/{name}"})
+        document["kafka"].update(topic="shared", match=match)
+        document["snowflake"]["table"] = name.upper()
+        (specs_dir / f"{name}.yaml").write_text(yaml.safe_dump(document))
+    (specs_dir / "solo.yaml").write_text((EXAMPLES / "app_click.yaml").read_text())
+    values = tmp_path / "values.yaml"
+    result = CliRunner().invoke(cli, ["deploy", "render", "--specs", str(specs_dir), "-o", str(values)])
+    assert result.exit_code == 0, result.output
+    done = _helm("template", "rel", str(CHART), "--namespace", "events", "-f", str(values))
+    assert done.returncode == 0, done.stderr
+    manifests = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    config_maps = {c["metadata"]["name"]: c["data"] for c in _of_kind(manifests, "ConfigMap")}
+    mounted: dict[str, list[str]] = {}
+    for worker in _of_kind(manifests, "Deployment", "worker"):
+        pod = worker["spec"]["template"]["spec"]
+        event = pod["containers"][0]["args"][2]
+        sources = next(v for v in pod["volumes"] if v["name"] == "specs")["projected"]["sources"]
+        pod_dir = tmp_path / event
+        for source in sources:
+            for item in source["configMap"]["items"]:
+                target = pod_dir / item["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(config_maps[source["configMap"]["name"]][item["key"]])
+        loaded = {s.name: s for s in load_specs(pod_dir / "pipelines")}
+        mounted[event] = sorted(loaded)
+        assert [s.name for s in loaded[event].siblings] == [n for n in mounted[event] if n != event]
+    assert mounted == {
+        "a_event": ["a_event", "rest"],
+        "rest": ["a_event", "rest"],
+        "app_click": ["app_click"],
+    }

@@ -145,6 +145,18 @@ envFrom:
 {{- end -}}
 
 {{/*
+The checksum of events' specs and schemas (one event: its spec and schema, as before).
+Context: a list of events entries.
+*/}}
+{{- define "event-loader.specsChecksum" -}}
+{{- $text := "" }}
+{{- range . }}
+{{- $text = printf "%s%s%s" $text .spec (.schema | default "") }}
+{{- end }}
+{{- $text | sha256sum }}
+{{- end -}}
+
+{{/*
 The specs volume: each event's ConfigMap projected as pipelines/<event>.yaml
 and schemas/<event>.avsc, the layout the rendered specs' schema paths expect.
 Context: a list of events entries.
