@@ -4,21 +4,26 @@ and a partition's accounting (records read = rows + dead letters + skipped)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiokafka import TopicPartition
 from click.testing import CliRunner
 
+import loader.ops.status as ops_status
 from loader.checkpoint.committer import Generation
 from loader.cli import cli
+from loader.config.settings import Settings
 from loader.config.spec import KafkaMatch, load_specs
 from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder
 from loader.encode.match import OTHER_EVENT, UNMATCHED, RecordMatcher, matcher_for
 from loader.errors import ConfigError, SpecError
+from loader.ops.status import event_status
 from loader.schema import load_avro_schema
+from loader.warehouse.connection import Warehouse
 from loader.worker.partition import PartitionState
 from tests.unit.example_specs import EXAMPLES, write_example_spec
 from tests.unit.fakes import FakeRecord
@@ -304,3 +309,21 @@ def test_plan_of_a_spec_alone_on_its_topic_takes_every_record() -> None:
     assert result.exit_code == 0, result.output
     kafka = json.loads(result.output)["kafka"]
     assert (kafka["takes"], kafka["shared_with"]) == ("every record of the topic", [])
+
+
+def test_status_shows_what_each_spec_takes_and_with_whom_it_shares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`loader status` carries the sharing from the specs (JSON fields) and prints a line for it."""
+    specs = _specs(tmp_path, {"a_event": {"event_name": "a"}, "b_event": {"event_name": "b"}})
+    down = {"kafka:default": "down", "s3": "down", "warehouse": "down"}  # nothing is contacted
+    now = datetime.now(UTC)
+    status = event_status(specs["a_event"], Settings(), cast(Warehouse, None), now=now, down=down)
+    assert status.to_json()["topic"] == "app_events"
+    assert status.to_json()["takes"] == "event_name = 'a'"
+    assert status.to_json()["shared_with"] == ["b_event: event_name = 'b'"]
+    monkeypatch.setattr(ops_status, "gather_status", lambda specs, settings, now: [status])
+    result = CliRunner().invoke(cli, ["status", "a_event", "--specs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    line = "a_event: topic app_events is shared; a_event takes event_name = 'a'; the others: b_event:"
+    assert line in " ".join(result.output.split())  # the terminal wraps it
