@@ -120,7 +120,7 @@ class KafkaMatch(_Model):
 
     - ``event_name: order_created``: the envelope's ``event_name`` (the ``event_name`` header
       when the envelope rides in headers, else the JSON value's field);
-    - ``header: type`` with ``equals: order_created``: a Kafka header's value (its first
+    - ``header: type`` with ``equals: order_created``: a Kafka header's value (its last
       occurrence, as UTF-8 text);
     - ``catch_all: true``: what no other spec on the topic takes.
 
@@ -424,6 +424,12 @@ def _check_shared(topic: str, group: list[EventSpec]) -> None:
         raise ConfigError(
             f"{catch_alls[1].source_path} and {catch_alls[0].source_path} are both the catch-all of "
             f"topic {topic!r}: at most one spec may take what the others do not"
+        )
+    formats = {s.schema_ref.format for s in group}
+    if len(formats) > 1:
+        raise ConfigError(
+            f"specs on topic {topic!r} read different value formats ({', '.join(sorted(formats))}): "
+            f"{names} must agree on schema.format to agree on which record is whose"
         )
     taken: dict[str, EventSpec] = {}
     on = {m.on for _s, m in rules if not m.catch_all}

@@ -4,10 +4,12 @@ Several specs may read one topic, each with its own consumer group; each takes
 the records its match selects and skips the others. The decision reads only
 what the rule needs, once per batch: a header's value, or the envelope's
 ``event_name``, from the ``event_name`` header when the envelope rides in
-headers (an ``event_id`` header, as :func:`~loader.encode.decode.header_envelope`
-decides), else from the JSON values in one Arrow parse that reads that field
-alone. A value Arrow cannot parse has no event name: the batch is halved until
-such values stand alone, so each record's verdict depends on its bytes only.
+headers (an ``event_id`` header, as the decoders decide), else from the JSON
+values in one Arrow parse that reads that field alone. A value Arrow cannot
+parse has no event name: the batch is halved until such values stand alone, so
+each record's verdict depends on its bytes only. Avro values (``avro-registry``)
+are not read: their event name is the ``event_name`` header's. A header read
+twice is its last occurrence, as in :func:`~loader.encode.decode.header_envelope`.
 
 A record this spec does not take is ``other_event`` when a sibling spec (or the
 topic's catch-all) takes it, ``unmatched`` when no spec on the topic does.
@@ -48,8 +50,11 @@ class Matched:
 class RecordMatcher:
     """Splits batches of a shared topic for one spec (see the module docstring)."""
 
-    def __init__(self, match: KafkaMatch, siblings: Sequence[KafkaMatch]) -> None:
+    def __init__(
+        self, match: KafkaMatch, siblings: Sequence[KafkaMatch], *, json_values: bool = True
+    ) -> None:
         self.match = match
+        self._json_values = json_values
         rules = [match, *siblings]
         on = {m.on for m in rules if not m.catch_all}
         self._header = next((m.header for m in rules if m.header is not None), None)
@@ -87,7 +92,9 @@ class RecordMatcher:
     def _keys(self, records: Sequence[KafkaRecord]) -> pa.Array:
         """What the rule reads of each record: a header's value or the event name (null: none)."""
         if self._header is not None:
-            return pa.array([_text(_first_header(r, self._header)) for r in records], pa.string())
+            return pa.array([_text(_last_header(r, self._header)) for r in records], pa.string())
+        if not self._json_values:
+            return pa.array([_text(_last_header(r, "event_name")) for r in records], pa.string())
         if not any(r.headers for r in records):
             return _json_names([r.value for r in records])
         names: list[str | None] = [None] * len(records)
@@ -110,11 +117,17 @@ def matcher_for(spec: EventSpec) -> RecordMatcher | None:
     match = spec.kafka.match
     if match is None:
         return None
-    return RecordMatcher(match, [s.match for s in spec.siblings])
+    return RecordMatcher(
+        match, [s.match for s in spec.siblings], json_values=spec.schema_ref.format == "json"
+    )
 
 
-def _first_header(record: KafkaRecord, key: str) -> bytes | None:
-    return next((value for k, value in record.headers if k == key), None)
+def _last_header(record: KafkaRecord, key: str) -> bytes | None:
+    found = None
+    for name, value in record.headers:
+        if name == key:
+            found = value
+    return found
 
 
 def _text(raw: bytes | None) -> str | None:
@@ -130,6 +143,20 @@ def _json_names(values: Sequence[bytes | None]) -> pa.Array:
     """The top-level ``event_name`` of each JSON value (null where it has none or is no
     JSON object), in one Arrow parse; a batch Arrow refuses is halved until each value that
     breaks it stands alone, so a value's name never depends on its neighbours."""
+    if None not in values:
+        # The common case, as the decoder's fast path: compact objects, one a line.
+        joined = b"\n".join(values)  # type: ignore[arg-type]  # no None, checked above
+        count = len(values)
+        if (
+            joined.count(b"\n") == count - 1
+            and b"\r" not in joined
+            and joined.startswith(b"{")
+            and joined.endswith(b"}")
+            and joined.count(b"}\n{") == count - 1
+        ):
+            parsed = _parse_joined(joined, count)
+            if parsed is not None:
+                return parsed
     lines: list[bytes] = []
     usable: list[int] = []
     for index, value in enumerate(values):
@@ -152,21 +179,30 @@ def _json_names(values: Sequence[bytes | None]) -> pa.Array:
 
 
 def _parse_names(lines: Sequence[bytes]) -> pa.Array:
+    """The event names of ``lines`` (one JSON object each), halving where a parse fails."""
     if not lines:
         return pa.array([], pa.string())
-    joined = b"\n".join(lines)
+    names = _parse_joined(b"\n".join(lines), len(lines))
+    if names is not None:
+        return names
+    if len(lines) == 1:
+        return pa.nulls(1, pa.string())
+    middle = len(lines) // 2
+    return pa.concat_arrays([_parse_names(lines[:middle]), _parse_names(lines[middle:])])
+
+
+def _parse_joined(joined: bytes, count: int) -> pa.Array | None:
+    """The ``event_name`` column of ``count`` newline-separated JSON objects; None if Arrow
+    refuses them, or they are not UTF-8 (which Arrow would let into a string column)."""
     try:
-        joined.decode("utf-8")  # Arrow lets invalid UTF-8 into string columns
+        joined.decode("utf-8")
         table = pj.read_json(
             io.BytesIO(joined),
             read_options=pj.ReadOptions(use_threads=False, block_size=max(len(joined) + 1, 1 << 20)),
             parse_options=pj.ParseOptions(explicit_schema=_NAME_SCHEMA, unexpected_field_behavior="ignore"),
         )
-        if table.num_rows != len(lines):
-            raise pa.ArrowInvalid("not one JSON object per line")
-        return table.column("event_name").combine_chunks()
     except (*_ARROW_ERRORS, UnicodeDecodeError):
-        if len(lines) == 1:
-            return pa.nulls(1, pa.string())
-        middle = len(lines) // 2
-        return pa.concat_arrays([_parse_names(lines[:middle]), _parse_names(lines[middle:])])
+        return None
+    if table.num_rows != count:
+        return None
+    return table.column("event_name").combine_chunks()

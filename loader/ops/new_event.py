@@ -116,7 +116,7 @@ def render_spec(name: str, *, topic: str, partitions: int, bucket: str, schema_p
     )
     add(f"  #   event_name: {name}", "the envelope's event_name (its header, or the JSON value's field)")
     add("  #   header: type", "or a Kafka header's value, with equals:")
-    add(f"  #   equals: {name}", "(the header's first occurrence, as text)")
+    add(f"  #   equals: {name}", "(the header's last occurrence, as text)")
     add("  #   catch_all: true", "or what no other spec on the topic takes")
     add("schema:")
     if schema_path is None:

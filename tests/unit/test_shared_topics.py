@@ -205,12 +205,12 @@ def test_a_value_with_no_readable_event_name_is_nobodys_whatever_its_neighbours(
     assert split.skipped == {OTHER_EVENT: 2}
 
 
-def test_a_header_match_reads_the_first_header_of_that_key() -> None:
-    """A header rule compares the first header of its key, as UTF-8 text."""
+def test_a_header_match_reads_the_last_header_of_that_key() -> None:
+    """A header rule compares the last header of its key (as envelope headers count), as UTF-8 text."""
     matcher = RecordMatcher(KafkaMatch(header="type", equals="a"), [KafkaMatch(header="type", equals="b")])
     records = [
         FakeRecord("t", 0, 0, HOUR, None, b"{}", (("type", b"a"),)),
-        FakeRecord("t", 0, 1, HOUR, None, b"{}", (("type", b"b"), ("type", b"a"))),
+        FakeRecord("t", 0, 1, HOUR, None, b"{}", (("type", b"a"), ("type", b"b"))),
         FakeRecord("t", 0, 2, HOUR, None, b"{}", (("other", b"a"),)),
         FakeRecord("t", 0, 3, HOUR, None, b"{}", (("type", None),)),
     ]
@@ -327,3 +327,45 @@ def test_status_shows_what_each_spec_takes_and_with_whom_it_shares(
     assert result.exit_code == 0, result.output
     line = "a_event: topic app_events is shared; a_event takes event_name = 'a'; the others: b_event:"
     assert line in " ".join(result.output.split())  # the terminal wraps it
+
+
+def test_avro_values_are_matched_by_their_event_name_header() -> None:
+    """Avro-registry values are never read for matching: the event_name header decides."""
+    matcher = RecordMatcher(KafkaMatch(event_name="a"), [KafkaMatch(event_name="b")], json_values=False)
+    records = [
+        FakeRecord("t", 0, 0, HOUR, None, b"\x00\x00\x00\x00\x01\x02", (("event_name", b"a"),)),
+        FakeRecord("t", 0, 1, HOUR, None, b'{"event_name": "a"}'),
+        FakeRecord("t", 0, 2, HOUR, None, b"\x00\x00\x00\x00\x01\x02", (("event_name", b"b"),)),
+    ]
+    split = matcher.split(records)
+    assert [r.offset for r in split.taken] == [0]
+    assert split.skipped == {OTHER_EVENT: 1, UNMATCHED: 1}
+
+
+def test_specs_on_one_topic_with_different_value_formats_are_refused(tmp_path: Path) -> None:
+    """JSON and Avro specs on one topic would read event names differently: refused."""
+    _write(tmp_path, "a_event", {"event_name": "a"})
+    path = _write(tmp_path, "b_event", {"event_name": "b"})
+    path.write_text(path.read_text().replace("schema:\n", "schema:\n  format: avro-registry\n", 1))
+    with pytest.raises(ConfigError, match="different value formats"):
+        load_specs(tmp_path)
+
+
+def test_batch_and_alone_give_each_record_the_same_event_name() -> None:
+    """Compact, pretty-printed and broken values: a record is taken alone exactly when it is in any batch."""
+    matcher = RecordMatcher(KafkaMatch(event_name="a"), [KafkaMatch(event_name="b")])
+    values = [
+        b'{"event_name":"a"}',
+        b'{"event_name":"b"}',
+        b'{\n "event_name": "a"\n}',
+        b'  {"event_name":"a"}  ',
+        b'{"event_name":"a"',
+        b'{"x":NaN,"event_name":"a"}',
+        b"",
+    ]
+    records = [FakeRecord("t", 0, i, HOUR, None, v) for i, v in enumerate(values)]
+    alone = [i for i, r in enumerate(records) if matcher.split([r]).taken]
+    assert alone == [0, 2, 3, 5]
+    for start in range(len(records)):
+        batch = records[start:] + records[:start]
+        assert sorted(r.offset for r in matcher.split(batch).taken) == alone
