@@ -477,17 +477,18 @@ class StreamWorker:
             roll.closed.discard()
             self._queued[tp] -= 1
         closed = roll.closed
+        # A range of other specs' records only (shared topic) has no file: nothing was written.
+        empty = closed.data_path is None and closed.dead_letter_path is None
         self.stats.rows_written += closed.rows
         self.stats.dead_lettered += closed.dead_letters
         self.stats.skipped += sum(closed.skipped.values())
-        self.stats.files_written += 1
+        self.stats.files_written += int(not empty)
         self.stats.bytes_written += closed.data_bytes
         self.stats.recoveries += int(roll.recovery)
         self._measure_file(roll)
-        empty = closed.data_path is None and closed.dead_letter_path is None
         self._log.info(
             "file_committed",
-            key=None if empty else pending.key,  # a range of other specs' records only: no file
+            key=None if empty else pending.key,
             partition=tp.partition,
             first_offset=pending.first,
             last_offset=pending.last,

@@ -128,9 +128,11 @@ def test_three_event_types_and_a_stray_on_one_topic(
     assert sum(ends.values()) == produced
     taken: Counter[tuple[int, int]] = Counter()
     by_spec: dict[str, tuple[list[Any], list[Any]]] = {}
+    ranges_in_s3: dict[str, int] = {}
     for kind, spec in specs.items():
-        rows, dead, _ranges = offsets_in_s3(store, spec)
+        rows, dead, ranges = offsets_in_s3(store, spec)
         by_spec[kind] = (rows, dead)
+        ranges_in_s3[kind] = len(ranges)
         taken.update(rows + dead)
     assert set(taken) == {(p, o) for p, end in ends.items() for o in range(end)}
     assert max(taken.values()) == 1
@@ -144,6 +146,8 @@ def test_three_event_types_and_a_stray_on_one_topic(
         assert stats.records_read == produced
         assert stats.rows_written + stats.dead_lettered + stats.skipped == produced, kind
         assert (stats.rows_written, stats.dead_lettered) == (len(rows), len(dead)), kind
+        # Ranges of other specs' records only were committed past, with no file.
+        assert stats.files_written == ranges_in_s3[kind], kind
         event = specs[kind].name
         other_events = REGISTRY.get_sample_value(
             "loader_records_skipped_total", {"event": event, "reason": "other_event"}
