@@ -20,7 +20,8 @@ a child, which is why:
 Labels are bounded: ``event`` is a spec name (empty on an error of the SQS
 loader that is no one event's: its queue, its Snowflake session), ``partition``
 a partition number, ``kind`` an error class or code (at most
-:data:`MAX_ERROR_KINDS` per component, then ``other``). Nothing is updated per
+:data:`MAX_ERROR_KINDS` per component, then ``other``), ``field`` an unknown payload
+field's path (at most :data:`MAX_UNKNOWN_FIELDS` per event, then ``other``). Nothing is updated per
 record: the hot path increments once per batch or per file.
 """
 
@@ -30,7 +31,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -50,6 +51,7 @@ from prometheus_client.registry import Collector
 __all__ = [
     "CONTENT_TYPE",
     "MAX_ERROR_KINDS",
+    "MAX_UNKNOWN_FIELDS",
     "REGISTRY",
     "Component",
     "EventMetrics",
@@ -63,6 +65,9 @@ __all__ = [
 Component = Literal["kafka", "s3", "sqs", "snowflake", "registry"]
 MAX_ERROR_KINDS = 20
 """Distinct ``kind`` values per component; later kinds are counted as ``other``."""
+MAX_UNKNOWN_FIELDS = 50
+"""Distinct ``field`` values of ``loader_unknown_fields_total`` per event; later fields are
+counted as ``other`` (``loader schemas drift`` lists them all, from the data files)."""
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -130,6 +135,12 @@ ERRORS = Counter(
     ["event", "component", "kind"],
     registry=REGISTRY,
 )
+UNKNOWN_FIELDS = Counter(
+    "loader_unknown_fields",
+    "Rows written with a payload field the schema does not know (kept in _EXTRA), by field path.",
+    ["event", "field"],
+    registry=REGISTRY,
+)
 FILES_LOADED = _per_event("loader_files_loaded", "Files COPYed into the event's table.")
 ROWS_LOADED = _per_event("loader_rows_loaded", "Rows COPYed into the event's table.")
 LOAD_LATENCY = _histogram(
@@ -169,6 +180,7 @@ class EventMetrics:
         self.load_latency = LOAD_LATENCY.labels(event)
         self._lag: dict[int, Gauge] = {}
         self._newest: dict[str, float] = {}
+        self._unknown: dict[str, Counter] = {}
 
     def lag(self, partition: int, records: int) -> None:
         """Set a partition's lag (0 when it is revoked: it is another member's now)."""
@@ -193,10 +205,22 @@ class EventMetrics:
     def error(self, component: Component, kind: str) -> None:
         count_error(self.event, component, kind)
 
+    def unknown_fields(self, counts: Mapping[str, int]) -> None:
+        """Count rows by unknown field path; past :data:`MAX_UNKNOWN_FIELDS` paths, as ``other``."""
+        for path, count in counts.items():
+            child = self._unknown.get(path)
+            if child is None:
+                label = path if len(self._unknown) < MAX_UNKNOWN_FIELDS else "other"
+                child = UNKNOWN_FIELDS.labels(self.event, _FIELD_CHARS.sub("_", label)[:120])
+                if label != "other":
+                    self._unknown[path] = child
+            child.inc(count)
+
 
 _kinds: dict[str, set[str]] = {}
 _kinds_lock = threading.Lock()
 _KIND_CHARS = re.compile(r"[^A-Za-z0-9_.:-]")
+_FIELD_CHARS = re.compile(r"[^A-Za-z0-9_.:\[\]$-]")
 
 
 def count_error(event: str, component: Component, kind: str) -> None:

@@ -90,14 +90,15 @@ def json_option(instead_of: str) -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help=f"Print JSON instead of {instead_of}.")
 
 
-def range_options(what: str, *, dry_run: str) -> Callable[[F], F]:
+def range_options(what: str, *, dry_run: str | None) -> Callable[[F], F]:
     """``--since``, ``--until`` and ``--dry-run``; ``what`` names the files' use and ``dry_run`` says
-    what a dry run does, in their help. Check the range against the specs with
-    :func:`loader.cli.ranges.check_range`."""
+    what a dry run does, in their help (None: a command that only reads has no ``--dry-run``).
+    Check the range against the specs with :func:`loader.cli.ranges.check_range`."""
 
     def decorate(command: F) -> F:
         # Applied innermost first, so that help lists --since, --until, --dry-run.
-        command = click.option("--dry-run", is_flag=True, help=dry_run)(command)
+        if dry_run is not None:
+            command = click.option("--dry-run", is_flag=True, help=dry_run)(command)
         command = click.option(
             "--until",
             type=MOMENT,

@@ -42,6 +42,7 @@ __all__ = [
     "TABLE_OBJECT_SUFFIXES",
     "DeploymentSpec",
     "EventSpec",
+    "ExtraFields",
     "KafkaMatch",
     "KafkaSpec",
     "RollingSpec",
@@ -189,6 +190,23 @@ class TopicSibling(_Model):
     match: KafkaMatch
 
 
+class ExtraFields(_Model):
+    """Whether payload fields the schema does not know are kept (the ``_EXTRA`` column)."""
+
+    keep: bool = True
+    """Keep them in ``_EXTRA``, as JSON of the unknown fields only (NULL when there are none)."""
+    reason: str | None = Field(default=None, min_length=3, max_length=500)
+    """Why they may be dropped: required when ``keep`` is false, so no field goes unexplained."""
+
+    @model_validator(mode="after")
+    def _reason_when_off(self) -> ExtraFields:
+        if not self.keep and not (self.reason or "").strip():
+            raise ValueError(
+                "schema.extra_fields.keep: false needs a reason (why unknown fields may be dropped)"
+            )
+        return self
+
+
 class SchemaRef(_Model):
     """The event's schema: a versioned Avro file in the repository, or raw JSON."""
 
@@ -203,6 +221,9 @@ class SchemaRef(_Model):
     """How values are encoded: json (an enveloped JSON object), or avro-registry (Confluent's
     wire format: magic byte 0, the writer schema's registry id, Avro binary, resolved to this
     schema). protobuf-registry is reserved and not supported yet."""
+    extra_fields: ExtraFields = ExtraFields()
+    """Payload fields the schema does not know: kept in ``_EXTRA`` unless switched off with a
+    reason (``{keep: false, reason: "..."}``)."""
 
     @model_validator(mode="after")
     def _path_matches_mode(self) -> SchemaRef:

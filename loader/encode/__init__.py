@@ -43,4 +43,4 @@ def decoder_for(
             )
         assert spec.schema_path is not None  # a typed spec has one (SchemaRef checks)
         return AvroRegistryDecoder(schema, json.loads(spec.schema_path.read_text()), writer_schemas)
-    return BatchDecoder(schema, depth)
+    return BatchDecoder(schema, depth, keep_extra=spec.schema_ref.extra_fields.keep)

@@ -15,7 +15,9 @@ header key that is not UTF-8 (see :mod:`loader.consume.records`).
 
 from __future__ import annotations
 
+import dataclasses
 import io
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,11 +27,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from loader.encode.extra import split_unknown
 from loader.encode.headers import header_key_bytes, headers_column, is_utf8_key
 from loader.encode.strict_json import DEFAULT_MAX_JSON_DEPTH, StrictJsonError, strict_loads
 from loader.errors import ConfigError
 from loader.schema.model import EventSchema, FieldType, SchemaField
-from loader.schema.types import KAFKA_TIMESTAMP_RANGE_MS, arrow_schema, arrow_type
+from loader.schema.types import EXTRA_FIELD, KAFKA_TIMESTAMP_RANGE_MS, arrow_schema, arrow_type
 
 __all__ = [
     "BatchDecoder",
@@ -91,10 +94,12 @@ class Rejected:
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    """The rows decoded from a batch (file schema, record order) and the rejects."""
+    """The rows decoded from a batch (file schema, record order) and the rejects; how many of
+    the rows carry each unknown payload field (by path, see :mod:`loader.encode.extra`)."""
 
     table: pa.Table
     rejected: list[Rejected]
+    unknown_fields: Counter[str] = dataclasses.field(default_factory=Counter)
 
 
 def _reader_type(field_type: FieldType) -> pa.DataType:
@@ -124,9 +129,15 @@ class BatchDecoder:
     duplicates by Arrow and nests no deeper than the schema, so strict JSON adds nothing
     but NaN, which only a float column can hold (checked on the column). Any other batch
     takes the careful path, which checks every record as above.
+
+    Payload fields the schema does not know go to the ``_EXTRA`` column (``keep_extra``; the
+    file then has it), split off from the careful path's strict parse of each record
+    (:func:`~loader.encode.extra.split_unknown`); either way they are counted per path.
     """
 
-    def __init__(self, schema: EventSchema, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
+    def __init__(
+        self, schema: EventSchema, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH, *, keep_extra: bool = True
+    ) -> None:
         depth = 1 + _json_depth(FieldType(kind="record", fields=schema.fields))
         if depth > max_json_depth:
             raise ConfigError(
@@ -135,7 +146,9 @@ class BatchDecoder:
             )
         self.schema = schema
         self.max_json_depth = max_json_depth
-        self.file_schema = arrow_schema(schema)
+        self.keep_extra = keep_extra
+        base = arrow_schema(schema)
+        self.file_schema = base.append(EXTRA_FIELD) if keep_extra else base
         payload_fields = [pa.field(f.name, _reader_type(f.type)) for f in schema.fields]
         self._payload_type = pa.struct(payload_fields)
         self._payload_target = pa.struct([pa.field(f.name, arrow_type(f.type)) for f in schema.fields])
@@ -169,13 +182,17 @@ class BatchDecoder:
         rejected: list[Rejected] = []
         candidates: list[KafkaRecord] = []
         values: list[bytes] = []
+        splits: dict[int, tuple[dict[str, Any] | None, list[str]]] = {}
         for record, sent in zip(records, raw, strict=True):
             try:
-                checked_value(record, sent, self.max_json_depth)
+                parsed = checked_value(record, sent, self.max_json_depth)
             except StrictJsonError as exc:
                 rejected.append(Rejected(record, str(exc)))
             else:
                 assert sent is not None  # checked
+                # Under a header envelope the parse is the bare payload; otherwise the envelope.
+                payload = parsed if sent is not record.value else parsed.get("payload")
+                splits[record.offset] = split_unknown(payload, self.schema.fields)
                 candidates.append(record)
                 # Strict JSON has newlines only between tokens: on one line, the same value.
                 multiline = b"\n" in sent or b"\r" in sent
@@ -187,7 +204,13 @@ class BatchDecoder:
         if not tables:
             return DecodedBatch(self.file_schema.empty_table(), rejected)
         envelope = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        return DecodedBatch(self._to_file_table(envelope, good), rejected)
+        unknown: Counter[str] = Counter()
+        extras: list[str | None] = []
+        for record in good:
+            extra, paths = splits[record.offset]
+            unknown.update(paths)
+            extras.append(None if extra is None else orjson.dumps(extra).decode())
+        return DecodedBatch(self._to_file_table(envelope, good, extras), rejected, unknown)
 
     def _decode_clean(
         self, records: Sequence[KafkaRecord], values: list[bytes | None]
@@ -282,7 +305,10 @@ class BatchDecoder:
                 problems.append(f"field {column!r} is not a finite number (NaN, Infinity or out of range)")
         return problems
 
-    def _to_file_table(self, envelope: pa.Table, records: Sequence[KafkaRecord]) -> pa.Table:
+    def _to_file_table(
+        self, envelope: pa.Table, records: Sequence[KafkaRecord], extras: Sequence[str | None] = ()
+    ) -> pa.Table:
+        """The file's rows; ``extras`` are their ``_EXTRA`` values (none: all null)."""
         payload = envelope.column("payload").combine_chunks()
         columns: list[pa.Array] = [payload.field(f.name) for f in self.schema.fields]
         columns += [
@@ -298,6 +324,10 @@ class BatchDecoder:
             pa.array([r.key for r in records], pa.binary()),
             headers_column(records),
         ]
+        if self.keep_extra:
+            columns.append(
+                pa.array(extras, EXTRA_FIELD.type) if extras else pa.nulls(len(records), EXTRA_FIELD.type)
+            )
         return pa.Table.from_arrays(columns, schema=self.file_schema)
 
 

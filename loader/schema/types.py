@@ -13,6 +13,8 @@ from loader.schema.model import EventSchema, FieldType, SchemaField
 
 __all__ = [
     "CREATED_AT",
+    "EXTRA",
+    "EXTRA_FIELD",
     "KAFKA_TIMESTAMP_RANGE_MS",
     "METADATA_COLUMNS",
     "arrow_schema",
@@ -40,6 +42,11 @@ METADATA_COLUMNS: tuple[tuple[str, pa.DataType, str, bool], ...] = (
     # The record's Kafka headers as a JSON array (see loader.encode.headers); null without any.
     ("_HEADERS", pa.json_(), "VARIANT", True),
 )
+
+EXTRA = "_EXTRA"
+"""The payload fields the schema does not know, as one JSON object (a VARIANT; NULL when there
+are none): see :mod:`loader.encode.extra`. Files have it when the spec keeps unknown fields."""
+EXTRA_FIELD = pa.field(EXTRA, pa.json_(), nullable=True)
 
 KAFKA_TIMESTAMP_RANGE_MS = (0, 253_402_300_799_999)
 """The Kafka timestamps ``_KAFKA_TIMESTAMP`` holds: 1970-01-01 to 9999-12-31T23:59:59.999Z.

@@ -21,9 +21,10 @@ from loader.config.settings import SnowflakeSettings
 from loader.config.spec import FILE_FORMAT_SUFFIX, PIPE_SUFFIX, PIPES_TABLE, STAGE_SUFFIX, EventSpec
 from loader.schema.model import EventSchema
 from loader.schema.resolve import schema_for
-from loader.schema.types import METADATA_COLUMNS, snowflake_type
+from loader.schema.types import EXTRA, METADATA_COLUMNS, snowflake_type
 
 __all__ = [
+    "EXTRA_COLUMN",
     "PIPES_TABLE",
     "PIPE_RECORD_COLUMNS",
     "REDRIVEN_AT",
@@ -69,6 +70,11 @@ class Column:
     def ddl(self) -> str:
         return f"{quote_ident(self.name)} {self.type}{'' if self.nullable else ' NOT NULL'}"
 
+
+EXTRA_COLUMN = Column(EXTRA, "VARIANT", nullable=True)
+"""The payload fields the schema does not know (JSON); every table has it, NULL in the rows
+of files without it (a spec that drops unknown fields, files written before it existed).
+Nullable, so that ``pipes apply`` adds it to a table created before it."""
 
 REDRIVEN_AT = "_REDRIVEN_AT"
 """When a row was re-driven from a dead letter (``loader dead-letters redrive``); NULL in the
@@ -152,10 +158,10 @@ class EventObjects:
 
     def columns(self) -> list[Column]:
         """The table's columns: one per schema field (required ones NOT NULL), then metadata,
-        then ``_REDRIVEN_AT``."""
+        then ``_EXTRA`` and ``_REDRIVEN_AT``."""
         payload = [Column(f.column, snowflake_type(f.type), f.nullable) for f in self.schema.fields]
         metadata = [Column(name, sf, nullable) for name, _, sf, nullable in METADATA_COLUMNS]
-        return [*payload, *metadata, REDRIVEN_AT_COLUMN]
+        return [*payload, *metadata, EXTRA_COLUMN, REDRIVEN_AT_COLUMN]
 
     def create_database(self) -> str:
         return f"CREATE DATABASE IF NOT EXISTS {quote_ident(self.spec.snowflake.database)}"

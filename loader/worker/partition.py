@@ -14,6 +14,7 @@ Arrow reduction, never per record.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,8 @@ class PartitionState:
         """Records this owner processed (a refetched duplicate is not counted twice)."""
         self.bytes_taken = 0
         """Bytes of those records' values."""
+        self.unknown_fields: Counter[str] = Counter()
+        """Rows decoded with each unknown payload field, not yet counted in metrics."""
         self.next_offset = next_offset
         self.recovering = pending
         self.spool: SpoolFile | None = None
@@ -165,6 +168,7 @@ class PartitionState:
         else:
             decoded = DecodedBatch(self._decoder.file_schema.empty_table(), [])
         spool.append(segment, decoded, None if matched is None else matched.skipped)
+        self.unknown_fields.update(decoded.unknown_fields)
         self.bytes_taken += spool.raw_bytes - raw_bytes
         if decoded.table.num_rows:
             newest = pc.max(decoded.table.column(CREATED_AT)).value

@@ -369,6 +369,9 @@ class StreamWorker:
                 continue  # revoked meanwhile, or waiting for the rebalance that follows a fence
             records_before, bytes_before = state.records_taken, state.bytes_taken
             rolls += state.ingest(records, now)
+            if state.unknown_fields:
+                self.metrics.unknown_fields(state.unknown_fields)
+                state.unknown_fields.clear()
             taken += state.records_taken - records_before
             taken_bytes += state.bytes_taken - bytes_before
         self.stats.records_read += taken
