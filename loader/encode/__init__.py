@@ -42,5 +42,10 @@ def decoder_for(
                 f"{spec.name}: format avro-registry needs a schema registry (schema_registry.url)"
             )
         assert spec.schema_path is not None  # a typed spec has one (SchemaRef checks)
-        return AvroRegistryDecoder(schema, json.loads(spec.schema_path.read_text()), writer_schemas)
+        return AvroRegistryDecoder(
+            schema,
+            json.loads(spec.schema_path.read_text()),
+            writer_schemas,
+            keep_extra=spec.schema_ref.extra_fields.keep,
+        )
     return BatchDecoder(schema, depth, keep_extra=spec.schema_ref.extra_fields.keep)

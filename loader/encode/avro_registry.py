@@ -5,8 +5,9 @@ then the record in Avro binary. The writer schema comes from a lookup by id
 (:class:`WriterSchemas`, the registry client in production); the spec's ``.avsc`` is
 the reader schema, so the table keeps the spec's shape whatever version wrote the
 record. Resolution follows Avro's rules: fields matched by name or alias, defaults
-for reader fields the writer lacks, writer-only fields dropped, promotions
-(int → long → float → double, string ↔ bytes) and unions.
+for reader fields the writer lacks, writer-only fields dropped from the columns,
+promotions (int → long → float → double, string ↔ bytes) and unions. The writer-only
+fields are kept in ``_EXTRA`` (see :mod:`loader.encode.avro_extra`) and counted.
 
 Batch decoding: the records of a batch are grouped by schema id, and each group
 is read in one call into Arrow columns and resolved there
@@ -33,6 +34,7 @@ import copy
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -42,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loader.encode.avro_columns import BlockRefused, ColumnarWriter, NotColumnar, Unresolvable
+from loader.encode.avro_extra import WriterOnly, writer_only
 from loader.encode.decode import (
     ENVELOPE_FIELDS,
     REQUIRED_ENVELOPE,
@@ -56,7 +59,7 @@ from loader.encode.headers import headers_column
 from loader.errors import clip
 from loader.schema.model import EventSchema
 from loader.schema.registry_client import WriterSchemaError
-from loader.schema.types import arrow_schema, arrow_type
+from loader.schema.types import EXTRA_FIELD, arrow_schema, arrow_type
 
 __all__ = ["WIRE_HEADER_BYTES", "AvroRegistryDecoder", "WriterSchemas", "wire_value"]
 
@@ -101,10 +104,17 @@ class AvroRegistryDecoder:
     """Decodes Confluent wire-format Avro values of one event type into the file's Arrow schema."""
 
     def __init__(
-        self, schema: EventSchema, reader_schema: dict[str, Any], writer_schemas: WriterSchemas
+        self,
+        schema: EventSchema,
+        reader_schema: dict[str, Any],
+        writer_schemas: WriterSchemas,
+        *,
+        keep_extra: bool = True,
     ) -> None:
         self.schema = schema
-        self.file_schema = arrow_schema(schema)
+        self.keep_extra = keep_extra
+        base = arrow_schema(schema)
+        self.file_schema = base.append(EXTRA_FIELD) if keep_extra else base
         self._writer_schemas = writer_schemas
         self._payload_type = pa.struct([pa.field(f.name, arrow_type(f.type)) for f in schema.fields])
         # Envelope fields the writer's record may carry, read as extra optional reader fields.
@@ -124,11 +134,16 @@ class AvroRegistryDecoder:
         self._plans: dict[int, ColumnarWriter | tuple[Any, Any] | str] = {}
         """Per schema id: its block reader, fastavro's parsed (writer, reader) pair, or why
         its records cannot be read (a schema never changes under its id)."""
+        self._writer_only: dict[int, WriterOnly | None] = {}
+        """Per schema id: how to take its writer-only fields out, None when it has none."""
+        self._unknown: Counter[str] = Counter()
+        """The current batch's writer-only field paths, counted."""
 
     def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
         """Decode ``records`` (consecutive records of one partition); raises only when the
         writer-schema lookup fails transiently (the batch is then retried)."""
         kept, rejected = screen(records)
+        self._unknown = Counter()
         groups: dict[int, list[KafkaRecord]] = {}
         for record in kept:
             try:
@@ -152,7 +167,7 @@ class AvroRegistryDecoder:
             table = tables[0]
         else:
             table = pa.concat_tables(tables).sort_by("_OFFSET")
-        return with_rejected(DecodedBatch(table, []), rejected)
+        return with_rejected(DecodedBatch(table, [], self._unknown), rejected)
 
     def _plan(self, schema_id: int) -> ColumnarWriter | tuple[Any, Any]:
         """How records of ``schema_id`` are read: in blocks, or record by record by fastavro
@@ -166,6 +181,9 @@ class AvroRegistryDecoder:
                 plan = self._schemas(schema_id, text)
             except Unresolvable as exc:
                 plan = f"schema id {schema_id}: cannot be resolved to the spec's schema: {exc}"
+            if not isinstance(plan, str):
+                skip = frozenset(self._record_envelope)
+                self._writer_only[schema_id] = writer_only(json.loads(text), self._reader_base, skip)
             self._plans[schema_id] = plan
         if isinstance(plan, str):
             raise _RecordError(plan)
@@ -216,7 +234,7 @@ class AvroRegistryDecoder:
         if good:
             if len(good) < len(records):
                 payload = payload.take(pa.array(good, pa.int64()))
-            tables.append(self._file_table([records[i] for i in good], payload, envelopes))
+            tables.append(self._file_table(schema_id, [records[i] for i in good], payload, envelopes))
 
     def _decode_each(
         self,
@@ -258,7 +276,7 @@ class AvroRegistryDecoder:
                 return
             good, envelopes = [good[i] for i in kept], [envelopes[i] for i in kept]
             payload = pa.array([payloads[i] for i in kept], type=self._payload_type)
-        tables.append(self._file_table(good, payload, envelopes))
+        tables.append(self._file_table(schema_id, good, payload, envelopes))
 
     def _schemas(self, schema_id: int, text: str) -> tuple[Any, Any] | str:
         """The parsed writer schema and the reader schema named like it, or why there are none."""
@@ -298,9 +316,10 @@ class AvroRegistryDecoder:
         )
 
     def _file_table(
-        self, records: list[KafkaRecord], payload: pa.Array, envelopes: list[_Envelope]
+        self, schema_id: int, records: list[KafkaRecord], payload: pa.Array, envelopes: list[_Envelope]
     ) -> pa.Table:
-        """The file's rows: the payload's fields, the envelope, and the Kafka metadata."""
+        """The file's rows: the payload's fields, the envelope, the Kafka metadata, and the
+        writer-only fields (``_EXTRA``), which are counted."""
         if payload.type != self._payload_type:
             payload = pc.cast(payload, self._payload_type)
         event_ids, names, created, sources, versions = zip(*envelopes, strict=True)
@@ -318,7 +337,22 @@ class AvroRegistryDecoder:
             pa.array([r.key for r in records], pa.binary()),
             headers_column(records),
         ]
+        extras = self._extras(schema_id, records)
+        if self.keep_extra:
+            columns.append(pa.array(extras, EXTRA_FIELD.type))
         return pa.Table.from_arrays(columns, schema=self.file_schema)
+
+    def _extras(self, schema_id: int, records: list[KafkaRecord]) -> list[str | None]:
+        """Each record's writer-only fields as JSON (None: none); counted by path."""
+        taker = self._writer_only.get(schema_id)
+        if taker is None:
+            return [None] * len(records)
+        extras: list[str | None] = []
+        for record in records:
+            extra, paths = taker.take(record.value[WIRE_HEADER_BYTES:])  # type: ignore[index]
+            self._unknown.update(paths)
+            extras.append(extra)
+        return extras
 
 
 def _schema_id(value: bytes | None) -> int:

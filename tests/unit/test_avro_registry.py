@@ -134,10 +134,11 @@ def test_v1_and_v2_mixed_in_one_batch_land_in_the_spec_shape() -> None:
     """v1 and v2 records in one batch become rows of the spec's shape (promotions, defaults, drops)."""
     registry = Registry()
     values = [_v1(registry, 0), _v2(registry, 1), _v1(registry, 2), _v2(registry, 3, city="Boston")]
-    decoded = _decoder(registry).decode(_records(values))
+    decoder = _decoder(registry)
+    decoded = decoder.decode(_records(values))
     assert decoded.rejected == []
     table = decoded.table
-    assert table.schema == arrow_schema(_decoder(registry).schema)
+    assert table.schema == arrow_schema(decoder.schema).append(decoder.file_schema.field("_EXTRA"))
     assert table.column("STORE_ID").to_pylist() == ["s-0", "s-1", "s-2", "s-3"]
     assert table.column("VISITS").to_pylist() == [0, 1, 2, 3]  # int promoted to long
     assert table.column("RATING").to_pylist() == [4.5, None, 4.5, None]  # float promoted to double
@@ -146,6 +147,9 @@ def test_v1_and_v2_mixed_in_one_batch_land_in_the_spec_shape() -> None:
     assert table.column("OPENED_AT").to_pylist() == [OPENED] * 4  # millis read as micros
     assert table.column("PRICE").to_pylist() == [Decimal("12.34"), Decimal("1.50")] * 2
     assert "INTERNAL" not in table.column_names
+    # The writer-only field is not dropped: it is kept in _EXTRA, and counted.
+    assert [json.loads(v) for v in table.column("_EXTRA").to_pylist()] == [{"internal": "x"}] * 4
+    assert decoded.unknown_fields == {"internal": 4}
     assert table.column("_EVENT_ID").to_pylist() == ["e-1"] * 4
     assert table.column("_CREATED_AT").to_pylist() == [datetime(2026, 11, 27, 8, tzinfo=UTC)] * 4
     assert table.column("_OFFSET").to_pylist() == [10, 11, 12, 13]
@@ -492,3 +496,78 @@ def test_a_records_verdict_is_the_same_alone_and_in_any_batch(values: list[bytes
             assert alone.table.to_pylist() == [rows[record.offset]]
         else:
             assert [r.reason for r in alone.rejected] == [reasons[record.offset]]
+
+
+EXTRA_READER: dict[str, Any] = {
+    "type": "record",
+    "name": "Order",
+    "version": 1,
+    "fields": [
+        {"name": "order_id", "type": "string", "aliases": ["id"]},
+        {"name": "where", "type": ["null", {"type": "record", "name": "Place", "fields": [
+            {"name": "lat", "type": "double"}]}], "default": None},
+        {"name": "items", "type": {"type": "array", "items": {"type": "record", "name": "Item", "fields": [
+            {"name": "sku", "type": "string"}]}}},
+    ],
+}  # fmt: skip
+EXTRA_WRITER: dict[str, Any] = {
+    "type": "record",
+    "name": "Order",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "where", "type": ["null", {"type": "record", "name": "Place", "fields": [
+            {"name": "lat", "type": "double"}, {"name": "floor", "type": "int"}]}], "default": None},
+        {"name": "items", "type": {"type": "array", "items": {"type": "record", "name": "Item", "fields": [
+            {"name": "sku", "type": "string"}, {"name": "gift", "type": ["null", "boolean"]}]}}},
+        {"name": "channel", "type": {"type": "enum", "name": "Channel", "symbols": ["WEB", "APP"]}},
+        {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2}},
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_writer_only_fields_at_every_depth_are_kept_in_extra(keep: bool) -> None:
+    """Writer-only fields (top level, in a nested record, in array items; enum and decimal values)
+    go to _EXTRA as JSON and are counted; a field matched by a reader alias is not unknown;
+    switched off, the file has no _EXTRA and the fields are still counted."""
+    from loader.schema.avro import parse_avro_schema  # noqa: PLC0415
+
+    registry = Registry()
+    datum = {
+        "id": "o-1",
+        "where": {"lat": 1.5, "floor": 3},
+        "items": [{"sku": "a", "gift": None}, {"sku": "b", "gift": True}],
+        "channel": "APP",
+        "price": Decimal("9.90"),
+    }
+    values = [
+        registry.serialize(EXTRA_WRITER, datum),
+        registry.serialize(EXTRA_WRITER, datum | {"where": None}),
+    ]
+    decoder = AvroRegistryDecoder(parse_avro_schema(EXTRA_READER), EXTRA_READER, registry, keep_extra=keep)
+    decoded = decoder.decode(_records(values))
+    assert decoded.rejected == []
+    assert decoded.table.column("ORDER_ID").to_pylist() == ["o-1", "o-1"]
+    assert decoded.unknown_fields == {"where.floor": 1, "items[].gift": 4, "channel": 2, "price": 2}
+    if not keep:
+        assert "_EXTRA" not in decoded.table.column_names
+        return
+    first, second = (json.loads(v) for v in decoded.table.column("_EXTRA").to_pylist())
+    assert first == {
+        "where": {"floor": 3},
+        "items": [{"gift": None}, {"gift": True}],
+        "channel": "APP",
+        "price": "9.90",
+    }
+    assert second == {"items": [{"gift": None}, {"gift": True}], "channel": "APP", "price": "9.90"}
+
+
+def test_writer_without_own_fields_has_null_extra() -> None:
+    """A writer schema whose fields the reader all knows leaves _EXTRA NULL and counts nothing."""
+    registry = Registry()
+    writer = {**V1, "fields": [f for f in V1["fields"] if f["name"] != "internal"]}
+    value = {"store_id": "s", "rating": None, "visits": 1, "opened_at": OPENED, "price": Decimal("1.00")}
+    decoded = _decoder(registry).decode(_records([registry.serialize(writer, value)]))
+    assert decoded.rejected == []
+    assert decoded.table.column("_EXTRA").to_pylist() == [None]
+    assert not decoded.unknown_fields
