@@ -23,6 +23,7 @@ from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 from loader.worker.worker import StreamWorker
+from tests.integration.avro_events import READER, AvroProducer, avro_spec_on_disk
 from tests.integration.helpers import REPO, produce, sample_values, spec_on_disk
 from tests.integration.workers import cli_env, run_worker_until
 
@@ -192,3 +193,50 @@ def test_unknown_fields_land_in_extra_and_drift_suggests_compatible_fields(
             f'SELECT "_EVENT_ID", "COUPON", "_EXTRA" FROM {objects.table} WHERE "_EVENT_ID" IN ({ids})'
         )
     assert {row[0]: (row[1], row[2]) for row in rows} == {e: (c, None) for e, c in later.items()}
+
+
+def test_avro_writer_only_fields_land_in_extra(
+    dev_stack: DevStack, tmp_path: Path, unique_name: Callable[..., str]
+) -> None:
+    """avro-registry values of a writer version ahead of the spec (v2's coupon, which the spec's
+    v1 schema lacks), serialized against the real registry, through a real worker: v2 rows have
+    exactly {"coupon": …} in _EXTRA, v1 rows NULL; `schemas drift` suggests the optional field."""
+    settings = dev_stack.settings
+    assert settings.schema_registry.url, "the session's dev stack has no schema registry"
+    name = unique_name("avroextra", sep="_")
+    specs_dir = tmp_path / "specs"
+    spec, store = avro_spec_on_disk(
+        settings, specs_dir, name, bucket=unique_name("it-avro-extra"), partitions=2
+    )
+    reader = {**READER, "version": 1, "fields": [f for f in READER["fields"] if f["name"] != "coupon"]}
+    (specs_dir / f"{name}.avsc").write_text(json.dumps(reader))
+    spec = load_spec(specs_dir / f"{name}.yaml")
+
+    count = 40
+    with AvroProducer(settings.schema_registry.url, spec.kafka.topic) as producer:
+        messages = [producer.message(i, ("v1", "v2")[i % 2]) for i in range(count)]
+    produce(settings, spec, messages)
+    expected = {
+        event_id: ({"coupon": datum["coupon"]} if "coupon" in datum else None)
+        for event_id, datum in producer.sent.items()
+    }
+    worker = StreamWorker(spec, settings)
+    run_worker_until(worker, lambda: worker.stats.records_read >= count)
+    assert (worker.stats.rows_written, worker.stats.dead_lettered) == (count, 0)
+
+    with Warehouse(settings.snowflake) as warehouse:
+        manager = PipeManager(warehouse, settings)
+        manager.apply(spec)
+        objects = manager.objects(spec)
+        assert reconcile(warehouse, store, objects).failed == []
+        rows = warehouse.execute(f'SELECT "_EVENT_ID", "_EXTRA" FROM {objects.table}')
+    assert {row[0]: _variant(row[1]) for row in rows} == expected
+
+    env = cli_env(settings)
+    drift = CliRunner().invoke(cli, ["schemas", "drift", name, "--json", "--specs", str(specs_dir)], env=env)
+    assert drift.exit_code == 0, drift.output
+    report = json.loads(drift.stdout)
+    assert [(f["path"], f["count"]) for f in report["fields"]] == [("coupon", count // 2)]
+    assert [s["field"] for s in report["add"]] == [
+        {"name": "coupon", "type": ["null", "string"], "default": None}
+    ]
