@@ -133,6 +133,10 @@ def render_spec(name: str, *, topic: str, partitions: int, bucket: str, schema_p
         f"  # format: {_default(SchemaRef, 'format')}",
         "json (default): enveloped JSON; avro-registry: Confluent wire-format Avro, read with this schema",
     )
+    add(
+        '  # extra_fields: {keep: false, reason: "..."}',
+        "fields the schema does not know are kept in _EXTRA (default); dropping them needs a reason",
+    )
     add("s3:")
     add(f"  bucket: {_scalar(bucket)}", "the bucket of the Parquet files (required)")
     add(
