@@ -176,7 +176,7 @@ class ColumnarWriter:
                 "name": "LoaderBlock",
                 "namespace": "loader.block",
                 "fields": [
-                    {"name": "record", "type": document},
+                    {"name": "record", "type": _without_defaults(document)},
                     {
                         "name": "sentinel",
                         "type": {"type": "fixed", "name": "Sentinel", "size": SENTINEL_BYTES},
@@ -329,6 +329,17 @@ class ColumnarWriter:
         if reader.kind == "decimal":  # Avro does not bound a decimal's digits: the column does
             return pc.cast(pc.cast(array, pa.decimal128(38, reader.scale)), target)
         return array if array.type == target else pc.cast(array, target, safe=writer.kind == reader.kind)
+
+
+def _without_defaults(schema: Any) -> Any:
+    """``schema`` without its fields' defaults. A default only matters when resolving against
+    another schema, never when reading data written with this one, and polars' reader refuses
+    some that Avro allows (a string field's default: every block was refused)."""
+    if isinstance(schema, list):
+        return [_without_defaults(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {key: _without_defaults(value) for key, value in schema.items() if key != "default"}
 
 
 def _writer_field_named(writer: _Avro, name: str) -> _Avro | None:

@@ -89,6 +89,8 @@ class WriterSchemas(Protocol):
 
 _Envelope = tuple[str, str | None, datetime, str | None, int | None]
 """event_id, event_name, created_at, source, schema_version."""
+_Extra = tuple[str | None, list[str]]
+"""A record's writer-only fields as JSON (None: none), and their paths (for the metric)."""
 
 
 class _RecordError(Exception):
@@ -218,23 +220,36 @@ class AvroRegistryDecoder:
             self._decode_block(schema_id, writer, records[:middle], tables, rejected)
             self._decode_block(schema_id, writer, records[middle:], tables, rejected)
             return
+        taker = self._writer_only.get(schema_id)
         good: list[int] = []
         envelopes: list[_Envelope] = []
+        extras: list[_Extra] = []
         for index, record in enumerate(records):
             if problems[index] is not None:
                 rejected.append(Rejected(record, f"schema id {schema_id}: {problems[index]}"))
                 continue
             try:
                 fields = {name: values[index] for name, values in from_record.items()}
-                envelopes.append(self._envelope(record, fields))
+                envelope = self._envelope(record, fields)
             except _RecordError as exc:
                 rejected.append(Rejected(record, str(exc)))
                 continue
+            if taker is not None:
+                try:
+                    extras.append(taker.take(record.value[WIRE_HEADER_BYTES:]))  # type: ignore[index]
+                except (Exception, RecursionError):  # polars read bytes fastavro refuses: a bad record
+                    refused = BlockRefused("the writer-only fields cannot be read")
+                    rejected.append(Rejected(record, _refusal(schema_id, writer, record, refused)))
+                    continue
+            envelopes.append(envelope)
             good.append(index)
         if good:
             if len(good) < len(records):
                 payload = payload.take(pa.array(good, pa.int64()))
-            tables.append(self._file_table(schema_id, [records[i] for i in good], payload, envelopes))
+            chosen = [records[i] for i in good]
+            tables.append(
+                self._file_table(schema_id, chosen, payload, envelopes, extras if taker is not None else None)
+            )
 
     def _decode_each(
         self,
@@ -316,7 +331,12 @@ class AvroRegistryDecoder:
         )
 
     def _file_table(
-        self, schema_id: int, records: list[KafkaRecord], payload: pa.Array, envelopes: list[_Envelope]
+        self,
+        schema_id: int,
+        records: list[KafkaRecord],
+        payload: pa.Array,
+        envelopes: list[_Envelope],
+        extras: list[_Extra] | None = None,
     ) -> pa.Table:
         """The file's rows: the payload's fields, the envelope, the Kafka metadata, and the
         writer-only fields (``_EXTRA``), which are counted."""
@@ -337,22 +357,21 @@ class AvroRegistryDecoder:
             pa.array([r.key for r in records], pa.binary()),
             headers_column(records),
         ]
-        extras = self._extras(schema_id, records)
+        if extras is None:
+            extras = self._extras(schema_id, records)
+        for _, paths in extras:
+            self._unknown.update(paths)
         if self.keep_extra:
-            columns.append(pa.array(extras, EXTRA_FIELD.type))
+            columns.append(pa.array([extra for extra, _ in extras], EXTRA_FIELD.type))
         return pa.Table.from_arrays(columns, schema=self.file_schema)
 
-    def _extras(self, schema_id: int, records: list[KafkaRecord]) -> list[str | None]:
-        """Each record's writer-only fields as JSON (None: none); counted by path."""
+    def _extras(self, schema_id: int, records: list[KafkaRecord]) -> list[_Extra]:
+        """Each record's writer-only fields as JSON (None: none) and their paths, for records
+        fastavro has read already (so they read again)."""
         taker = self._writer_only.get(schema_id)
         if taker is None:
-            return [None] * len(records)
-        extras: list[str | None] = []
-        for record in records:
-            extra, paths = taker.take(record.value[WIRE_HEADER_BYTES:])  # type: ignore[index]
-            self._unknown.update(paths)
-            extras.append(extra)
-        return extras
+            return [(None, [])] * len(records)
+        return [taker.take(record.value[WIRE_HEADER_BYTES:]) for record in records]  # type: ignore[index]
 
 
 def _schema_id(value: bytes | None) -> int:
