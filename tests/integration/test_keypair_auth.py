@@ -141,6 +141,8 @@ def test_dev_stack_keeps_a_configured_key_pair(
     assert base.kafka.bootstrap_servers is not None and base.aws.endpoint_url is not None
     monkeypatch.setenv("LOADER_KAFKA__BOOTSTRAP_SERVERS", base.kafka.bootstrap_servers)
     monkeypatch.setenv("LOADER_AWS__ENDPOINT_URL", base.aws.endpoint_url)
+    if base.schema_registry.url:
+        monkeypatch.setenv("LOADER_SCHEMA_REGISTRY__URL", base.schema_registry.url)
     monkeypatch.setenv("LOADER_SNOWFLAKE__PRIVATE_KEY", _private_key_pem(None))
     with DevStack.start(work_dir=tmp_path / "devstack") as stack:
         assert [s.name for s in stack.services] == ["fakesnow"]
