@@ -76,6 +76,20 @@ _ENVELOPE_TYPES: dict[str, Any] = {
     "schema_version": ["null", "long"],
 }
 """How the envelope fields are read from a writer's record (int promotes to long)."""
+_RECORD_TYPES = {name: pa.int64() if name == "schema_version" else pa.string() for name in _ENVELOPE_TYPES}
+_NOT_UTF8 = object()
+_CREATED_TYPE = pa.timestamp("us", tz="UTC")
+_ISO = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+_ISO_WITH_OFFSET = _ISO + r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+_ISO_NAIVE = _ISO + "$"
+_FIRST_MICROS = (
+    int((datetime(1, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 10**6
+)
+_LAST_MICROS = (
+    int((datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds())
+    * 10**6
+    + 999_999
+)
 
 
 class WriterSchemas(Protocol):
@@ -209,7 +223,7 @@ class AvroRegistryDecoder:
         """Read ``records`` in one block; if it is refused, split it in halves until each bad
         record stands alone with its reason (a few bad records cost O(log n) reads)."""
         try:
-            payload, from_record, problems = writer.read(
+            writer_read = writer.read(
                 [record.value[WIRE_HEADER_BYTES:] for record in records]  # type: ignore[index]
             )
         except BlockRefused as exc:
@@ -220,20 +234,40 @@ class AvroRegistryDecoder:
             self._decode_block(schema_id, writer, records[:middle], tables, rejected)
             self._decode_block(schema_id, writer, records[middle:], tables, rejected)
             return
+        table = self._block_table(schema_id, writer, records, writer_read, rejected)
+        if table is not None:
+            tables.append(table)
+
+    def _block_table(
+        self,
+        schema_id: int,
+        writer: ColumnarWriter,
+        records: Sequence[KafkaRecord],
+        writer_read: tuple[pa.StructArray, dict[str, list[Any]], list[str | None]],
+        rejected: list[Rejected],
+    ) -> pa.Table | None:
+        """The rows of a block the reader read (``writer_read``: its payloads, the writer's
+        envelope fields, per record why its row is refused), None when there are none; each
+        bad record is rejected."""
+        payload, from_record, problems = writer_read
         taker = self._writer_only.get(schema_id)
+        columns, odd = self._envelope_columns(records, from_record)
         good: list[int] = []
-        envelopes: list[_Envelope] = []
+        at: list[int] = []  # per kept row, its envelope's index in the columns, patched ones last
+        patched: list[_Envelope] = []
         extras: list[_Extra] = []
         for index, record in enumerate(records):
             if problems[index] is not None:
                 rejected.append(Rejected(record, f"schema id {schema_id}: {problems[index]}"))
                 continue
-            try:
-                fields = {name: values[index] for name, values in from_record.items()}
-                envelope = self._envelope(record, fields)
-            except _RecordError as exc:
-                rejected.append(Rejected(record, str(exc)))
-                continue
+            envelope: _Envelope | None = None
+            if odd[index]:  # the columns could not say: this record's envelope is read alone
+                try:
+                    fields = {name: values[index] for name, values in from_record.items()}
+                    envelope = self._envelope(record, fields)
+                except _RecordError as exc:
+                    rejected.append(Rejected(record, str(exc)))
+                    continue
             if taker is not None:
                 try:
                     extras.append(taker.take(record.value[WIRE_HEADER_BYTES:]))  # type: ignore[index]
@@ -241,15 +275,26 @@ class AvroRegistryDecoder:
                     refused = BlockRefused("the writer-only fields cannot be read")
                     rejected.append(Rejected(record, _refusal(schema_id, writer, record, refused)))
                     continue
-            envelopes.append(envelope)
+            if envelope is not None:
+                patched.append(envelope)
+                at.append(len(records) + len(patched) - 1)
+            else:
+                at.append(index)
             good.append(index)
-        if good:
-            if len(good) < len(records):
-                payload = payload.take(pa.array(good, pa.int64()))
-            chosen = [records[i] for i in good]
-            tables.append(
-                self._file_table(schema_id, chosen, payload, envelopes, extras if taker is not None else None)
-            )
+        if not good:
+            return None
+        if patched:
+            columns = [
+                pa.concat_arrays([column, values])
+                for column, values in zip(columns, _envelope_arrays(patched), strict=True)
+            ]
+        if len(good) < len(records):
+            payload = payload.take(pa.array(good, pa.int64()))
+        if patched or len(good) < len(records):
+            taken = pa.array(at, pa.int64())
+            columns = [column.take(taken) for column in columns]
+        chosen = [records[i] for i in good]
+        return self._file_table(schema_id, chosen, payload, columns, extras if taker is not None else None)
 
     def _decode_each(
         self,
@@ -291,7 +336,7 @@ class AvroRegistryDecoder:
                 return
             good, envelopes = [good[i] for i in kept], [envelopes[i] for i in kept]
             payload = pa.array([payloads[i] for i in kept], type=self._payload_type)
-        tables.append(self._file_table(schema_id, good, payload, envelopes))
+        tables.append(self._file_table(schema_id, good, payload, _envelope_arrays(envelopes)))
 
     def _schemas(self, schema_id: int, text: str) -> tuple[Any, Any] | str:
         """The parsed writer schema and the reader schema named like it, or why there are none."""
@@ -330,26 +375,65 @@ class AvroRegistryDecoder:
             _version(found.get("schema_version")),
         )
 
+    def _envelope_columns(
+        self, records: Sequence[KafkaRecord], from_record: dict[str, list[Any]]
+    ) -> tuple[list[pa.Array], list[bool]]:
+        """The envelope of ``records`` as the file's five columns, read for the whole block at
+        once, and per record whether the columns cannot tell its envelope (a header not UTF-8,
+        a required field missing, a value not in the common form): such a record is read alone
+        by :meth:`_envelope`, which gives its reason or its values (rare: producers send the
+        common forms)."""
+        found = [header_envelope(record.headers) for record in records]
+        odd = pa.repeat(pa.scalar(False), len(records))
+        columns: dict[str, pa.Array] = {}
+        for name in ENVELOPE_FIELDS:
+            raw = pa.array([headers.get(name) for headers in found], pa.binary())
+            try:
+                text = raw.cast(pa.string())
+            except pa.ArrowInvalid:  # a header not UTF-8: the records read alone name it
+                decoded = [_utf8(value) for value in raw.to_pylist()]
+                odd = pc.or_(odd, pa.array([value is _NOT_UTF8 for value in decoded]))
+                text = pa.array([None if value is _NOT_UTF8 else value for value in decoded], pa.string())
+            if name == "schema_version":  # a header's digits; the record's field is a long
+                text, not_digits = _versions(text)
+                odd = pc.or_(odd, not_digits)
+            if name in from_record:
+                values = from_record[name]
+                try:
+                    text = pc.coalesce(text, pa.array(values, _RECORD_TYPES[name]))
+                except (pa.ArrowException, TypeError, ValueError, OverflowError):
+                    # A writer field of another type: the records that take it are read alone.
+                    taken = pa.array([value is not None for value in values])
+                    odd = pc.or_(odd, pc.and_(pc.is_null(text), taken))
+            columns[name] = text
+        for name in REQUIRED_ENVELOPE:
+            odd = pc.or_(odd, pc.is_null(columns[name]))
+        created, unread = _timestamps(columns["created_at"])
+        odd = pc.or_(odd, unread)
+        envelope = [
+            columns["event_id"],
+            columns["event_name"],
+            created,
+            columns["source"],
+            columns["schema_version"],
+        ]
+        return envelope, odd.to_pylist()
+
     def _file_table(
         self,
         schema_id: int,
         records: list[KafkaRecord],
         payload: pa.Array,
-        envelopes: list[_Envelope],
+        envelope: list[pa.Array],
         extras: list[_Extra] | None = None,
     ) -> pa.Table:
-        """The file's rows: the payload's fields, the envelope, the Kafka metadata, and the
-        writer-only fields (``_EXTRA``), which are counted."""
+        """The file's rows: the payload's fields, the envelope's columns, the Kafka metadata, and
+        the writer-only fields (``_EXTRA``), which are counted."""
         if payload.type != self._payload_type:
             payload = pc.cast(payload, self._payload_type)
-        event_ids, names, created, sources, versions = zip(*envelopes, strict=True)
         columns: list[pa.Array] = [payload.field(f.name) for f in self.schema.fields]
         columns += [
-            pa.array(event_ids, pa.string()),
-            pa.array(names, pa.string()),
-            pa.array(created, pa.timestamp("us", tz="UTC")),
-            pa.array(sources, pa.string()),
-            pa.array(versions, pa.int64()),
+            *envelope,
             pa.repeat(pa.scalar(records[0].topic, pa.string()), len(records)),
             pa.repeat(pa.scalar(records[0].partition, pa.int32()), len(records)),
             pa.array([r.offset for r in records], pa.int64()),
@@ -426,6 +510,59 @@ def _datum(schema_id: int, schemas: tuple[Any, Any], value: bytes) -> dict[str, 
     if not isinstance(datum, dict):
         raise _RecordError(f"schema id {schema_id}: the writer schema is not a record")
     return datum
+
+
+def _envelope_arrays(envelopes: Sequence[_Envelope]) -> list[pa.Array]:
+    """Envelopes read record by record as the file's five envelope columns."""
+    event_ids, names, created, sources, versions = zip(*envelopes, strict=True)
+    return [
+        pa.array(event_ids, pa.string()),
+        pa.array(names, pa.string()),
+        pa.array(created, _CREATED_TYPE),
+        pa.array(sources, pa.string()),
+        pa.array(versions, pa.int64()),
+    ]
+
+
+def _utf8(value: bytes | None) -> str | object | None:
+    """A header value as text, as :meth:`AvroRegistryDecoder._envelope` decodes it (_NOT_UTF8: it cannot)."""
+    try:
+        return None if value is None else value.decode("utf-8")
+    except UnicodeDecodeError:
+        return _NOT_UTF8
+
+
+def _timestamps(text: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``created_at`` strings in the common ISO-8601 forms (``YYYY-MM-DDTHH:MM:SS``, a space
+    for the ``T``, up to 6 fractional digits, ``Z`` or ``±HH:MM`` or no offset, taken as UTC)
+    as UTC timestamps, in one cast, and which strings are not in those forms (null there);
+    :func:`_timestamp` reads those, so a value's verdict is the same either way."""
+    with_offset = pc.fill_null(pc.match_substring_regex(text, _ISO_WITH_OFFSET), False)
+    naive = pc.fill_null(pc.match_substring_regex(text, _ISO_NAIVE), False)
+    common = pc.or_(with_offset, naive)
+    try:
+        aware = pc.if_else(with_offset, text, pa.scalar(None, pa.string())).cast(_CREATED_TYPE)
+        local = (
+            pc.if_else(naive, text, pa.scalar(None, pa.string())).cast(pa.timestamp("us")).cast(_CREATED_TYPE)
+        )
+    except pa.ArrowInvalid:  # an impossible date (February 30th): the strings are read one by one
+        return pa.nulls(len(text), _CREATED_TYPE), pc.is_valid(text)
+    moment = pc.coalesce(aware, local)
+    micros = moment.cast(pa.int64())
+    # Python's datetime spans years 1 to 9999 in UTC: a time outside is read alone (and refused).
+    inside = pc.and_(pc.greater_equal(micros, _FIRST_MICROS), pc.less_equal(micros, _LAST_MICROS))
+    usable = pc.fill_null(pc.and_(common, inside), False)
+    return pc.if_else(usable, moment, pa.scalar(None, _CREATED_TYPE)), pc.and_(
+        pc.is_valid(text), pc.invert(usable)
+    )
+
+
+def _versions(text: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``schema_version`` headers as integers, and which are not bare decimal digits (those are
+    read by :func:`_version`, which strips blanks or refuses)."""
+    digits = pc.fill_null(pc.match_substring_regex(text, r"^[0-9]{1,18}$"), False)
+    number = pc.if_else(digits, text, pa.scalar(None, pa.string())).cast(pa.int64())
+    return number, pc.and_(pc.is_valid(text), pc.invert(digits))
 
 
 def _timestamp(text: Any) -> datetime:

@@ -591,3 +591,105 @@ def test_a_writer_with_field_defaults_decodes_on_the_batch_path() -> None:
     assert decoded.rejected == []
     rows = decoded.table.to_pylist()
     assert [(row["STORE_ID"], row["CITY"], row["TAGS"]) for row in rows] == [("s-1", "Paris", ["a", "b"])] * 2
+
+
+ENVELOPE_WRITER: dict[str, Any] = {
+    **V1,
+    "fields": [
+        *V1["fields"],
+        {"name": "event_id", "type": ["null", "string"], "default": None},
+        {"name": "created_at", "type": ["null", "string"], "default": None},
+        {"name": "schema_version", "type": ["null", "int"], "default": None},
+    ],
+}
+ENUM_WRITER: dict[str, Any] = {
+    **ENVELOPE_WRITER,
+    "fields": [
+        *ENVELOPE_WRITER["fields"],
+        {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A"]}},
+    ],
+}
+
+
+def _two(low: int, high: int) -> st.SearchStrategy[str]:
+    return st.integers(low, high).map(lambda n: f"{n:02d}")
+
+
+_ISO_COMMON = st.builds(
+    lambda *parts: "".join(parts),
+    st.sampled_from(["0000", "0001", "2026", "9999"]),
+    st.sampled_from(["-01-", "-02-", "-12-"]),
+    st.sampled_from(["01", "28", "29", "31"]),
+    st.sampled_from(["T", " "]),
+    st.sampled_from(["00:00:00", "23:59:59", "12:30:05"]),
+    st.sampled_from(["", ".1", ".123456"]),
+    st.sampled_from(["", "Z", "+00:00", "+05:30", "-23:59"]),
+)
+"""The forms producers send, at the edges of the calendar and of Python's datetime range."""
+_ISO_ODD = st.builds(
+    lambda *parts: "".join(parts),
+    st.sampled_from(["0000", "2026", "9999"]),
+    st.sampled_from(["-12-", "-13-", "-00-"]),
+    st.sampled_from(["01", "00", "32"]),
+    st.sampled_from(["T", "t", "_"]),
+    st.sampled_from(["00", "23", "24"]),
+    st.sampled_from([":00:00", ":60:00", ":00:60", "0000", ":00", ""]),
+    st.sampled_from(["", ".1234567", "."]),
+    st.sampled_from(["", "Z", "z", "+24:00", "+0530", "+05", "+05:30:15", "+12:60"]),
+)
+"""Forms Python's ``fromisoformat`` may read or refuse, beside the common ones."""
+_ISO_LIKE = st.one_of(_ISO_COMMON, _ISO_ODD)
+_CREATED_TEXT = st.one_of(_ISO_LIKE, _ISO_LIKE.map(lambda t: t[:10]), st.text(max_size=12))
+_VERSION_TEXT = st.one_of(
+    st.integers(0, 10**20).map(str), st.sampled_from([" 7", "7 ", "007", "", "-1", "٣", "1e3"])
+)
+_HEADER_VALUE = {
+    "event_id": st.one_of(st.text(max_size=4).map(str.encode), st.binary(max_size=3)),
+    "event_name": st.one_of(st.text(max_size=4).map(str.encode), st.binary(max_size=3)),
+    "created_at": st.one_of(_CREATED_TEXT.map(str.encode), st.binary(max_size=3)),
+    "source": st.text(max_size=4).map(str.encode),
+    "schema_version": _VERSION_TEXT.map(str.encode),
+    "trace": st.binary(max_size=3),
+}
+_HEADER = st.sampled_from(sorted(_HEADER_VALUE)).flatmap(
+    lambda key: st.tuples(st.just(key), st.one_of(st.none(), _HEADER_VALUE[key]))
+)
+_ENVELOPE_CASE = st.tuples(
+    st.lists(_HEADER, max_size=7),
+    st.one_of(st.none(), st.text(max_size=4)),
+    st.one_of(st.none(), _CREATED_TEXT),
+    st.one_of(st.none(), st.integers(0, 2**31 - 1)),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(_ENVELOPE_CASE, min_size=1, max_size=10))
+def test_the_block_envelope_columns_match_the_record_by_record_envelope(
+    cases: list[tuple[list[tuple[str, bytes | None]], str | None, str | None, int | None]],
+) -> None:
+    """The block's envelope columns give each record the verdict, reason and values reading it alone gives."""
+    registry = Registry()
+    payload = {
+        "store_id": "s",
+        "rating": None,
+        "visits": 1,
+        "internal": "",
+        "opened_at": OPENED,
+        "price": Decimal(1),
+    }
+    decoded = []
+    for writer in (ENVELOPE_WRITER, ENUM_WRITER):
+        records = [
+            FakeRecord(TOPIC, 0, offset, 1_764_230_400_000, None, registry.serialize(writer, {
+                **payload, "event_id": event_id, "created_at": created_at, "schema_version": version,
+                "kind": "A",
+            }), headers)
+            for offset, (headers, event_id, created_at, version) in enumerate(cases)
+        ]  # fmt: skip
+        batch = _decoder(registry).decode(records)
+        envelope = batch.table.select(
+            ["_OFFSET", "_EVENT_ID", "_EVENT_NAME", "_CREATED_AT", "_SOURCE", "_SCHEMA_VERSION"]
+        )
+        decoded.append((envelope.to_pylist(), [(r.record.offset, r.reason) for r in batch.rejected]))
+    block, each = decoded
+    assert block == each
