@@ -368,10 +368,10 @@ class AvroRegistryDecoder:
                     f"missing required envelope field {name!r} (a Kafka header, or a field of the record)"
                 )
         return (
-            found["event_id"],
-            found.get("event_name"),
+            _text("event_id", found["event_id"]),
+            _text("event_name", found.get("event_name")),
             _timestamp(found["created_at"]),
-            found.get("source"),
+            _text("source", found.get("source")),
             _version(found.get("schema_version")),
         )
 
@@ -539,7 +539,10 @@ def _timestamps(text: pa.Array) -> tuple[pa.Array, pa.Array]:
     :func:`_timestamp` reads those, so a value's verdict is the same either way."""
     with_offset = pc.fill_null(pc.match_substring_regex(text, _ISO_WITH_OFFSET), False)
     naive = pc.fill_null(pc.match_substring_regex(text, _ISO_NAIVE), False)
-    common = pc.or_(with_offset, naive)
+    # Year 0000 is no Python date, even where its offset would carry it into year 1 in UTC.
+    year_zero = pc.fill_null(pc.starts_with(text, "0000"), False)
+    common = pc.and_(pc.or_(with_offset, naive), pc.invert(year_zero))
+    with_offset, naive = pc.and_(with_offset, common), pc.and_(naive, common)
     try:
         aware = pc.if_else(with_offset, text, pa.scalar(None, pa.string())).cast(_CREATED_TYPE)
         local = (
@@ -563,6 +566,21 @@ def _versions(text: pa.Array) -> tuple[pa.Array, pa.Array]:
     digits = pc.fill_null(pc.match_substring_regex(text, r"^[0-9]{1,18}$"), False)
     number = pc.if_else(digits, text, pa.scalar(None, pa.string())).cast(pa.int64())
     return number, pc.and_(pc.is_valid(text), pc.invert(digits))
+
+
+def _text(name: str, value: Any) -> Any:
+    """A text envelope field taken from the writer's record, which may declare it with another
+    type: bytes must be UTF-8, an integer is written in decimal, anything else is refused."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _RecordError(f"envelope field {name!r} is not UTF-8") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise _RecordError(f"envelope field {name!r} must be text, not {type(value).__name__}")
 
 
 def _timestamp(text: Any) -> datetime:

@@ -3,6 +3,7 @@ confluent-kafka's AvroSerializer (as a real producer does), resolved to the spec
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from collections.abc import Sequence
@@ -662,7 +663,7 @@ _ENVELOPE_CASE = st.tuples(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(_ENVELOPE_CASE, min_size=1, max_size=10))
 def test_the_block_envelope_columns_match_the_record_by_record_envelope(
     cases: list[tuple[list[tuple[str, bytes | None]], str | None, str | None, int | None]],
@@ -693,3 +694,32 @@ def test_the_block_envelope_columns_match_the_record_by_record_envelope(
         decoded.append((envelope.to_pylist(), [(r.record.offset, r.reason) for r in batch.rejected]))
     block, each = decoded
     assert block == each
+
+
+def test_envelope_fields_of_other_types_in_the_writer_record_never_raise() -> None:
+    """Regression: a writer record declaring `event_id` as bytes (not UTF-8) or `source` as a long,
+    with no envelope headers, raised out of decode. Now bytes must be UTF-8 (else a dead letter
+    naming the field) and an integer is written in decimal."""
+    writer = copy.deepcopy(READER)
+    writer["fields"] += [
+        {"name": "event_id", "type": "bytes"},
+        {"name": "created_at", "type": "string"},
+        {"name": "source", "type": "long"},
+    ]
+    registry = Registry()
+    value = {
+        "store_id": "s-1",
+        "rating": 1.0,
+        "visits": 3,
+        "city": "Paris",
+        "tags": [],
+        "opened_at": OPENED,
+        "price": Decimal("1.00"),
+        "created_at": CREATED,
+        "source": 7,
+    }
+    good = registry.serialize(writer, {**value, "event_id": b"e-9"})
+    bad = registry.serialize(writer, {**value, "event_id": b"\xff\xfe"})
+    decoded = _decoder(registry).decode(_records([good, bad], headers=()))
+    assert [r.reason for r in decoded.rejected] == ["envelope field 'event_id' is not UTF-8"]
+    assert [(row["_EVENT_ID"], row["_SOURCE"]) for row in decoded.table.to_pylist()] == [("e-9", "7")]
