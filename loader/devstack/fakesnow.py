@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from loader.devstack.process import LOOPBACK, Service, free_port, port_open, spawn, stop, wait_until_ready
+from loader.devstack.process import LOOPBACK, Service, free_port, launch, port_open
 from loader.errors import DevStackError
 
 __all__ = [
@@ -92,18 +92,17 @@ def start(work_dir: Path, *, timeout_s: float = 30.0, cancel: threading.Event | 
     stage.mkdir(parents=True)
     port = free_port()
     log_path = work_dir / "fakesnow.log"
-    pid = spawn(
+    service, seconds = launch(
+        NAME,
+        "fakesnow",
         [sys.executable, "-m", "fakesnow", "-s", "-p", str(port), "--host", LOOPBACK],
+        port=port,
         log_path=log_path,
+        probe=lambda: answers(port),
+        stop_signal=STOP_SIGNAL,
+        timeout_s=timeout_s,
+        cancel=cancel,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    service = Service(name=NAME, pid=pid, pgid=pid, port=port, log=log_path)
-    try:
-        seconds = wait_until_ready(
-            "fakesnow", lambda: answers(port), pid=pid, log_path=log_path, timeout_s=timeout_s, cancel=cancel
-        )
-    except BaseException:
-        stop(service, sig=STOP_SIGNAL, grace_s=5.0)
-        raise
-    log.info("devstack.fakesnow_ready", endpoint=endpoint(port), pid=pid, seconds=round(seconds, 2))
+    log.info("devstack.fakesnow_ready", endpoint=endpoint(port), pid=service.pid, seconds=round(seconds, 2))
     return service

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import importlib.resources
 import os
 import re
@@ -27,11 +28,10 @@ from loader.devstack.process import (
     LOOPBACK,
     Service,
     free_port,
+    launch,
     log_tail,
     port_open,
-    spawn,
     stop,
-    wait_until_ready,
 )
 from loader.errors import DevStackError
 
@@ -302,21 +302,23 @@ def _launch(work_dir: Path, *, port: int, timeout_s: float, cancel: threading.Ev
     """Start ``kafka.Kafka`` on the formatted storage and config in ``work_dir``."""
     config, log_path = work_dir / "server.properties", work_dir / "kafka.log"
     jvm = _jvm(work_dir)
-    pid = spawn([*jvm[:1], "-Xms256m", "-Xmx768m", *jvm[1:], "kafka.Kafka", str(config)], log_path=log_path)
-    service = Service(name=NAME, pid=pid, pgid=pid, port=port, log=log_path)
-    try:
-        seconds = wait_until_ready(
-            "Kafka", lambda: answers(port), pid=pid, log_path=log_path, timeout_s=timeout_s, cancel=cancel
-        )
-    except BaseException:
-        stop(service, sig=STOP_SIGNAL, grace_s=5.0)
-        raise
+    service, seconds = launch(
+        NAME,
+        "Kafka",
+        [*jvm[:1], "-Xms256m", "-Xmx768m", *jvm[1:], "kafka.Kafka", str(config)],
+        port=port,
+        log_path=log_path,
+        probe=lambda: answers(port),
+        stop_signal=STOP_SIGNAL,
+        timeout_s=timeout_s,
+        cancel=cancel,
+    )
     version = version_from_log(log_path) or version_from_libs(ensure_kafka_libs()) or "unknown"
     log.info(
         "devstack.kafka_ready",
         version=f"Apache Kafka {version}",
         bootstrap_servers=endpoint(port),
-        pid=pid,
+        pid=service.pid,
         seconds=round(seconds, 2),
     )
-    return Service(name=NAME, pid=pid, pgid=pid, port=port, log=log_path, version=f"Apache Kafka {version}")
+    return dataclasses.replace(service, version=f"Apache Kafka {version}")

@@ -31,6 +31,7 @@ __all__ = [
     "cmdline",
     "free_port",
     "is_running",
+    "launch",
     "log_tail",
     "port_open",
     "spawn",
@@ -243,3 +244,31 @@ def stop(service: Service, *, sig: signal.Signals = signal.SIGTERM, grace_s: flo
         os.killpg(service.pgid, signal.SIGKILL)
     if not _wait_gone(service.pid, 5.0):
         raise DevStackError(f"{service.name} (pid {service.pid}) survived SIGKILL")
+
+
+def launch(
+    name: str,
+    what: str,
+    argv: Sequence[str],
+    *,
+    port: int,
+    log_path: Path,
+    probe: Callable[[], bool],
+    stop_signal: signal.Signals,
+    timeout_s: float,
+    cancel: threading.Event | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Service, float]:
+    """Spawn ``argv`` as the service ``name`` and wait until ``probe`` answers; return it and
+    the seconds it took. A service that does not come up (``what`` names it in the error) is
+    stopped before the error is raised, so nothing is left behind."""
+    pid = spawn(argv, log_path=log_path, env=env)
+    service = Service(name=name, pid=pid, pgid=pid, port=port, log=log_path)
+    try:
+        seconds = wait_until_ready(
+            what, probe, pid=pid, log_path=log_path, timeout_s=timeout_s, cancel=cancel
+        )
+    except BaseException:
+        stop(service, sig=stop_signal, grace_s=5.0)
+        raise
+    return service, seconds

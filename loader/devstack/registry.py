@@ -15,6 +15,7 @@ schema it fetched would misread every record.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import importlib.resources
@@ -29,7 +30,7 @@ from pathlib import Path
 import structlog
 
 from loader.devstack.kafka import cache_dir, find_java
-from loader.devstack.process import LOOPBACK, Service, free_port, port_open, spawn, stop, wait_until_ready
+from loader.devstack.process import LOOPBACK, Service, free_port, launch, port_open
 from loader.errors import DevStackError
 
 __all__ = [
@@ -166,22 +167,23 @@ def start(work_dir: Path, *, timeout_s: float = 60.0, cancel: threading.Event | 
         "-Dregistry.ccompat.use-canonical-hash=false",  # it reorders fields: see the module docstring
         "-jar", str(jar),
     ]  # fmt: skip
-    pid = spawn(argv, log_path=log_path)
-    service = Service(name=NAME, pid=pid, pgid=pid, port=port, log=log_path)
-    try:
-        seconds = wait_until_ready(
-            "the schema registry (Apicurio)",
-            lambda: answers(port),
-            pid=pid,
-            log_path=log_path,
-            timeout_s=timeout_s,
-            cancel=cancel,
-        )
-    except BaseException:
-        stop(service, sig=STOP_SIGNAL, grace_s=5.0)
-        raise
+    service, seconds = launch(
+        NAME,
+        "the schema registry (Apicurio)",
+        argv,
+        port=port,
+        log_path=log_path,
+        probe=lambda: answers(port),
+        stop_signal=STOP_SIGNAL,
+        timeout_s=timeout_s,
+        cancel=cancel,
+    )
     version = f"Apicurio Registry {APICURIO_VERSION}"
     log.info(
-        "devstack.registry_ready", version=version, url=endpoint(port), pid=pid, seconds=round(seconds, 2)
+        "devstack.registry_ready",
+        version=version,
+        url=endpoint(port),
+        pid=service.pid,
+        seconds=round(seconds, 2),
     )
-    return Service(name=NAME, pid=pid, pgid=pid, port=port, log=log_path, version=version)
+    return dataclasses.replace(service, version=version)

@@ -25,7 +25,7 @@ from loader.devstack import kafka as kafka_mod
 from loader.devstack import provision as provision_mod
 from loader.devstack import registry as registry_mod
 from loader.devstack import stack as stack_mod
-from loader.devstack.process import is_running, spawn, stop, wait_until_ready
+from loader.devstack.process import is_running, launch, spawn, stop, wait_until_ready
 from loader.devstack.provision import provision_dev_stack
 from loader.errors import DevStackError
 
@@ -373,6 +373,23 @@ def test_wait_times_out_with_the_last_probe_error(spawned: Callable[..., Service
 
     with pytest.raises(DevStackError, match=r"(?s)did not become ready.*nope.*still-booting"):
         wait_until_ready("svc", probe, pid=service.pid, log_path=service.log, timeout_s=0.5)
+
+
+def test_launch_stops_a_service_that_does_not_come_up(tmp_path: Path) -> None:
+    """launch() names the service in the error and stops its process: nothing is left behind."""
+    pid_file = tmp_path / "pid"
+    with pytest.raises(DevStackError, match=r"the test service did not become ready"):
+        launch(
+            "svc",
+            "the test service",
+            ["/bin/sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"],
+            port=0,
+            log_path=tmp_path / "svc.log",
+            probe=lambda: False,
+            stop_signal=signal.SIGTERM,
+            timeout_s=0.5,
+        )
+    assert not is_running(int(pid_file.read_text()))
 
 
 def test_wait_can_be_cancelled(spawned: Callable[..., Service]) -> None:
