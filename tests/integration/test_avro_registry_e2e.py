@@ -5,7 +5,6 @@ S3, `loader pipes apply` and the SQS loader, into the table."""
 
 from __future__ import annotations
 
-import signal
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,12 @@ from loader.warehouse.sqs_loader import SqsLoader
 from tests.integration.avro_events import AvroProducer, avro_spec_on_disk
 from tests.integration.helpers import produce, read_files
 from tests.integration.loading import run_loader_until
-from tests.integration.workers import WorkerProcess, cli_env, end_and_committed, wait_until_caught_up
+from tests.integration.workers import (
+    WorkerProcess,
+    cli_env,
+    end_and_committed,
+    run_worker_process_until_caught_up,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,17 +76,7 @@ def test_v1_and_v2_in_one_partition_load_in_the_specs_shape_and_bad_values_are_d
     produced = produce(settings, spec, messages)
 
     worker = WorkerProcess(name, specs_dir, env, tmp_path / "worker.log", free_port())
-    try:
-        assert worker.wait_until_assigned(90), worker.log_tail()
-        wait_until_caught_up(
-            settings,
-            spec,
-            180,
-            what="the worker to commit every record",
-            check=lambda: None if worker.alive else pytest.fail(f"the worker died: {worker.log_tail()}"),
-        )
-    finally:
-        assert worker.signal(signal.SIGTERM) == 0, worker.log_tail()
+    run_worker_process_until_caught_up(settings, spec, worker, 180, what="the worker to commit every record")
 
     dead = [row for table in read_files(store, spec.dead_letter_prefix).values() for row in table.to_pylist()]
     reasons = {row["_KEY"]: row["_REASON"] for row in dead}

@@ -10,7 +10,6 @@ the dev stack all run on the key.
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from loader.warehouse.objects import EventObjects
 from loader.warehouse.sqs_loader import SqsLoader
 from tests.integration.helpers import produce, sample_values, spec_on_disk
 from tests.integration.loading import run_loader_until
-from tests.integration.workers import WorkerProcess, cli_env, wait_until_caught_up
+from tests.integration.workers import WorkerProcess, cli_env, run_worker_process_until_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -93,17 +92,7 @@ def test_events_load_with_a_key_pair_and_no_password(
     events = sample_values(spec, EVENTS)
     assert produce(settings, spec, events) == EVENTS
     worker = WorkerProcess(name, specs_dir, env, tmp_path / "worker.log", free_port())
-    try:
-        assert worker.wait_until_assigned(90), worker.log_tail()
-        wait_until_caught_up(
-            settings,
-            spec,
-            120,
-            what="the worker to commit every event",
-            check=lambda: None if worker.alive else pytest.fail(f"the worker died: {worker.log_tail()}"),
-        )
-    finally:
-        assert worker.signal(signal.SIGTERM) == 0, worker.log_tail()
+    run_worker_process_until_caught_up(settings, spec, worker, 120, what="the worker to commit every event")
 
     run_loader_until(
         SqsLoader(settings, [spec], queue_url=queue_url, wait_time_s=1, visibility_timeout_s=10),

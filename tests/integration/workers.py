@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -177,6 +178,24 @@ def wait_until_caught_up(
         detail=lambda: f"committed={offsets[-1][1]} ends={offsets[-1][0]}",
     )
     return offsets[-1]
+
+
+def run_worker_process_until_caught_up(
+    settings: Settings, spec: EventSpec, worker: WorkerProcess, timeout_s: float, *, what: str
+) -> None:
+    """Wait until ``worker`` has its partitions and its group has committed every record (a
+    dead worker fails at once, with its log), then stop it with SIGTERM: it must exit 0."""
+    try:
+        assert worker.wait_until_assigned(90), worker.log_tail()
+        wait_until_caught_up(
+            settings,
+            spec,
+            timeout_s,
+            what=what,
+            check=lambda: None if worker.alive else pytest.fail(f"the worker died: {worker.log_tail()}"),
+        )
+    finally:
+        assert worker.signal(signal.SIGTERM) == 0, worker.log_tail()
 
 
 def offsets_in_s3(
