@@ -52,10 +52,10 @@ from loader.encode.decode import (
     KafkaRecord,
     Rejected,
     header_envelope,
+    kafka_columns,
     screen,
     with_rejected,
 )
-from loader.encode.headers import headers_column
 from loader.errors import clip
 from loader.schema.model import EventSchema
 from loader.schema.registry_client import WriterSchemaError
@@ -434,12 +434,7 @@ class AvroRegistryDecoder:
         columns: list[pa.Array] = [payload.field(f.name) for f in self.schema.fields]
         columns += [
             *envelope,
-            pa.repeat(pa.scalar(records[0].topic, pa.string()), len(records)),
-            pa.repeat(pa.scalar(records[0].partition, pa.int32()), len(records)),
-            pa.array([r.offset for r in records], pa.int64()),
-            pa.array([r.timestamp for r in records], pa.timestamp("ms", tz="UTC")),
-            pa.array([r.key for r in records], pa.binary()),
-            headers_column(records),
+            *kafka_columns(records),
         ]
         if extras is None:
             extras = self._extras(schema_id, records)

@@ -43,6 +43,7 @@ __all__ = [
     "checked_value",
     "envelope_values",
     "header_envelope",
+    "kafka_columns",
     "metadata_problem",
     "precheck",
     "screen",
@@ -317,18 +318,27 @@ class BatchDecoder:
             envelope.column("created_at").combine_chunks(),
             envelope.column("source").combine_chunks(),
             envelope.column("schema_version").combine_chunks(),
-            pa.repeat(pa.scalar(records[0].topic, pa.string()), len(records)),
-            pa.repeat(pa.scalar(records[0].partition, pa.int32()), len(records)),
-            pa.array([r.offset for r in records], pa.int64()),
-            pa.array([r.timestamp for r in records], pa.timestamp("ms", tz="UTC")),
-            pa.array([r.key for r in records], pa.binary()),
-            headers_column(records),
+            *kafka_columns(records),
         ]
         if self.keep_extra:
             columns.append(
                 pa.array(extras, EXTRA_FIELD.type) if extras else pa.nulls(len(records), EXTRA_FIELD.type)
             )
         return pa.Table.from_arrays(columns, schema=self.file_schema)
+
+
+def kafka_columns(records: Sequence[KafkaRecord]) -> list[pa.Array]:
+    """The Kafka metadata columns every decoder's file holds, in file-schema order: topic,
+    partition, offset, timestamp, key and headers (the records share one topic-partition)."""
+    count = len(records)
+    return [
+        pa.repeat(pa.scalar(records[0].topic, pa.string()), count),
+        pa.repeat(pa.scalar(records[0].partition, pa.int32()), count),
+        pa.array([r.offset for r in records], pa.int64()),
+        pa.array([r.timestamp for r in records], pa.timestamp("ms", tz="UTC")),
+        pa.array([r.key for r in records], pa.binary()),
+        headers_column(records),
+    ]
 
 
 def metadata_problem(record: KafkaRecord) -> str | None:

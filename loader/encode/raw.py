@@ -25,10 +25,10 @@ from loader.encode.decode import (
     Rejected,
     checked_value,
     envelope_values,
+    kafka_columns,
     screen,
     with_rejected,
 )
-from loader.encode.headers import headers_column
 from loader.encode.strict_json import DEFAULT_MAX_JSON_DEPTH, StrictJsonError
 from loader.schema.model import raw_schema
 from loader.schema.types import arrow_schema
@@ -66,7 +66,6 @@ class RawDecoder:
         if not records:
             return self.file_schema.empty_table()
         event_ids, names, created, sources, versions, payloads = zip(*rows, strict=True)
-        n = len(records)
         return pa.Table.from_arrays(
             [
                 pa.array(payloads, pa.json_()),
@@ -75,12 +74,7 @@ class RawDecoder:
                 pa.array(created, pa.timestamp("us", tz="UTC")),
                 pa.array(sources, pa.string()),
                 pa.array(versions, pa.int64()),
-                pa.repeat(pa.scalar(records[0].topic, pa.string()), n),
-                pa.repeat(pa.scalar(records[0].partition, pa.int32()), n),
-                pa.array([r.offset for r in records], pa.int64()),
-                pa.array([r.timestamp for r in records], pa.timestamp("ms", tz="UTC")),
-                pa.array([r.key for r in records], pa.binary()),
-                headers_column(records),
+                *kafka_columns(records),
             ],
             schema=self.file_schema,
         )
