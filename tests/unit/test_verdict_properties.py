@@ -149,13 +149,14 @@ def _events(draw: st.DrawFn) -> Event:
 
 
 def _outcomes(decoder: Decoder, records: Sequence[FakeRecord]) -> dict[int, Any]:
-    """Each record's verdict by offset: its row (without _OFFSET; a raw payload parsed), or its reason."""
+    """Each record's verdict by offset: its row (without _OFFSET; VARIANT text parsed), or its reason."""
     batch = decoder.decode(records)
     outcomes: dict[int, Any] = {r.record.offset: ("dead letter", r.reason) for r in batch.rejected}
     for row in batch.table.to_pylist():
         offset = row.pop("_OFFSET")
-        if "PAYLOAD" in row:
-            row["PAYLOAD"] = json.loads(row["PAYLOAD"])
+        for variant in ("PAYLOAD", "_EXTRA"):  # JSON text: key order is the producer's
+            if row.get(variant) is not None:
+                row[variant] = json.loads(row[variant])
         assert offset not in outcomes
         outcomes[offset] = ("row", row)
     assert sorted(outcomes) == [r.offset for r in records]
