@@ -218,9 +218,13 @@ class SchemaRef(_Model):
     """Levels of JSON objects and arrays a record's value may nest (the envelope object is
     level 1); a deeper record is a dead letter. Every decoding path holds records to it."""
     format: Literal["json", "avro-registry", "protobuf-registry"] = "json"
-    """How values are encoded: json (an enveloped JSON object), or avro-registry (Confluent's
+    """How values are encoded: json (an enveloped JSON object), avro-registry (Confluent's
     wire format: magic byte 0, the writer schema's registry id, Avro binary, resolved to this
-    schema). protobuf-registry is reserved and not supported yet."""
+    schema), or protobuf-registry (the same framing with message indexes, then a Protobuf
+    message of type :attr:`message`, whose fields fill this schema's fields by name)."""
+    message: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+    """protobuf-registry: the full name of the Protobuf message type the event's values hold
+    (``com.acme.OrderCreated``); a value of another type is a dead letter."""
     extra_fields: ExtraFields = ExtraFields()
     """Payload fields the schema does not know: kept in ``_EXTRA`` unless switched off with a
     reason (``{keep: false, reason: "..."}``)."""
@@ -229,11 +233,18 @@ class SchemaRef(_Model):
     def _path_matches_mode(self) -> SchemaRef:
         if self.mode == "typed" and self.path is None:
             raise ValueError("a typed event needs schema.path (an .avsc file); use mode: raw for raw JSON")
-        if self.format == "protobuf-registry":
-            raise ValueError("format protobuf-registry is not supported yet: use json or avro-registry")
         if self.format == "avro-registry" and self.mode != "typed":
             raise ValueError(
                 "format avro-registry needs mode: typed (the .avsc is the reader schema of the records)"
+            )
+        if self.format == "protobuf-registry" and (self.mode != "typed" or self.message is None):
+            raise ValueError(
+                "format protobuf-registry needs mode: typed (the .avsc is the table's shape) and "
+                "schema.message: the full name of the Protobuf message type (e.g. com.acme.OrderCreated)"
+            )
+        if self.message is not None and self.format != "protobuf-registry":
+            raise ValueError(
+                "schema.message names a Protobuf message type: only for format protobuf-registry"
             )
         return self
 

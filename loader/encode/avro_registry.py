@@ -37,7 +37,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import fastavro
 import pyarrow as pa
@@ -92,6 +92,7 @@ _LAST_MICROS = (
 )
 
 
+@runtime_checkable
 class WriterSchemas(Protocol):
     """Writer schemas by registry id (:class:`~loader.schema.registry_client.RegistryClient` fits).
 

@@ -131,7 +131,12 @@ def render_spec(name: str, *, topic: str, partitions: int, bucket: str, schema_p
     )
     add(
         f"  # format: {_default(SchemaRef, 'format')}",
-        "json (default): enveloped JSON; avro-registry: Confluent wire-format Avro, read with this schema",
+        "json (default): enveloped JSON; avro-registry: Confluent wire-format Avro, read with this schema; "
+        "protobuf-registry: Confluent wire-format Protobuf, its fields filling this schema's by name",
+    )
+    add(
+        "  # message: com.acme.OrderCreated",
+        "protobuf-registry only: the full name of the Protobuf message type the values hold",
     )
     add(
         '  # extra_fields: {keep: false, reason: "..."}',

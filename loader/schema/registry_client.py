@@ -230,6 +230,21 @@ class RegistryClient:
             )
         return found.text
 
+    def protobuf_schema(self, schema_id: int) -> str:
+        """The text of Protobuf writer schema ``schema_id`` (a base64 ``FileDescriptorProto`` or
+        ``.proto`` text): the lookup the Protobuf wire-format decoder takes. Imports of
+        well-known types (``google/protobuf/…``) are resolved by the decoder; other references
+        are not."""
+        found = self.schema(schema_id)
+        if found.schema_type != "PROTOBUF":
+            raise WriterSchemaError(schema_id, f"is a {found.schema_type} schema, not Protobuf")
+        others = [name for name in found.references if not name.startswith("google/protobuf/")]
+        if others:
+            raise WriterSchemaError(
+                schema_id, f"references other schemas ({', '.join(others)}), which are not resolved"
+            )
+        return found.text
+
     def register(self, subject: str, schema_type: str, text: str) -> int:
         """Register ``text`` under ``subject`` (idempotent: the same schema keeps its id); return the id."""
         body = json.dumps({"schemaType": schema_type, "schema": text}).encode()
@@ -310,8 +325,8 @@ class RegistryClient:
 
 def registry_for(spec: EventSpec, settings: SchemaRegistrySettings) -> RegistryClient | None:
     """The registry client an event type's decoder needs: one for values in Confluent's wire
-    format (``avro-registry``), none for JSON."""
-    return RegistryClient.from_settings(settings) if spec.schema_ref.format == "avro-registry" else None
+    format (``avro-registry``, ``protobuf-registry``), none for JSON."""
+    return RegistryClient.from_settings(settings) if spec.schema_ref.format != "json" else None
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:

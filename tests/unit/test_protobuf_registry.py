@@ -1,0 +1,304 @@
+"""Confluent wire-format Protobuf values (``format: protobuf-registry``): values serialized by
+confluent-kafka's ProtobufSerializer (as a real producer does) and framed by hand, mapped by
+field name to the spec's schema."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
+from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2, wrappers_pb2
+
+from loader.config.spec import load_spec
+from loader.encode import decoder_for
+from loader.encode.avro_registry import wire_value
+from loader.encode.protobuf_registry import ProtobufRegistryDecoder, message_indexes
+from loader.errors import RegistryError, SpecError
+from loader.schema.avro import parse_avro_schema
+from loader.schema.registry_client import WriterSchemaError
+from tests.unit.fakes import FakeRecord
+
+pytestmark = pytest.mark.unit
+
+TOPIC = "orders"
+CREATED = "2026-11-27T08:00:00Z"
+HEADERS = (("event_id", b"e-1"), ("created_at", CREATED.encode()), ("source", b"svc"))
+PLACED = datetime(2026, 11, 27, 8, 0, 1, 250_000, tzinfo=UTC)
+MESSAGE = "com.acme.OrderCreated"
+
+READER: dict[str, Any] = {
+    "type": "record",
+    "name": "OrderCreated",
+    "version": 1,
+    "fields": [
+        {"name": "order_id", "type": "string"},
+        {"name": "amount_cents", "type": "long"},
+        {"name": "coupon", "type": ["null", "string"], "default": None},
+        {"name": "status", "type": "string"},
+        {"name": "placed_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {
+            "name": "address",
+            "type": [
+                "null",
+                {
+                    "type": "record",
+                    "name": "Address",
+                    "fields": [{"name": "city", "type": "string"}, {"name": "lat", "type": "double"}],
+                },
+            ],
+            "default": None,
+        },
+        {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
+        {"name": "rating", "type": ["null", "double"], "default": None},
+        {"name": "big", "type": ["null", "long"], "default": None},
+    ],
+}
+
+_F = descriptor_pb2.FieldDescriptorProto
+
+
+def _file(*, version: int = 1, amount_type: int = _F.TYPE_INT64) -> descriptor_pb2.FileDescriptorProto:
+    """acme/orders.proto: Other (index 0), then OrderCreated (index 1) with a nested Address;
+    version 2 adds an optional ``channel`` the spec does not know."""
+    proto = descriptor_pb2.FileDescriptorProto(name="acme/orders.proto", package="com.acme", syntax="proto3")
+    proto.dependency.extend(["google/protobuf/timestamp.proto", "google/protobuf/wrappers.proto"])
+    proto.message_type.add(name="Other").field.add(name="x", number=1, type=_F.TYPE_STRING)
+    order = proto.message_type.add(name="OrderCreated")
+    address = order.nested_type.add(name="Address")
+    address.field.add(name="city", number=1, type=_F.TYPE_STRING)
+    address.field.add(name="lat", number=2, type=_F.TYPE_DOUBLE)
+    status = order.enum_type.add(name="Status")
+    status.value.add(name="NEW", number=0)
+    status.value.add(name="PAID", number=1)
+    order.oneof_decl.add(name="_coupon")
+    fields: list[dict[str, Any]] = [
+        {"name": "order_id", "type": _F.TYPE_STRING},
+        {"name": "amount_cents", "type": amount_type},
+        {"name": "coupon", "type": _F.TYPE_STRING, "proto3_optional": True, "oneof_index": 0},
+        {"name": "status", "type": _F.TYPE_ENUM, "type_name": ".com.acme.OrderCreated.Status"},
+        {"name": "placed_at", "type": _F.TYPE_MESSAGE, "type_name": ".google.protobuf.Timestamp"},
+        {"name": "address", "type": _F.TYPE_MESSAGE, "type_name": ".com.acme.OrderCreated.Address"},
+        {"name": "tags", "type": _F.TYPE_STRING, "label": _F.LABEL_REPEATED},
+        {"name": "rating", "type": _F.TYPE_MESSAGE, "type_name": ".google.protobuf.DoubleValue"},
+        {"name": "big", "type": _F.TYPE_UINT64},
+        {"name": "internal", "type": _F.TYPE_STRING},
+    ]
+    if version == 2:
+        order.oneof_decl.add(name="_channel")
+        fields.append({"name": "channel", "type": _F.TYPE_STRING, "proto3_optional": True, "oneof_index": 1})
+    for number, spec in enumerate(fields, start=1):
+        order.field.add(number=number, label=spec.pop("label", _F.LABEL_OPTIONAL), **spec)
+    return proto
+
+
+def _classes(proto: descriptor_pb2.FileDescriptorProto) -> tuple[Any, Any]:
+    """Generated-like classes (Other, OrderCreated) for ``proto``, each file in its own pool."""
+    pool = descriptor_pool.DescriptorPool()
+    for well_known in (timestamp_pb2, wrappers_pb2):
+        dependency = descriptor_pb2.FileDescriptorProto()
+        well_known.DESCRIPTOR.CopyToProto(dependency)
+        pool.Add(dependency)
+    pool.Add(proto)
+    return (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("com.acme.Other")),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(MESSAGE)),
+    )
+
+
+class Registry:
+    """confluent-kafka's in-memory registry: the serializer registers, the decoder looks up by id."""
+
+    def __init__(self) -> None:
+        self.client = MockSchemaRegistryClient({"url": "mock://registry"})
+        self.down = False
+
+    def serialize(self, message: Any) -> bytes:
+        serializer = ProtobufSerializer(type(message), self.client, {"use.deprecated.format": False})
+        data = serializer(message, SerializationContext(TOPIC, MessageField.VALUE))
+        assert data is not None
+        return bytes(data)
+
+    def register(self, text: str) -> int:
+        return self.client.register_schema(f"{TOPIC}-{len(text)}", Schema(text, "PROTOBUF"))
+
+    def protobuf_schema(self, schema_id: int) -> str:
+        if self.down:
+            raise RegistryError("cannot reach the schema registry", transient=True)
+        try:
+            return str(self.client.get_schema(schema_id).schema_str)
+        except Exception:  # the mock's own "not found" error
+            raise WriterSchemaError(schema_id, "the schema registry has no such schema") from None
+
+
+def _decoder(registry: Registry) -> ProtobufRegistryDecoder:
+    return ProtobufRegistryDecoder(parse_avro_schema(READER), MESSAGE, registry)
+
+
+def _records(values: Sequence[bytes | None], headers: Any = HEADERS) -> list[FakeRecord]:
+    return [FakeRecord(TOPIC, 0, 10 + i, 1_764_230_400_000, None, v, headers) for i, v in enumerate(values)]
+
+
+def _order(cls: Any, index: int, **more: Any) -> Any:
+    message = cls(
+        order_id=f"o-{index}",
+        amount_cents=100 * index,
+        status=1,
+        address=cls.Address(city="Lyon", lat=45.75),
+        tags=["a", "b"],
+        internal="x",
+        **more,
+    )
+    message.placed_at.FromDatetime(PLACED)
+    return message
+
+
+def test_serializer_values_of_two_writer_versions_become_the_specs_rows() -> None:
+    """v1 and v2 values from ProtobufSerializer, mixed in one batch: fields land by name with the
+    type table's conversions, unset presence fields are null, writer-only fields go to _EXTRA."""
+    registry = Registry()
+    _, v1 = _classes(_file())
+    _, v2 = _classes(_file(version=2))
+    values = [
+        registry.serialize(_order(v1, 1, coupon="SPRING", rating={"value": 4.5})),
+        registry.serialize(_order(v2, 2, channel="app", big=7)),
+    ]
+    assert values[0][1:5] != values[1][1:5]  # two writer schema ids
+    decoded = _decoder(registry).decode(_records(values))
+    assert decoded.rejected == []
+    rows = decoded.table.to_pylist()
+    assert [r["ORDER_ID"] for r in rows] == ["o-1", "o-2"]
+    assert [r["AMOUNT_CENTS"] for r in rows] == [100, 200]
+    assert [r["COUPON"] for r in rows] == ["SPRING", None]
+    assert [r["STATUS"] for r in rows] == ["PAID", "PAID"]
+    assert [r["PLACED_AT"] for r in rows] == [PLACED, PLACED]
+    assert rows[0]["ADDRESS"] == {"city": "Lyon", "lat": 45.75}
+    assert rows[0]["TAGS"] == ["a", "b"]
+    assert [r["RATING"] for r in rows] == [4.5, None]
+    assert [r["BIG"] for r in rows] == [0, 7]  # proto3 scalar without presence: its zero value
+    assert [json.loads(r["_EXTRA"]) for r in rows] == [
+        {"internal": "x"},
+        {"internal": "x", "channel": "app"},
+    ]
+    assert decoded.unknown_fields == {"internal": 2, "channel": 1}
+    assert rows[0]["_EVENT_ID"] == "e-1" and rows[0]["_SOURCE"] == "svc"
+    assert [r["_OFFSET"] for r in rows] == [10, 11]
+
+
+def test_hand_framed_values_follow_the_published_wire_format() -> None:
+    """Magic 0, the id, zigzag varint indexes ([1] as 02 02; the first message as a single 0),
+    then SerializeToString: the second message decodes, the first is another type (dead letter)."""
+    registry = Registry()
+    proto = _file()
+    other, order = _classes(proto)
+    schema_id = registry.register(base64.b64encode(proto.SerializeToString()).decode())
+    body = _order(order, 3).SerializeToString()
+    values = [
+        wire_value(schema_id, b"\x02\x02" + body),
+        wire_value(schema_id, b"\x00" + other(x="y").SerializeToString()),
+    ]
+    assert message_indexes(values[0]) == ((1,), 7)
+    assert message_indexes(values[1]) == ((0,), 6)
+    decoded = _decoder(registry).decode(_records(values))
+    assert decoded.table.column("ORDER_ID").to_pylist() == ["o-3"]
+    assert [r.reason for r in decoded.rejected] == [
+        f"schema id {schema_id}: the value is a com.acme.Other, the spec takes {MESSAGE}"
+    ]
+
+
+def test_bad_values_are_dead_letters_with_their_reason() -> None:
+    """Bad bytes, an index naming no message, an unknown id, a bad magic byte, a tombstone and
+    a uint64 above the long range are dead letters each with its reason; the good record lands."""
+    registry = Registry()
+    proto = _file()
+    _, order = _classes(proto)
+    schema_id = registry.register(base64.b64encode(proto.SerializeToString()).decode())
+    good = _order(order, 1).SerializeToString()
+    values = [
+        wire_value(schema_id, b"\x02\x02" + good),
+        wire_value(schema_id, b"\x02\x02" + b"\x0a\xff"),  # a string field longer than the value
+        wire_value(schema_id, b"\x02\x0a" + good),  # index 5: no such message
+        wire_value(schema_id, b"\x02"),  # the index count, then nothing
+        wire_value(99_999, b"\x00" + good),
+        b"\x01" + wire_value(schema_id, b"\x00")[1:],
+        None,
+        wire_value(schema_id, b"\x02\x02" + _order(order, 2, big=2**63).SerializeToString()),
+    ]
+    decoded = _decoder(registry).decode(_records(values))
+    assert decoded.table.column("_OFFSET").to_pylist() == [10]
+    reasons = {r.record.offset: r.reason for r in decoded.rejected}
+    assert sorted(reasons) == list(range(11, 18))
+    assert reasons[11].startswith(f"schema id {schema_id}: not a valid Protobuf {MESSAGE}")
+    assert reasons[12] == f"schema id {schema_id}: message indexes [5] name no message of the writer schema"
+    assert reasons[13].startswith(f"schema id {schema_id}: bad message indexes")
+    assert reasons[14] == "schema id 99999: the schema registry has no such schema"
+    assert "magic byte is 0x01" in reasons[15]
+    assert reasons[16].startswith("tombstone")
+    assert reasons[17].startswith("field 'big' does not fit the spec's column type")
+
+
+def test_a_writer_type_that_does_not_map_makes_its_records_dead_letters() -> None:
+    """A writer whose field type does not map to the spec's (string amount for a long): every
+    record of that id is a dead letter naming the field; .proto text is refused with a reason."""
+    registry = Registry()
+    _, order = _classes(_file(amount_type=_F.TYPE_STRING))
+    value = registry.serialize(order(order_id="o-1", amount_cents="12"))
+    text_id = registry.register('syntax = "proto3";\npackage com.acme;\nmessage OrderCreated {}\n')
+    decoded = _decoder(registry).decode(_records([value, wire_value(text_id, b"\x00")]))
+    assert decoded.table.num_rows == 0
+    first, second = (r.reason for r in decoded.rejected)
+    assert "field 'amount_cents' is a string, which does not map to the spec's long" in first
+    assert ".proto text, which is not read yet" in second
+
+
+def test_registry_outage_raises_transient_and_nothing_is_decided() -> None:
+    """While the registry is down the decode raises the transient error (the batch is retried);
+    once it is back, the same records become rows."""
+    registry = Registry()
+    _, order = _classes(_file())
+    value = registry.serialize(_order(order, 1))
+    decoder = _decoder(registry)
+    registry.down = True
+    with pytest.raises(RegistryError) as caught:
+        decoder.decode(_records([value]))
+    assert caught.value.transient
+    registry.down = False
+    assert decoder.decode(_records([value])).table.num_rows == 1
+
+
+def test_missing_envelope_is_a_dead_letter() -> None:
+    """Without event_id and created_at in headers or the message, the record is a dead letter."""
+    registry = Registry()
+    _, order = _classes(_file())
+    decoded = _decoder(registry).decode(_records([registry.serialize(_order(order, 1))], headers=()))
+    assert [r.reason for r in decoded.rejected] == [
+        "missing required envelope field 'event_id' (a Kafka header, or a field of the message)"
+    ]
+
+
+def test_decoder_for_selects_protobuf_and_the_spec_needs_a_message(tmp_path: Path) -> None:
+    """format protobuf-registry with schema.message selects the Protobuf decoder; without a
+    message type the spec is refused, and a message type on another format too."""
+    (tmp_path / "o.avsc").write_text(json.dumps(READER))
+    spec_file = tmp_path / "o.yaml"
+    base = {
+        "name": "orders",
+        "kafka": {"topic": TOPIC},
+        "s3": {"bucket": "bucket-b", "prefix": "orders"},
+        "snowflake": {"database": "D", "schema": "S", "table": "T"},
+    }
+    schema = {"path": "o.avsc", "format": "protobuf-registry", "message": MESSAGE}
+    spec_file.write_text(json.dumps({**base, "schema": schema}))
+    assert isinstance(decoder_for(load_spec(spec_file), Registry()), ProtobufRegistryDecoder)
+    for wrong in ({**schema, "message": None}, {**schema, "format": "avro-registry"}):
+        spec_file.write_text(json.dumps({**base, "schema": wrong}))
+        with pytest.raises(SpecError, match=r"schema\.message|message"):
+            load_spec(spec_file)
