@@ -184,8 +184,7 @@ class ProtobufRegistryDecoder:
         good: list[KafkaRecord] = []
         values: list[list[Any]] = [[] for _ in self.schema.fields]
         envelopes: list[tuple[Any, ...]] = []
-        extras: list[str | None] = []
-        unknown: Counter[str] = Counter()
+        extras: list[dict[str, Any]] = []
         for record in kept:
             try:
                 row, envelope, extra = self._read(record)
@@ -196,8 +195,7 @@ class ProtobufRegistryDecoder:
             for column, value in zip(values, row, strict=True):
                 column.append(value)
             envelopes.append(envelope)
-            extras.append(None if not extra else orjson.dumps(extra).decode())
-            unknown.update(extra or ())
+            extras.append(extra)
         arrays, bad = self._arrays(values)
         if bad:
             rejected += [Rejected(good[i], reason) for i, reason in sorted(bad.items())]
@@ -206,6 +204,7 @@ class ProtobufRegistryDecoder:
             good = [good[i] for i in keep.to_pylist()]
             envelopes = [envelopes[i] for i in keep.to_pylist()]
             extras = [extras[i] for i in keep.to_pylist()]
+        unknown = Counter(name for extra in extras for name in extra)
         table = self._file_table(good, arrays, envelopes, extras) if good else self.file_schema.empty_table()
         return with_rejected(DecodedBatch(table, [], unknown), rejected)
 
@@ -329,7 +328,7 @@ class ProtobufRegistryDecoder:
         records: list[KafkaRecord],
         payload: list[pa.Array],
         envelopes: list[tuple[Any, ...]],
-        extras: list[str | None],
+        extras: list[dict[str, Any]],
     ) -> pa.Table:
         event_ids, names, created, sources, versions = zip(*envelopes, strict=True)
         columns = [
@@ -347,7 +346,8 @@ class ProtobufRegistryDecoder:
             headers_column(records),
         ]
         if self.keep_extra:
-            columns.append(pa.array(extras, EXTRA_FIELD.type))
+            json_extras = [orjson.dumps(extra).decode() if extra else None for extra in extras]
+            columns.append(pa.array(json_extras, EXTRA_FIELD.type))
         return pa.Table.from_arrays(columns, schema=self.file_schema)
 
 
