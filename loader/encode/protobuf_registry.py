@@ -121,8 +121,9 @@ class _Plan:
 
     message_class: type[Message]
     columns: tuple[_Column, ...]
-    envelope: tuple[FieldDescriptor, ...]
-    """The message's fields named like envelope fields the spec does not have."""
+    envelope: tuple[tuple[FieldDescriptor, _Column], ...]
+    """The message's fields named like envelope fields the spec does not have (an unset or,
+    without presence, zero value counts as absent)."""
     extra: frozenset[str]
     """Names of the message's fields the spec does not know (for ``_EXTRA``)."""
 
@@ -228,7 +229,7 @@ class ProtobufRegistryDecoder:
             row = [_column_value(message, c) for c in plan.columns]
         except (ValueError, OverflowError) as exc:
             raise _RecordError(f"schema id {schema_id}: {clip(str(exc), _REASON_CHARS)}") from None
-        found = {f.name: getattr(message, f.name) for f in plan.envelope if message.HasField(f.name)}
+        found = {f.name: _column_value(message, c) for f, c in plan.envelope}
         extra = {f.name: _json_value(f, v) for f, v in message.ListFields() if f.name in plan.extra}
         return row, self._envelope(record, found), extra
 
@@ -236,21 +237,22 @@ class ProtobufRegistryDecoder:
         key = (schema_id, indexes)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._new_plan(schema_id, indexes)
+            pool = self._pool(schema_id)
+            if isinstance(pool, str):
+                raise _RecordError(pool)
+            descriptor = _message_at(pool, indexes)
+            if descriptor is None:  # not cached: the bytes choose the indexes, the cache stays bounded
+                where = f"schema id {schema_id}: message indexes {list(indexes)}"
+                raise _RecordError(f"{where} name no message of the writer schema")
+            plan = self._new_plan(schema_id, descriptor)
             self._plans[key] = plan
         if isinstance(plan, str):
             raise _RecordError(plan)
         return plan
 
-    def _new_plan(self, schema_id: int, indexes: tuple[int, ...]) -> _Plan | str:
+    def _new_plan(self, schema_id: int, descriptor: Descriptor) -> _Plan | str:
         """The plan of a writer message type, or why its records cannot become rows."""
-        pool = self._pool(schema_id)
-        if isinstance(pool, str):
-            return pool
         what = f"schema id {schema_id}"
-        descriptor = _message_at(pool, indexes)
-        if descriptor is None:
-            return f"{what}: message indexes {list(indexes)} name no message of the writer schema"
         if descriptor.full_name != self.message:
             return f"{what}: the value is a {descriptor.full_name}, the spec takes {self.message}"
         try:
@@ -259,9 +261,11 @@ class ProtobufRegistryDecoder:
             return f"{what}: {descriptor.full_name} does not map to the spec's schema: {exc}"
         known = {f.name for f in self.schema.fields}
         envelope = tuple(
-            f
+            (f, _Column(f.name, f, _timestamp_value if f.message_type else _same, f.has_presence))
             for f in descriptor.fields
-            if f.name in self._record_envelope and f.has_presence and not _is_repeated(f)
+            if f.name in self._record_envelope
+            and not _is_repeated(f)
+            and (f.message_type is None or f.message_type.full_name == _TIMESTAMP)
         )
         extra = frozenset(f.name for f in descriptor.fields if f.name not in known | self._record_envelope)
         return _Plan(message_factory.GetMessageClass(descriptor), columns, envelope, extra)
@@ -313,14 +317,12 @@ class ProtobufRegistryDecoder:
                     f"missing required envelope field {name!r} (a Kafka header, or a field of the message)"
                 )
         created = found["created_at"]
-        if isinstance(created, Message):
-            created = _timestamp_value(created).isoformat()
         return (
             str(found["event_id"]),
-            found.get("event_name"),
-            _timestamp(created),
-            found.get("source"),
-            _version(found.get("schema_version")),
+            found.get("event_name") or None,
+            created if isinstance(created, datetime) else _timestamp(created),
+            found.get("source") or None,
+            _version(found.get("schema_version") or None),
         )
 
     def _file_table(
@@ -495,8 +497,8 @@ def _timestamp_value(value: Any) -> datetime:
 
 
 def _json_value(field: FieldDescriptor, value: Any) -> Any:
-    """A field's value as JSON (Protobuf's JSON mapping, field names as declared; 64-bit
-    integers stay numbers, bytes are base64)."""
+    """A field's value as JSON: scalars as they are (bytes in base64, enums by name,
+    Timestamps in ISO-8601), messages in Protobuf's JSON mapping with the declared names."""
     if _is_map(field):
         entry = field.message_type.fields_by_name["value"]
         return {str(key): _json_item(entry, item) for key, item in value.items()}

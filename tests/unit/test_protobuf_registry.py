@@ -66,9 +66,12 @@ READER: dict[str, Any] = {
 _F = descriptor_pb2.FieldDescriptorProto
 
 
-def _file(*, version: int = 1, amount_type: int = _F.TYPE_INT64) -> descriptor_pb2.FileDescriptorProto:
+def _file(
+    *, version: int = 1, amount_type: int = _F.TYPE_INT64, envelope: bool = False
+) -> descriptor_pb2.FileDescriptorProto:
     """acme/orders.proto: Other (index 0), then OrderCreated (index 1) with a nested Address;
-    version 2 adds an optional ``channel`` the spec does not know."""
+    version 2 adds an optional ``channel`` the spec does not know; ``envelope`` adds an
+    ``event_id`` (no presence) and a ``created_at`` Timestamp."""
     proto = descriptor_pb2.FileDescriptorProto(name="acme/orders.proto", package="com.acme", syntax="proto3")
     proto.dependency.extend(["google/protobuf/timestamp.proto", "google/protobuf/wrappers.proto"])
     proto.message_type.add(name="Other").field.add(name="x", number=1, type=_F.TYPE_STRING)
@@ -95,6 +98,11 @@ def _file(*, version: int = 1, amount_type: int = _F.TYPE_INT64) -> descriptor_p
     if version == 2:
         order.oneof_decl.add(name="_channel")
         fields.append({"name": "channel", "type": _F.TYPE_STRING, "proto3_optional": True, "oneof_index": 1})
+    if envelope:
+        fields.append({"name": "event_id", "type": _F.TYPE_STRING})
+        fields.append(
+            {"name": "created_at", "type": _F.TYPE_MESSAGE, "type_name": ".google.protobuf.Timestamp"}
+        )
     for number, spec in enumerate(fields, start=1):
         order.field.add(number=number, label=spec.pop("label", _F.LABEL_OPTIONAL), **spec)
     return proto
@@ -274,14 +282,23 @@ def test_registry_outage_raises_transient_and_nothing_is_decided() -> None:
     assert decoder.decode(_records([value])).table.num_rows == 1
 
 
-def test_missing_envelope_is_a_dead_letter() -> None:
-    """Without event_id and created_at in headers or the message, the record is a dead letter."""
+def test_the_envelope_comes_from_headers_else_from_the_messages_fields() -> None:
+    """Without headers, event_id and created_at come from the message's fields of those names
+    (not in _EXTRA); an empty event_id (proto3's unset string) or none at all is a dead letter."""
     registry = Registry()
-    _, order = _classes(_file())
-    decoded = _decoder(registry).decode(_records([registry.serialize(_order(order, 1))], headers=()))
-    assert [r.reason for r in decoded.rejected] == [
-        "missing required envelope field 'event_id' (a Kafka header, or a field of the message)"
-    ]
+    _, order = _classes(_file(envelope=True))
+    _, plain = _classes(_file())
+    carrying = _order(order, 1, event_id="m-1")
+    carrying.created_at.FromDatetime(PLACED)
+    empty = _order(order, 2)
+    empty.created_at.FromDatetime(PLACED)
+    values = [registry.serialize(m) for m in (carrying, empty, _order(plain, 3))]
+    decoded = _decoder(registry).decode(_records(values, headers=()))
+    rows = decoded.table.to_pylist()
+    assert [(r["_EVENT_ID"], r["_CREATED_AT"]) for r in rows] == [("m-1", PLACED)]
+    assert json.loads(rows[0]["_EXTRA"]) == {"internal": "x"}
+    missing = "missing required envelope field 'event_id' (a Kafka header, or a field of the message)"
+    assert [r.reason for r in decoded.rejected] == [missing, missing]
 
 
 def test_decoder_for_selects_protobuf_and_the_spec_needs_a_message(tmp_path: Path) -> None:
