@@ -431,8 +431,6 @@ def _column(message: Descriptor, spec: SchemaField) -> _Column:
 
 def _converter(field: FieldDescriptor, kind: FieldType, path: str, *, repeated: bool) -> _Convert:
     """The conversion of ``field``'s values to the spec type ``kind`` (README's type table)."""
-    if kind.kind == "variant":
-        return lambda value: orjson.dumps(_json_value(field, value)).decode()
     if repeated:
         if kind.kind != "array" or _is_map(field):
             raise ValueError(f"field {path!r} is a repeated {_type_name(field)}, the spec has {kind.kind}")
