@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2, wrappers_pb2
 
 from loader.config.spec import load_spec
 from loader.encode import decoder_for
@@ -25,6 +23,7 @@ from loader.encode.protobuf_registry import ProtobufRegistryDecoder, message_ind
 from loader.errors import RegistryError, SpecError
 from loader.schema.avro import parse_avro_schema
 from loader.schema.registry_client import WriterSchemaError
+from tests.protobuf_orders import FIELD, MESSAGE, PLACED, READER, make_order, order_classes, order_file
 from tests.unit.fakes import FakeRecord
 
 pytestmark = pytest.mark.unit
@@ -32,94 +31,6 @@ pytestmark = pytest.mark.unit
 TOPIC = "orders"
 CREATED = "2026-11-27T08:00:00Z"
 HEADERS = (("event_id", b"e-1"), ("created_at", CREATED.encode()), ("source", b"svc"))
-PLACED = datetime(2026, 11, 27, 8, 0, 1, 250_000, tzinfo=UTC)
-MESSAGE = "com.acme.OrderCreated"
-
-READER: dict[str, Any] = {
-    "type": "record",
-    "name": "OrderCreated",
-    "version": 1,
-    "fields": [
-        {"name": "order_id", "type": "string"},
-        {"name": "amount_cents", "type": "long"},
-        {"name": "coupon", "type": ["null", "string"], "default": None},
-        {"name": "status", "type": "string"},
-        {"name": "placed_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-        {
-            "name": "address",
-            "type": [
-                "null",
-                {
-                    "type": "record",
-                    "name": "Address",
-                    "fields": [{"name": "city", "type": "string"}, {"name": "lat", "type": "double"}],
-                },
-            ],
-            "default": None,
-        },
-        {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
-        {"name": "rating", "type": ["null", "double"], "default": None},
-        {"name": "big", "type": ["null", "long"], "default": None},
-    ],
-}
-
-_F = descriptor_pb2.FieldDescriptorProto
-
-
-def _file(
-    *, version: int = 1, amount_type: int = _F.TYPE_INT64, envelope: bool = False
-) -> descriptor_pb2.FileDescriptorProto:
-    """acme/orders.proto: Other (index 0), then OrderCreated (index 1) with a nested Address;
-    version 2 adds an optional ``channel`` the spec does not know; ``envelope`` adds an
-    ``event_id`` (no presence) and a ``created_at`` Timestamp."""
-    proto = descriptor_pb2.FileDescriptorProto(name="acme/orders.proto", package="com.acme", syntax="proto3")
-    proto.dependency.extend(["google/protobuf/timestamp.proto", "google/protobuf/wrappers.proto"])
-    proto.message_type.add(name="Other").field.add(name="x", number=1, type=_F.TYPE_STRING)
-    order = proto.message_type.add(name="OrderCreated")
-    address = order.nested_type.add(name="Address")
-    address.field.add(name="city", number=1, type=_F.TYPE_STRING)
-    address.field.add(name="lat", number=2, type=_F.TYPE_DOUBLE)
-    status = order.enum_type.add(name="Status")
-    status.value.add(name="NEW", number=0)
-    status.value.add(name="PAID", number=1)
-    order.oneof_decl.add(name="_coupon")
-    fields: list[dict[str, Any]] = [
-        {"name": "order_id", "type": _F.TYPE_STRING},
-        {"name": "amount_cents", "type": amount_type},
-        {"name": "coupon", "type": _F.TYPE_STRING, "proto3_optional": True, "oneof_index": 0},
-        {"name": "status", "type": _F.TYPE_ENUM, "type_name": ".com.acme.OrderCreated.Status"},
-        {"name": "placed_at", "type": _F.TYPE_MESSAGE, "type_name": ".google.protobuf.Timestamp"},
-        {"name": "address", "type": _F.TYPE_MESSAGE, "type_name": ".com.acme.OrderCreated.Address"},
-        {"name": "tags", "type": _F.TYPE_STRING, "label": _F.LABEL_REPEATED},
-        {"name": "rating", "type": _F.TYPE_MESSAGE, "type_name": ".google.protobuf.DoubleValue"},
-        {"name": "big", "type": _F.TYPE_UINT64},
-        {"name": "internal", "type": _F.TYPE_STRING},
-    ]
-    if version == 2:
-        order.oneof_decl.add(name="_channel")
-        fields.append({"name": "channel", "type": _F.TYPE_STRING, "proto3_optional": True, "oneof_index": 1})
-    if envelope:
-        fields.append({"name": "event_id", "type": _F.TYPE_STRING})
-        fields.append(
-            {"name": "created_at", "type": _F.TYPE_MESSAGE, "type_name": ".google.protobuf.Timestamp"}
-        )
-    for number, spec in enumerate(fields, start=1):
-        order.field.add(number=number, label=spec.pop("label", _F.LABEL_OPTIONAL), **spec)
-    return proto
-
-
-def _classes(proto: descriptor_pb2.FileDescriptorProto) -> tuple[Any, Any]:
-    """Generated-like classes (Other, OrderCreated) for ``proto``, each file in its own pool."""
-    pool = descriptor_pool.DescriptorPool()
-    for well_known in (timestamp_pb2, wrappers_pb2):
-        dependency = descriptor_pb2.FileDescriptorProto()
-        well_known.DESCRIPTOR.CopyToProto(dependency)
-        pool.Add(dependency)
-    pool.Add(proto)
-    return (
-        message_factory.GetMessageClass(pool.FindMessageTypeByName("com.acme.Other")),
-        message_factory.GetMessageClass(pool.FindMessageTypeByName(MESSAGE)),
-    )
 
 
 class Registry:
@@ -155,29 +66,15 @@ def _records(values: Sequence[bytes | None], headers: Any = HEADERS) -> list[Fak
     return [FakeRecord(TOPIC, 0, 10 + i, 1_764_230_400_000, None, v, headers) for i, v in enumerate(values)]
 
 
-def _order(cls: Any, index: int, **more: Any) -> Any:
-    message = cls(
-        order_id=f"o-{index}",
-        amount_cents=100 * index,
-        status=1,
-        address=cls.Address(city="Lyon", lat=45.75),
-        tags=["a", "b"],
-        internal="x",
-        **more,
-    )
-    message.placed_at.FromDatetime(PLACED)
-    return message
-
-
 def test_serializer_values_of_two_writer_versions_become_the_specs_rows() -> None:
     """v1 and v2 values from ProtobufSerializer, mixed in one batch: fields land by name with the
     type table's conversions, unset presence fields are null, writer-only fields go to _EXTRA."""
     registry = Registry()
-    _, v1 = _classes(_file())
-    _, v2 = _classes(_file(version=2))
+    _, v1 = order_classes(order_file())
+    _, v2 = order_classes(order_file(version=2))
     values = [
-        registry.serialize(_order(v1, 1, coupon="SPRING", rating={"value": 4.5})),
-        registry.serialize(_order(v2, 2, channel="app", big=7)),
+        registry.serialize(make_order(v1, 1, coupon="SPRING", rating={"value": 4.5})),
+        registry.serialize(make_order(v2, 2, channel="app", big=7)),
     ]
     assert values[0][1:5] != values[1][1:5]  # two writer schema ids
     decoded = _decoder(registry).decode(_records(values))
@@ -205,10 +102,10 @@ def test_hand_framed_values_follow_the_published_wire_format() -> None:
     """Magic 0, the id, zigzag varint indexes ([1] as 02 02; the first message as a single 0),
     then SerializeToString: the second message decodes, the first is another type (dead letter)."""
     registry = Registry()
-    proto = _file()
-    other, order = _classes(proto)
+    proto = order_file()
+    other, order = order_classes(proto)
     schema_id = registry.register(base64.b64encode(proto.SerializeToString()).decode())
-    body = _order(order, 3).SerializeToString()
+    body = make_order(order, 3).SerializeToString()
     values = [
         wire_value(schema_id, b"\x02\x02" + body),
         wire_value(schema_id, b"\x00" + other(x="y").SerializeToString()),
@@ -226,10 +123,10 @@ def test_bad_values_are_dead_letters_with_their_reason() -> None:
     """Bad bytes, an index naming no message, an unknown id, a bad magic byte, a tombstone and
     a uint64 above the long range are dead letters each with its reason; the good record lands."""
     registry = Registry()
-    proto = _file()
-    _, order = _classes(proto)
+    proto = order_file()
+    _, order = order_classes(proto)
     schema_id = registry.register(base64.b64encode(proto.SerializeToString()).decode())
-    good = _order(order, 1).SerializeToString()
+    good = make_order(order, 1).SerializeToString()
     values = [
         wire_value(schema_id, b"\x02\x02" + good),
         wire_value(schema_id, b"\x02\x02" + b"\x0a\xff"),  # a string field longer than the value
@@ -238,7 +135,7 @@ def test_bad_values_are_dead_letters_with_their_reason() -> None:
         wire_value(99_999, b"\x00" + good),
         b"\x01" + wire_value(schema_id, b"\x00")[1:],
         None,
-        wire_value(schema_id, b"\x02\x02" + _order(order, 2, big=2**63).SerializeToString()),
+        wire_value(schema_id, b"\x02\x02" + make_order(order, 2, big=2**63).SerializeToString()),
     ]
     decoded = _decoder(registry).decode(_records(values))
     assert decoded.table.column("_OFFSET").to_pylist() == [10]
@@ -257,7 +154,7 @@ def test_a_writer_type_that_does_not_map_makes_its_records_dead_letters() -> Non
     """A writer whose field type does not map to the spec's (string amount for a long): every
     record of that id is a dead letter naming the field; .proto text is refused with a reason."""
     registry = Registry()
-    _, order = _classes(_file(amount_type=_F.TYPE_STRING))
+    _, order = order_classes(order_file(amount_type=FIELD.TYPE_STRING))
     value = registry.serialize(order(order_id="o-1", amount_cents="12"))
     text_id = registry.register('syntax = "proto3";\npackage com.acme;\nmessage OrderCreated {}\n')
     decoded = _decoder(registry).decode(_records([value, wire_value(text_id, b"\x00")]))
@@ -271,8 +168,8 @@ def test_registry_outage_raises_transient_and_nothing_is_decided() -> None:
     """While the registry is down the decode raises the transient error (the batch is retried);
     once it is back, the same records become rows."""
     registry = Registry()
-    _, order = _classes(_file())
-    value = registry.serialize(_order(order, 1))
+    _, order = order_classes(order_file())
+    value = registry.serialize(make_order(order, 1))
     decoder = _decoder(registry)
     registry.down = True
     with pytest.raises(RegistryError) as caught:
@@ -286,13 +183,13 @@ def test_the_envelope_comes_from_headers_else_from_the_messages_fields() -> None
     """Without headers, event_id and created_at come from the message's fields of those names
     (not in _EXTRA); an empty event_id (proto3's unset string) or none at all is a dead letter."""
     registry = Registry()
-    _, order = _classes(_file(envelope=True))
-    _, plain = _classes(_file())
-    carrying = _order(order, 1, event_id="m-1")
+    _, order = order_classes(order_file(envelope=True))
+    _, plain = order_classes(order_file())
+    carrying = make_order(order, 1, event_id="m-1")
     carrying.created_at.FromDatetime(PLACED)
-    empty = _order(order, 2)
+    empty = make_order(order, 2)
     empty.created_at.FromDatetime(PLACED)
-    values = [registry.serialize(m) for m in (carrying, empty, _order(plain, 3))]
+    values = [registry.serialize(m) for m in (carrying, empty, make_order(plain, 3))]
     decoded = _decoder(registry).decode(_records(values, headers=()))
     rows = decoded.table.to_pylist()
     assert [(r["_EVENT_ID"], r["_CREATED_AT"]) for r in rows] == [("m-1", PLACED)]
