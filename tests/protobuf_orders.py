@@ -11,6 +11,24 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, ti
 MESSAGE = "com.acme.OrderCreated"
 PLACED = datetime(2026, 11, 27, 8, 0, 1, 250_000, tzinfo=UTC)
 
+ORDER_PROTO = """syntax = "proto3";
+package com.acme;
+import "google/protobuf/timestamp.proto";
+
+message OrderCreated {
+  message Address { string city = 1; double lat = 2; }
+  enum Status { NEW = 0; PAID = 1; }
+  string order_id = 1;
+  int64 amount_cents = 2;
+  optional string coupon = 3;
+  Status status = 4;
+  google.protobuf.Timestamp placed_at = 5;
+  Address address = 6;
+  repeated string tags = 7;
+}
+"""
+"""OrderCreated as .proto text: fields 1-7 as :func:`order_file` declares them."""
+
 READER: dict[str, Any] = {
     "type": "record",
     "name": "OrderCreated",

@@ -4,7 +4,8 @@ A value is the magic byte 0, the writer schema's registry id (4 bytes, big-endia
 message indexes (zigzag varints: their count, then each index; a single 0 byte for the
 file's first message), then the message in Protobuf binary. The writer schema comes from
 a lookup by id (:class:`WriterProtos`, the registry client in production), as the base64
-``FileDescriptorProto`` confluent-kafka's ProtobufSerializer registers.
+``FileDescriptorProto`` confluent-kafka's ProtobufSerializer registers, or as ``.proto``
+text (compiled by protoc: :mod:`loader.schema.proto_text`).
 
 The table's shape stays the spec's ``.avsc`` (so ``schemas check``, ``drift`` and the
 table's columns work as for the other formats); the spec's ``schema.message`` names the
@@ -53,6 +54,7 @@ from loader.encode.decode import (
 from loader.encode.headers import headers_column
 from loader.errors import clip
 from loader.schema.model import EventSchema, FieldType, SchemaField
+from loader.schema.proto_text import ProtoTextError, compile_proto
 from loader.schema.registry_client import WriterSchemaError
 from loader.schema.types import EXTRA_FIELD, arrow_schema, arrow_type
 
@@ -373,11 +375,11 @@ def _descriptors(schema_id: int, text: str) -> FileDescriptor | str:
     what = f"schema id {schema_id}"
     try:
         proto = descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(text, validate=True))
-    except (binascii.Error, ValueError, DecodeError):
-        return (
-            f"{what}: the registry holds the schema as .proto text, which is not read yet "
-            "(only the base64 FileDescriptorProto that confluent-kafka's serializers register)"
-        )
+    except (binascii.Error, ValueError, DecodeError):  # not base64: .proto text
+        try:
+            proto = compile_proto(text)
+        except ProtoTextError as exc:
+            return f"{what}: {exc}"
     pool = descriptor_pool.DescriptorPool()
     for dependency in proto.dependency:
         if not dependency.startswith("google/protobuf/"):

@@ -23,7 +23,16 @@ from loader.encode.protobuf_registry import ProtobufRegistryDecoder, message_ind
 from loader.errors import RegistryError, SpecError
 from loader.schema.avro import parse_avro_schema
 from loader.schema.registry_client import WriterSchemaError
-from tests.protobuf_orders import FIELD, MESSAGE, PLACED, READER, make_order, order_classes, order_file
+from tests.protobuf_orders import (
+    FIELD,
+    MESSAGE,
+    ORDER_PROTO,
+    PLACED,
+    READER,
+    make_order,
+    order_classes,
+    order_file,
+)
 from tests.unit.fakes import FakeRecord
 
 pytestmark = pytest.mark.unit
@@ -151,8 +160,8 @@ def test_bad_values_are_dead_letters_with_their_reason() -> None:
 
 
 def test_a_writer_type_that_does_not_map_makes_its_records_dead_letters() -> None:
-    """A writer whose field type does not map to the spec's (string amount for a long): every
-    record of that id is a dead letter naming the field; .proto text is refused with a reason."""
+    """A writer whose field type does not map to the spec's (string amount for a long), or that
+    lacks a required spec field: every record of that id is a dead letter naming the field."""
     registry = Registry()
     _, order = order_classes(order_file(amount_type=FIELD.TYPE_STRING))
     value = registry.serialize(order(order_id="o-1", amount_cents="12"))
@@ -161,7 +170,30 @@ def test_a_writer_type_that_does_not_map_makes_its_records_dead_letters() -> Non
     assert decoded.table.num_rows == 0
     first, second = (r.reason for r in decoded.rejected)
     assert "field 'amount_cents' is a string, which does not map to the spec's long" in first
-    assert ".proto text, which is not read yet" in second
+    assert second.endswith(
+        f"{MESSAGE} does not map to the spec's schema: it has no field 'order_id', which the spec requires"
+    )
+
+
+def test_a_schema_registered_as_proto_text_is_compiled_by_protoc() -> None:
+    """A writer schema the registry holds as .proto text (importing a well-known type) is
+    compiled by protoc: its values decode like the descriptor's; text protoc refuses is a
+    dead letter quoting protoc's message."""
+    registry = Registry()
+    _, order = order_classes(order_file())
+    text_id = registry.register(ORDER_PROTO)
+    bad_id = registry.register('syntax = "proto3";\nmessage OrderCreated { strin order_id = 1; }\n')
+    body = make_order(order, 4, coupon="C").SerializeToString()  # fields 1-7 match the text's
+    values = [wire_value(text_id, b"\x00" + body), wire_value(bad_id, b"\x00" + body)]
+    decoded = _decoder(registry).decode(_records(values))
+    rows = decoded.table.to_pylist()
+    assert [(r["ORDER_ID"], r["COUPON"], r["STATUS"], r["PLACED_AT"]) for r in rows] == [
+        ("o-4", "C", "PAID", PLACED)
+    ]
+    assert rows[0]["ADDRESS"] == {"city": "Lyon", "lat": 45.75}
+    assert [r.reason for r in decoded.rejected] == [
+        f'schema id {bad_id}: protoc refused the .proto text: schema.proto:2:24: "strin" is not defined.'
+    ]
 
 
 def test_registry_outage_raises_transient_and_nothing_is_decided() -> None:
