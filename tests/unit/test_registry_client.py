@@ -133,6 +133,29 @@ def test_writer_schema_refuses_other_types_and_references_as_the_records_problem
             assert not caught.value.transient
 
 
+def test_protobuf_schema_gives_protobuf_text_and_allows_only_well_known_references(
+    registry: FakeRegistry,
+) -> None:
+    """The Protobuf lookup returns a PROTOBUF schema's text, with references to well-known types
+    only; an Avro id or another reference is a WriterSchemaError for the record."""
+    well_known = [{"name": "google/protobuf/timestamp.proto", "subject": "ts", "version": 1}]
+    registry.answers["/schemas/ids/2"] = Answer(
+        200, {"schema": "Cg==", "schemaType": "PROTOBUF", "references": well_known}
+    )
+    registry.answers["/schemas/ids/1"] = Answer(200, {"schema": AVRO})
+    other = [*well_known, {"name": "acme/money.proto", "subject": "money", "version": 1}]
+    registry.answers["/schemas/ids/3"] = Answer(
+        200, {"schema": "Cg==", "schemaType": "PROTOBUF", "references": other}
+    )
+    with RegistryClient(registry.url) as client:
+        assert client.protobuf_schema(2) == "Cg=="
+        for schema_id, reason in ((1, "AVRO schema, not Protobuf"), (3, r"\(acme/money\.proto\)")):
+            with pytest.raises(WriterSchemaError, match=reason) as caught:
+                client.protobuf_schema(schema_id)
+            assert caught.value.schema_id == schema_id
+            assert not caught.value.transient
+
+
 def test_unknown_id_is_the_records_problem_not_the_registrys(registry: FakeRegistry) -> None:
     """A 404 with Confluent's 40403 is a WriterSchemaError naming the id, terminal, not a ConfigError."""
     with RegistryClient(registry.url) as client, pytest.raises(WriterSchemaError) as caught:
