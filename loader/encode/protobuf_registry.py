@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -382,20 +383,41 @@ def _descriptors(schema_id: int, text: str) -> FileDescriptor | str:
             return f"{what}: {exc}"
     pool = descriptor_pool.DescriptorPool()
     for dependency in proto.dependency:
-        if not dependency.startswith("google/protobuf/"):
+        known = _well_known(dependency)
+        if known is None:
             return f"{what}: imports {clip(dependency, 200)}, which is not a well-known type"
-        try:
-            known = descriptor_pool.Default().FindFileByName(dependency)
-        except KeyError:
-            return f"{what}: imports {clip(dependency, 200)}, which is not a well-known type"
-        well_known = descriptor_pb2.FileDescriptorProto()
-        known.CopyToProto(well_known)
-        pool.Add(well_known)
+        _add_with_imports(pool, known)
     try:
         pool.Add(proto)
         return pool.FindFileByName(proto.name)
     except (TypeError, KeyError, ValueError) as exc:
         return f"{what}: the registry's schema is not a valid Protobuf file: {clip(str(exc), _REASON_CHARS)}"
+
+
+def _well_known(name: str) -> FileDescriptor | None:
+    """The well-known type file ``google/protobuf/<stem>.proto``, from protobuf's own
+    ``<stem>_pb2`` module (imported here: the default pool holds only what was imported)."""
+    stem = name.removeprefix("google/protobuf/").removesuffix(".proto")
+    if f"google/protobuf/{stem}.proto" != name or not stem.isidentifier():
+        return None
+    try:
+        module = importlib.import_module(f"google.protobuf.{stem}_pb2")
+    except ImportError:
+        return None
+    found = getattr(module, "DESCRIPTOR", None)
+    return found if isinstance(found, FileDescriptor) else None
+
+
+def _add_with_imports(pool: descriptor_pool.DescriptorPool, file: FileDescriptor) -> None:
+    """Add ``file`` to ``pool`` after the files it imports (a well-known type imports only others)."""
+    for dependency in file.dependencies:
+        _add_with_imports(pool, dependency)
+    try:
+        pool.FindFileByName(file.name)
+    except KeyError:
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pool.Add(proto)
 
 
 def _message_at(file: FileDescriptor, indexes: tuple[int, ...]) -> Descriptor | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from google.protobuf import descriptor_pb2
 
 from loader.config.spec import load_spec
 from loader.encode import decoder_for
@@ -248,3 +251,20 @@ def test_decoder_for_selects_protobuf_and_the_spec_needs_a_message(tmp_path: Pat
         spec_file.write_text(json.dumps({**base, "schema": wrong}))
         with pytest.raises(SpecError, match=r"schema\.message|message"):
             load_spec(spec_file)
+
+
+def test_well_known_imports_resolve_in_a_process_that_never_imported_them() -> None:
+    """A writer schema importing google/protobuf/timestamp.proto (and api.proto, which imports
+    two more) is usable in a fresh process, as a worker is, where protobuf's default pool does
+    not hold those files yet."""
+    proto = descriptor_pb2.FileDescriptorProto(name="a.proto", package="p", syntax="proto3")
+    proto.dependency.extend(["google/protobuf/timestamp.proto", "google/protobuf/api.proto"])
+    script = (
+        "import sys\n"
+        "from loader.encode.protobuf_registry import _descriptors\n"
+        "assert 'google.protobuf.timestamp_pb2' not in sys.modules\n"
+        f"found = _descriptors(1, {base64.b64encode(proto.SerializeToString()).decode()!r})\n"
+        "print(found if isinstance(found, str) else found.name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "a.proto"), done.stderr
