@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2, wrappers_pb2
+from google.protobuf import (
+    any_pb2,
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    timestamp_pb2,
+    wrappers_pb2,
+)
 
 MESSAGE = "com.acme.OrderCreated"
 PLACED = datetime(2026, 11, 27, 8, 0, 1, 250_000, tzinfo=UTC)
@@ -107,7 +114,7 @@ def order_file(
 def order_classes(proto: descriptor_pb2.FileDescriptorProto) -> tuple[Any, Any]:
     """Generated-like classes (Other, OrderCreated) for ``proto``, each file in its own pool."""
     pool = descriptor_pool.DescriptorPool()
-    for well_known in (timestamp_pb2, wrappers_pb2):
+    for well_known in (any_pb2, timestamp_pb2, wrappers_pb2):
         dependency = descriptor_pb2.FileDescriptorProto()
         well_known.DESCRIPTOR.CopyToProto(dependency)
         pool.Add(dependency)

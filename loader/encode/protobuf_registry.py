@@ -233,7 +233,13 @@ class ProtobufRegistryDecoder:
         except (ValueError, OverflowError) as exc:
             raise _RecordError(f"schema id {schema_id}: {clip(str(exc), _REASON_CHARS)}") from None
         found = {f.name: _column_value(message, c) for f, c in plan.envelope}
-        extra = {f.name: _json_value(f, v) for f, v in message.ListFields() if f.name in plan.extra}
+        try:
+            extra = {f.name: _json_value(f, v) for f, v in message.ListFields() if f.name in plan.extra}
+        except (TypeError, ValueError, json_format.Error) as exc:  # an Any of a type the pool lacks
+            raise _RecordError(
+                f"schema id {schema_id}: a field the spec does not know cannot be kept in _EXTRA as JSON: "
+                f"{clip(str(exc), _REASON_CHARS)}"
+            ) from None
         return row, self._envelope(record, found), extra
 
     def _plan(self, schema_id: int, indexes: tuple[int, ...]) -> _Plan:

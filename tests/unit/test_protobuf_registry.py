@@ -268,3 +268,21 @@ def test_well_known_imports_resolve_in_a_process_that_never_imported_them() -> N
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "a.proto"), done.stderr
+
+
+def test_a_writer_only_field_that_has_no_json_is_a_dead_letter() -> None:
+    """A writer-only google.protobuf.Any holding a type the writer schema does not declare has
+    no JSON form for _EXTRA: that record is a dead letter saying so, the next one a row."""
+    registry = Registry()
+    proto = order_file()
+    proto.dependency.append("google/protobuf/any.proto")
+    field = proto.message_type[1].field.add(name="blob", number=20, type=FIELD.TYPE_MESSAGE)
+    field.type_name = ".google.protobuf.Any"
+    _, order = order_classes(proto)
+    opaque = make_order(order, 1)
+    opaque.blob.type_url, opaque.blob.value = "type.googleapis.com/x.Unknown", b"\x01"
+    values = [registry.serialize(opaque), registry.serialize(make_order(order, 2))]
+    decoded = _decoder(registry).decode(_records(values))
+    assert decoded.table.column("ORDER_ID").to_pylist() == ["o-2"]
+    [rejected] = decoded.rejected
+    assert "cannot be kept in _EXTRA as JSON: Can not find message descriptor" in rejected.reason
