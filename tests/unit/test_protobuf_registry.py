@@ -18,6 +18,8 @@ from confluent_kafka.schema_registry._sync.mock_schema_registry_client import Mo
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from google.protobuf import descriptor_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from loader.config.spec import load_spec
 from loader.encode import decoder_for
@@ -286,3 +288,30 @@ def test_a_writer_only_field_that_has_no_json_is_a_dead_letter() -> None:
     assert decoded.table.column("ORDER_ID").to_pylist() == ["o-2"]
     [rejected] = decoded.rejected
     assert "cannot be kept in _EXTRA as JSON: Can not find message descriptor" in rejected.reason
+
+
+_SHARED = Registry()  # shared by the examples: one writer schema, registered once
+_SHARED_ID = _SHARED.register(base64.b64encode(order_file().SerializeToString()).decode())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(max_size=60), min_size=1, max_size=6), st.data())
+def test_any_bytes_get_one_verdict_alone_or_batched(bodies: list[bytes], data: st.DataObject) -> None:
+    """Arbitrary bytes after the header (and arbitrary indexes) never raise: each record is a row
+    or a dead letter, with the same verdict and reason alone as in a batch."""
+    registry = _SHARED
+    framed = [
+        wire_value(
+            _SHARED_ID, data.draw(st.sampled_from([b"\x00", b"\x02\x02", b"\x02", b"\x04\x02\x00"])) + body
+        )
+        for body in bodies
+    ]
+    decoder = _decoder(registry)
+    together = decoder.decode(_records(framed))
+    alone = [decoder.decode(_records([value])) for value in framed]
+    batch_reasons = {r.record.value: r.reason for r in together.rejected}
+    assert together.table.num_rows + len(together.rejected) == len(framed)
+    for value, single in zip(framed, alone, strict=True):
+        assert single.table.num_rows + len(single.rejected) == 1
+        if single.rejected:
+            assert batch_reasons[value] == single.rejected[0].reason
