@@ -49,10 +49,10 @@ from loader.encode.decode import (
     KafkaRecord,
     Rejected,
     header_envelope,
+    kafka_columns,
     screen,
     with_rejected,
 )
-from loader.encode.headers import headers_column
 from loader.errors import clip
 from loader.schema.model import EventSchema, FieldType, SchemaField
 from loader.schema.proto_text import ProtoTextError, compile_proto
@@ -349,12 +349,7 @@ class ProtobufRegistryDecoder:
             pa.array(created, pa.timestamp("us", tz="UTC")),
             pa.array(sources, pa.string()),
             pa.array(versions, pa.int64()),
-            pa.repeat(pa.scalar(records[0].topic, pa.string()), len(records)),
-            pa.repeat(pa.scalar(records[0].partition, pa.int32()), len(records)),
-            pa.array([r.offset for r in records], pa.int64()),
-            pa.array([r.timestamp for r in records], pa.timestamp("ms", tz="UTC")),
-            pa.array([r.key for r in records], pa.binary()),
-            headers_column(records),
+            *kafka_columns(records),
         ]
         if self.keep_extra:
             json_extras = [orjson.dumps(extra).decode() if extra else None for extra in extras]
