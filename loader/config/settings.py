@@ -38,6 +38,8 @@ from loader.errors import ConfigError, capped, clip
 
 __all__ = [
     "AwsSettings",
+    "GatewayApiKey",
+    "GatewaySettings",
     "KafkaSettings",
     "SchemaRegistrySettings",
     "Settings",
@@ -325,6 +327,67 @@ class SchemaRegistrySettings(_Section):
         return self
 
 
+class GatewayApiKey(_Section):
+    """One API key of the event gateway: stored as the SHA-256 of the key, never the key.
+
+    Keys are long random strings (``loader gateway new-key`` makes one), so a plain SHA-256
+    cannot be reversed; the gateway compares digests in constant time."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._\-]{1,63}$")
+    """Who holds the key (a team or an app): shown in logs and used as the events' default
+    ``source``; never the key itself."""
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """Hex SHA-256 of the key (``printf %s "$KEY" | sha256sum``)."""
+    events: list[str] = Field(min_length=1)
+    """Event types the key may post (spec names), or ``["*"]`` for every event."""
+
+
+class GatewaySettings(_Section):
+    """The event gateway (``loader gateway``): an HTTP front door that produces to Kafka."""
+
+    host: str = "127.0.0.1"
+    """Address the HTTP API listens on (``0.0.0.0`` in a container)."""
+    port: int = Field(default=8088, ge=1, le=65535)
+    """Port of the HTTP API (``POST /v1/events/{event}``, ``POST /topics/{topic}``)."""
+    metrics_port: int | None = Field(default=6067, ge=1, le=65535)
+    """Port of ``/metrics``, ``/healthz`` and ``/readyz``, kept off the public API; None: no
+    endpoints."""
+    mode: Literal["sync", "async"] = "sync"
+    """sync: answer once the broker acknowledged every record; async: answer (202) once the
+    records are buffered, then retry until ``delivery_timeout_s`` and spill what is still not
+    delivered to the event's dead-letter area in S3."""
+    delivery_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """A record's deadline: sync answers 503 (retryable) when the broker has not acknowledged
+    it by then; async spills it to S3."""
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    """Largest request body, before and after gzip decoding (413 beyond)."""
+    max_batch_records: int = Field(default=1000, ge=1)
+    """Most events in one request (413 beyond)."""
+    max_in_flight_records: int = Field(default=100_000, ge=1)
+    """Records produced but not yet acknowledged; beyond it requests get 503 (backpressure)."""
+    api_keys: list[GatewayApiKey] = Field(default_factory=list)
+    """The keys allowed to post, as hashes (JSON in ``LOADER_GATEWAY__API_KEYS``)."""
+    api_keys_file: Path | None = None
+    """A YAML or JSON file holding a list of keys (as in ``api_keys``), e.g. mounted from a
+    Secret; added to ``api_keys``."""
+    allow_anonymous: bool = False
+    """Accept requests without a key (local development only). Without keys and without
+    this, the gateway refuses to start."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins web pages may post from (``https://app.example.com``); empty: no CORS."""
+    canary_topic: str = Field(default="loader-gateway-canary", pattern=r"^[A-Za-z0-9._\-]{1,249}$")
+    """Topic a test record is produced to, on every cluster, before ``/readyz`` turns 200."""
+    linger_ms: int = Field(default=50, ge=0, le=1000)
+    """How long the producer waits to fill a batch (tens of ms: fewer, larger requests)."""
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    """Compression of the produced batches."""
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
 class Settings(BaseSettings):
     """Everything the loader needs to know about its environment."""
 
@@ -338,6 +401,7 @@ class Settings(BaseSettings):
     aws: AwsSettings = Field(default_factory=AwsSettings)
     snowflake: SnowflakeSettings = Field(default_factory=SnowflakeSettings)
     schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     @classmethod
     def settings_customise_sources(

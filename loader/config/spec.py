@@ -181,6 +181,10 @@ class KafkaSpec(_Model):
     match: KafkaMatch | None = None
     """Which of the topic's records are this event type's; None: all of them. Needed when
     specs share the topic: the others are skipped (counted, not dead-lettered)."""
+    envelope: Literal["headers", "json"] = "headers"
+    """How the event gateway (``loader gateway``) writes the envelope: ``headers`` (Kafka
+    headers, the value is the bare payload, so routing reads no payload) or ``json`` (one JSON
+    object holding the envelope and its ``payload``). The worker reads both forms."""
 
 
 class TopicSibling(_Model):
