@@ -158,6 +158,63 @@ NEWEST_CREATED_AT = Gauge(
 )
 FRESHNESS_NAME = "loader_freshness_seconds"
 
+# -- gateway (``loader gateway``) ------------------------------------------------------------------
+
+GATEWAY_REQUESTS = Counter(
+    "loader_gateway_requests",
+    "HTTP requests to the event gateway, by API (events, rest_proxy) and status code.",
+    ["api", "code"],
+    registry=REGISTRY,
+)
+GATEWAY_RECORDS = Counter(
+    "loader_gateway_records",
+    "Records posted to the event gateway, by outcome: accepted (handed to the producer) or rejected.",
+    ["event", "outcome"],
+    registry=REGISTRY,
+)
+GATEWAY_REJECTED = Counter(
+    "loader_gateway_rejected",
+    "Records the gateway rejected, by reason: envelope, schema, not_taken (the spec's kafka.match "
+    "would not take it), not_object, too_large, forbidden, undelivered (not acknowledged in time).",
+    ["event", "reason"],
+    registry=REGISTRY,
+)
+GATEWAY_PRODUCE_SECONDS = Histogram(
+    "loader_gateway_produce_seconds",
+    "Time from handing a request's records to the producer to their acknowledgement (async: buffering).",
+    ["event"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+GATEWAY_IN_FLIGHT = Gauge(
+    "loader_gateway_in_flight_records",
+    "Records produced by the gateway and not yet acknowledged (or spilled).",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+GATEWAY_ASYNC_FAILURES = Counter(
+    "loader_gateway_async_failures",
+    "Async-mode delivery attempts that failed (the record is retried until its deadline, then spilled).",
+    ["event"],
+    registry=REGISTRY,
+)
+GATEWAY_SPILLED = Counter(
+    "loader_gateway_spilled",
+    "Async-mode records not delivered by their deadline, written to the event's dead-letter area in S3.",
+    ["event"],
+    registry=REGISTRY,
+)
+GATEWAY_REJECT_REASONS = (
+    "envelope",
+    "schema",
+    "not_taken",
+    "not_object",
+    "too_large",
+    "forbidden",
+    "undelivered",
+)
+"""The ``reason`` label values of ``loader_gateway_rejected_total`` (a fixed, bounded set)."""
+
 
 class EventMetrics:
     """One event type's metrics, bound once (``labels`` is a locked lookup: not per batch)."""
