@@ -7,6 +7,7 @@ ServiceMonitor) are checked structurally against what the chart must wire.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from loader.cli import cli
+from loader.config.settings import Settings
 from loader.config.spec import EventSpec, load_specs
 from loader.deploy.helm import find_helm
 from loader.worker.pool import CHILD_STOP_GRACE_S
@@ -42,6 +44,9 @@ ENV_VALUES = [
     "kafka.bootstrapServers=broker-1:9092\\,broker-2:9092",
     "env.LOADER_AWS__REGION=eu-west-1",
 ]
+
+GATEWAY_KEYS = "event-loader-gateway-keys"
+GATEWAY_VALUES = ["gateway.enabled=true", f"gateway.apiKeys.existingSecret={GATEWAY_KEYS}"]
 
 Manifests = list[dict[str, Any]]
 
@@ -110,6 +115,7 @@ def test_helm_lint_is_clean(values_file: Path) -> None:
     for extra in (
         [],
         ["--set", f"serviceMonitor.enabled=true,autoscaling.enabled=true,{ENV_VALUES[1]}"],
+        ["--set", ",".join(GATEWAY_VALUES)],
     ):
         done = _helm("lint", "--strict", str(CHART), "-f", str(values_file), *extra)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -118,19 +124,24 @@ def test_helm_lint_is_clean(values_file: Path) -> None:
 
 @pytest.mark.parametrize("service_monitor", [False, True])
 @pytest.mark.parametrize("autoscaling", [False, True])
+@pytest.mark.parametrize("gateway", [False, True])
 def test_manifests_are_valid_kubernetes(
-    render: Callable[..., Manifests], service_monitor: bool, autoscaling: bool
+    render: Callable[..., Manifests], service_monitor: bool, autoscaling: bool, gateway: bool
 ) -> None:
-    """Every built-in kind validates strictly; the CRDs appear exactly when switched on."""
+    """Every built-in kind validates strictly; the CRDs and the gateway appear exactly when switched on."""
     manifests = render(
         *ENV_VALUES,
+        *(GATEWAY_VALUES if gateway else []),
         f"serviceMonitor.enabled={str(service_monitor).lower()}",
         f"autoscaling.enabled={str(autoscaling).lower()}",
+        f"gateway.autoscaling.enabled={str(autoscaling).lower()}",
     )
     kinds = {m["kind"] for m in manifests}
     assert {"Deployment", "Service", "PodDisruptionBudget", "ConfigMap", "ServiceAccount"} <= kinds
     assert ("ServiceMonitor" in kinds) == service_monitor
     assert ("ScaledObject" in kinds) == autoscaling
+    assert ("HorizontalPodAutoscaler" in kinds) == (gateway and autoscaling)
+    assert bool(_of_kind(manifests, "Deployment", "gateway")) == gateway
     for manifest in manifests:
         if manifest["kind"] in CRDS:
             assert manifest["apiVersion"] == CRDS[manifest["kind"]]
@@ -164,12 +175,14 @@ def test_one_worker_deployment_per_spec(render: Callable[..., Manifests], specs:
         assert (f"schemas/{spec.name}.avsc" in items) == (spec.schema_path is not None)
 
 
+@pytest.mark.parametrize("component", ["loader", "gateway"])
 def test_mounted_specs_load_in_the_pod_layout(
-    render: Callable[..., Manifests], specs: list[EventSpec], tmp_path: Path
+    render: Callable[..., Manifests], specs: list[EventSpec], tmp_path: Path, component: str
 ) -> None:
-    """The loader's specs volume, written out as the kubelet would, loads as the same specs."""
-    manifests = render(*ENV_VALUES)
-    [loader] = _of_kind(manifests, "Deployment", "loader")
+    """The loader's and the gateway's specs volume, written out as the kubelet would, loads as the
+    same specs (all of them)."""
+    manifests = render(*ENV_VALUES, *GATEWAY_VALUES)
+    [loader] = _of_kind(manifests, "Deployment", component)
     config_maps = {c["metadata"]["name"]: c["data"] for c in _of_kind(manifests, "ConfigMap")}
     [volume] = [v for v in loader["spec"]["template"]["spec"]["volumes"] if v["name"] == "specs"]
     [mount] = [
@@ -208,8 +221,10 @@ def test_workers_probe_health_and_readiness_and_stop_gracefully(
 
 
 def test_pods_are_locked_down(render: Callable[..., Manifests]) -> None:
-    """Every pod runs non-root, read-only, without capabilities, and writes only to emptyDirs."""
-    manifests = render(*ENV_VALUES)
+    """Every pod (the gateway's too) runs non-root, read-only, without capabilities, and writes only
+    to emptyDirs."""
+    manifests = render(*ENV_VALUES, *GATEWAY_VALUES)
+    assert _of_kind(manifests, "Deployment", "gateway")
     for deployment in _of_kind(manifests, "Deployment"):
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -279,11 +294,21 @@ def test_autoscaler_without_brokers_is_refused(values_file: Path) -> None:
 
 
 def test_service_monitors_scrape_metrics_ports(render: Callable[..., Manifests]) -> None:
-    """The ServiceMonitors select the workers' and loader's Services by a port they expose, at /metrics."""
-    manifests = render(*ENV_VALUES, "serviceMonitor.enabled=true", "serviceMonitor.labels.release=prometheus")
+    """The ServiceMonitors select the workers', loader's and gateway's Services by a port they expose,
+    at /metrics."""
+    manifests = render(
+        *ENV_VALUES,
+        *GATEWAY_VALUES,
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.labels.release=prometheus",
+    )
     monitors = _of_kind(manifests, "ServiceMonitor")
     services = _of_kind(manifests, "Service")
-    assert {m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors} == {"worker", "loader"}
+    assert {m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors} == {
+        "worker",
+        "loader",
+        "gateway",
+    }
     for monitor in monitors:
         assert monitor["metadata"]["labels"]["release"] == "prometheus"
         assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["events"]}
@@ -444,3 +469,141 @@ def test_workers_on_a_shared_topic_mount_their_siblings_specs(tmp_path: Path) ->
         "rest": ["a_event", "rest"],
         "app_click": ["app_click"],
     }
+
+
+# --- the event gateway ---------------------------------------------------------------------------
+
+
+def _gateway(manifests: Manifests, kind: str) -> dict[str, Any]:
+    [obj] = _of_kind(manifests, kind, "gateway")
+    return obj
+
+
+def test_gateway_is_off_by_default(render: Callable[..., Manifests]) -> None:
+    """Without gateway.enabled the chart renders no gateway object and no gateway service account."""
+    manifests = render(*ENV_VALUES)
+    assert not [
+        m for m in manifests if m["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"
+    ]
+    assert not _of_kind(manifests, "HorizontalPodAutoscaler")
+
+
+def test_gateway_runs_with_the_keys_secret_probes_and_its_own_account(
+    render: Callable[..., Manifests], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The gateway pod runs `loader gateway` on all interfaces, reads its keys from the mounted Secret
+    (the path its settings name), is probed on the metrics port and runs as its own service account;
+    its env loads as gateway settings."""
+    manifests = render(*ENV_VALUES, *GATEWAY_VALUES, "gateway.port=8090", "gateway.metricsPort=6070")
+    deployment = _gateway(manifests, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = container["args"]
+    assert args[0] == "gateway"
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    assert args[args.index("--port") + 1] == "8090"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8090, "metrics": 6070}
+    for probe, path in (
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ):
+        assert container[probe]["httpGet"] == {"path": path, "port": "metrics"}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    # The keys file: a read-only mount of the Secret, holding the key the settings name.
+    keys_file = Path(env["LOADER_GATEWAY__API_KEYS_FILE"])
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == str(keys_file.parent)]
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == GATEWAY_KEYS
+    assert [i["path"] for i in volume["secret"]["items"]] == [keys_file.name]
+    # The env is real gateway settings (a misspelt name would be ignored silently).
+    for var in [v for v in os.environ if v.startswith("LOADER_")]:
+        monkeypatch.delenv(var)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    gateway = Settings().gateway
+    assert gateway.api_keys_file == keys_file
+    assert gateway.metrics_port == 6070
+    assert gateway.mode == "sync"
+    assert "LOADER_GATEWAY__ALLOW_ANONYMOUS" not in env
+    # Its own service account (its own IAM role), which the chart creates.
+    account = pod["serviceAccountName"]
+    assert account.endswith("-gateway")
+    assert account in {a["metadata"]["name"] for a in _of_kind(manifests, "ServiceAccount", "gateway")}
+    assert pod["automountServiceAccountToken"] is False
+    assert container["resources"]["requests"]["cpu"]
+
+
+def test_gateway_without_a_keys_secret_is_refused(values_file: Path) -> None:
+    """The chart has no anonymous gateway: without gateway.apiKeys.existingSecret it says what to set."""
+    done = _helm("template", "rel", str(CHART), "-f", str(values_file), "--set", "gateway.enabled=true")
+    assert done.returncode != 0
+    assert "gateway.apiKeys.existingSecret" in done.stderr
+
+
+def test_gateway_service_and_pdb_select_only_gateway_pods(render: Callable[..., Manifests]) -> None:
+    """The gateway's Service exposes the API and the metrics ports of the gateway pods, and its PDB
+    selects exactly those pods."""
+    manifests = render(*ENV_VALUES, *GATEWAY_VALUES)
+    deployments = _of_kind(manifests, "Deployment")
+    service = _gateway(manifests, "Service")
+    pdb = _gateway(manifests, "PodDisruptionBudget")
+    for selector in (service["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"]):
+        selected = [d for d in deployments if _matches(selector, d["spec"]["template"]["metadata"]["labels"])]
+        assert [d["metadata"]["labels"]["app.kubernetes.io/component"] for d in selected] == ["gateway"]
+    [container] = _gateway(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        name: (port, name) for name, port in container_ports.items()
+    }
+
+
+def test_gateway_autoscaler_scales_the_deployment_on_cpu(
+    render: Callable[..., Manifests], values_file: Path
+) -> None:
+    """The HPA owns the gateway's replicas, between the values' min and max, on CPU use; without it the
+    Deployment has gateway.replicas; min above max is refused."""
+    manifests = render(
+        *ENV_VALUES,
+        *GATEWAY_VALUES,
+        "gateway.autoscaling.minReplicas=3",
+        "gateway.autoscaling.maxReplicas=7",
+        "gateway.autoscaling.targetCPUUtilizationPercentage=60",
+    )
+    deployment = _gateway(manifests, "Deployment")
+    hpa = _gateway(manifests, "HorizontalPodAutoscaler")["spec"]
+    assert "replicas" not in deployment["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 7)
+    [metric] = hpa["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+    fixed = render(*ENV_VALUES, *GATEWAY_VALUES, "gateway.autoscaling.enabled=false", "gateway.replicas=4")
+    assert _gateway(fixed, "Deployment")["spec"]["replicas"] == 4
+    assert not _of_kind(fixed, "HorizontalPodAutoscaler")
+    done = _helm(
+        "template",
+        "rel",
+        str(CHART),
+        "-f",
+        str(values_file),
+        "--set",
+        ",".join([*GATEWAY_VALUES, "gateway.autoscaling.minReplicas=5", "gateway.autoscaling.maxReplicas=2"]),
+    )
+    assert done.returncode != 0
+    assert "minReplicas 5 exceeds maxReplicas 2" in done.stderr
+
+
+def test_gateway_gets_the_kafka_tls_files(render: Callable[..., Manifests]) -> None:
+    """The gateway produces to Kafka: it gets kafka.tls.existingSecret mounted and named like the workers."""
+    manifests = render(*ENV_VALUES, *GATEWAY_VALUES, "kafka.tls.existingSecret=kafka-tls")
+    [container] = _gateway(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "kafka-tls")
+    assert env["LOADER_KAFKA__SSL_CAFILE"] == f"{mount['mountPath']}/ca.crt"

@@ -68,7 +68,16 @@ event-loader.io/event: {{ include "event-loader.eventKey" .event }}
 app.kubernetes.io/component: loader
 {{- end -}}
 
-{{/* Service account names. Context: dict root, component (worker or loader). */}}
+{{- define "event-loader.gatewayName" -}}
+{{- include "event-loader.trunc63" (printf "%s-gateway" (include "event-loader.fullname" .)) -}}
+{{- end -}}
+
+{{- define "event-loader.gatewaySelectorLabels" -}}
+{{ include "event-loader.selectorLabels" . }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{/* Service account names. Context: dict root, component (worker, loader or gateway). */}}
 {{- define "event-loader.serviceAccountName" -}}
 {{- $sa := index .root.Values.serviceAccount .component -}}
 {{- if $sa.name -}}
