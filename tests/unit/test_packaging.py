@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from loader.config.settings import Settings
+from loader.config.settings import GatewaySettings, Settings
 from loader.config.spec import EventSpec, load_specs
 from loader.notify.provision import ensure_queue
 
@@ -183,7 +183,11 @@ def test_topics_service_creates_each_spec_topic(
     [(name, svc)] = [(n, s) for n, s in services.items() if "kafka-topics.sh" in " ".join(_command(s))]
     script = " ".join(_command(svc))
     created = dict(re.findall(r"--topic (\S+) --partitions (\d+)", script))
-    assert {t: int(p) for t, p in created.items()} == {s.kafka.topic: s.kafka.partitions for s in specs}
+    canary = GatewaySettings().canary_topic
+    assert {t: int(p) for t, p in created.items() if t != canary} == {
+        s.kafka.topic: s.kafka.partitions for s in specs
+    }
+    assert canary in created, "the gateway's /readyz needs its canary topic (auto-creation is off)"
     assert svc.get("restart", "no") == "no", f"{name} is one-shot"
     bootstrap = set(re.findall(r"--bootstrap-server (\S+)", script))
     loader_bootstrap = {
@@ -282,6 +286,32 @@ def test_start_order_uses_health_and_completion(services: dict[str, dict[str, An
     _, loader = _only(services, ["pipes", "run"])
     assert loader["depends_on"][init]["condition"] == "service_completed_successfully"
     assert loader["depends_on"][localstack]["condition"] == "service_healthy"
+
+
+def test_gateway_service_serves_on_loopback_after_kafka(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One `loader gateway` service on all the container's interfaces, its API and endpoints published on
+    127.0.0.1 at the ports its settings use, healthy on /readyz, started once Kafka is healthy and the
+    topics (canary included) exist; anonymous posting is on there only."""
+    name, gateway = _only(services, ["gateway"])
+    command = _command(gateway)
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    for var in [v for v in os.environ if v.startswith("LOADER_") and v != "LOADER_STATE_DIR"]:
+        monkeypatch.delenv(var)
+    for var, value in _env(gateway).items():
+        monkeypatch.setenv(var, value)
+    settings = Settings().gateway
+    port = int(command[command.index("--port") + 1]) if "--port" in command else settings.port
+    targets = {int(str(p).rsplit(":", 1)[1]) for p in gateway["ports"]}
+    assert targets == {port, settings.metrics_port}, f"{name} publishes {targets}"
+    assert f"127.0.0.1:{settings.metrics_port}/readyz" in " ".join(gateway["healthcheck"]["test"])
+    deps = gateway["depends_on"]
+    assert deps["kafka"]["condition"] == "service_healthy"
+    topics = next(n for n, s in services.items() if "kafka-topics.sh" in " ".join(_command(s)))
+    assert deps[topics]["condition"] == "service_completed_successfully"
+    anonymous = [n for n, s in services.items() if _env(s).get("LOADER_GATEWAY__ALLOW_ANONYMOUS") == "true"]
+    assert anonymous == [name], "only the local gateway may take requests without a key"
 
 
 def test_compose_file_validates_with_docker_compose() -> None:
