@@ -1,7 +1,8 @@
 """Everything one event spec implies, before anything exists (``loader plan EVENT``).
 
-Kafka topic and group, S3 layout with example keys, the Snowflake statements
-a first ``loader pipes apply`` would run, and the worker's Helm values. It is
+Kafka topic and group, the event gateway's endpoints and the form it produces,
+S3 layout with example keys, the Snowflake statements a first ``loader pipes
+apply`` would run, and the worker's Helm values. It is
 worked out offline, by the same code that later creates each piece (the
 layout's keys, the pipe manager's plan, the chart's values), so what it shows
 cannot drift from what happens.
@@ -17,12 +18,13 @@ from typing import Any
 from loader.config.settings import Settings
 from loader.config.spec import MIB, EventSpec
 from loader.deploy.render import event_values, values_yaml
+from loader.encode.decode import ENVELOPE_FIELDS
 from loader.store.layout import FileRange, data_key, dead_letter_key, period_of
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 from loader.worker.rolling import MAX_LATENESS_MS
 
-__all__ = ["EventPlan", "KafkaPlan", "S3Plan", "SnowflakePlan", "plan_event", "roll_rules"]
+__all__ = ["EventPlan", "GatewayPlan", "KafkaPlan", "S3Plan", "SnowflakePlan", "plan_event", "roll_rules"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,26 @@ class KafkaPlan:
     """Which of the topic's records are this event type's (``kafka.match``)."""
     shared_with: list[str]
     """The other event types reading the topic, with what each takes (empty: not shared)."""
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    """How HTTP clients post the event through ``loader gateway``, and what lands on Kafka."""
+
+    served: bool
+    """False for registry formats: the gateway does not serialize those (it answers 415)."""
+    endpoint: str
+    """The gateway's own API (a JSON array or NDJSON of events)."""
+    rest_proxy: str
+    """The Confluent REST Proxy v2 produce endpoint of the event's topic."""
+    port: int
+    mode: str
+    envelope: str
+    """The spec's ``kafka.envelope``: ``headers`` or ``json``."""
+    record_form: str
+    """What one produced record looks like, in words."""
+    adds_header: str | None
+    """The header the gateway sets so that the record matches this spec (a header match)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +106,7 @@ class EventPlan:
     schema_mode: str
     schema_path: str | None
     kafka: KafkaPlan
+    gateway: GatewayPlan
     s3: S3Plan
     snowflake: SnowflakePlan
     deployment: dict[str, Any]
@@ -95,7 +118,7 @@ class EventPlan:
 
     def render(self) -> str:
         """The plan as text for people: one section per stage of the pipeline."""
-        kafka, s3, sf = self.kafka, self.s3, self.snowflake
+        kafka, gateway, s3, sf = self.kafka, self.gateway, self.s3, self.snowflake
         rolling = s3.rolling
         about = " - ".join(part for part in (self.description, self.owner and f"owner {self.owner}") if part)
         schema = f"{self.schema_mode}, version {sf.schema_version}"
@@ -121,6 +144,10 @@ class EventPlan:
                 ],
             ),
             _section(
+                f"Gateway (`loader gateway`, port {gateway.port}, {gateway.mode} mode)",
+                _gateway_lines(gateway),
+            ),
+            _section(
                 "S3",
                 [
                     ("data", f"s3://{s3.bucket}/{s3.data_prefix} ({s3.time_partition} folders)"),
@@ -140,6 +167,40 @@ class EventPlan:
             _section("Deployment (Helm values)", [], values_yaml({"events": [self.deployment]}).splitlines()),
         ]
         return "\n\n".join(sections)
+
+
+def _gateway_lines(gateway: GatewayPlan) -> list[tuple[str, str]]:
+    if not gateway.served:
+        return [("not served", gateway.record_form)]
+    return [
+        ("events API", f"{gateway.endpoint} (JSON array or NDJSON; ?form=envelope or ?form=payload)"),
+        ("REST Proxy", f"{gateway.rest_proxy} (application/vnd.kafka.json.v2+json)"),
+        (f"envelope ({gateway.envelope})", gateway.record_form),
+        *([("adds header", gateway.adds_header)] if gateway.adds_header else []),
+    ]
+
+
+def _gateway(spec: EventSpec, settings: Settings) -> GatewayPlan:
+    """The gateway's view of ``spec``: its endpoints and the record form its ``kafka.envelope`` gives."""
+    fmt = spec.schema_ref.format
+    match = spec.kafka.match
+    if fmt != "json":
+        form = f"format {fmt}: produce with a registry serializer (the gateway answers 415)"
+    elif spec.kafka.envelope == "headers":
+        form = f"Kafka headers {', '.join(ENVELOPE_FIELDS)}; the value is the payload's JSON"
+    else:
+        form = f"the value is one JSON object: {', '.join(ENVELOPE_FIELDS)} and payload"
+    header = match.header if match is not None else None
+    return GatewayPlan(
+        served=fmt == "json",
+        endpoint=f"POST /v1/events/{spec.name}",
+        rest_proxy=f"POST /topics/{spec.kafka.topic}",
+        port=settings.gateway.port,
+        mode=settings.gateway.mode,
+        envelope=spec.kafka.envelope,
+        record_form=form,
+        adds_header=f"{header}: {match.equals}" if header is not None and match is not None else None,
+    )
 
 
 def _rules(label: str, rules: list[str]) -> list[tuple[str, str]]:
@@ -214,6 +275,7 @@ def plan_event(spec: EventSpec, settings: Settings, *, now: datetime | None = No
             takes=spec.takes,
             shared_with=spec.shared_with,
         ),
+        gateway=_gateway(spec, settings),
         s3=S3Plan(
             bucket=spec.s3.bucket,
             prefix=spec.s3.prefix,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlglot
+import yaml
 from click.testing import CliRunner
 
 from loader.cli import cli
@@ -216,3 +217,66 @@ def test_plan_lists_every_roll_rule_from_the_workers_numbers() -> None:
     as_json = plan.to_json()["s3"]
     assert as_json["rolling"] == spec.rolling.model_dump(mode="json")
     assert len(as_json["roll_rules"]) == 5
+
+
+def _edited(tmp_path: Path, section: str, **changes: object) -> EventSpec:
+    """The scaffolded spec with ``changes`` made to its ``section``."""
+    _scaffolded(tmp_path)
+    path = tmp_path / "pipelines" / "payment_captured.yaml"
+    document = yaml.safe_load(path.read_text())
+    document[section].update(changes)
+    path.write_text(yaml.safe_dump(document))
+    [spec] = load_specs(tmp_path / "pipelines")
+    return spec
+
+
+def test_plan_command_shows_the_gateway_endpoints_and_envelope(tmp_path: Path) -> None:
+    """`loader plan` names the event's gateway endpoint, its topic's REST Proxy endpoint, the port and
+    mode from the settings, and the record form of its kafka.envelope (headers by default)."""
+    _scaffolded(tmp_path)
+    result = CliRunner().invoke(
+        cli,
+        ["plan", "payment_captured", "--specs", str(tmp_path / "pipelines")],
+        env={"LOADER_GATEWAY__PORT": "9999", "LOADER_GATEWAY__MODE": "async"},
+    )
+    assert result.exit_code == 0, result.output
+    for expected in (
+        "Gateway (`loader gateway`, port 9999, async mode)\n",
+        "  events API          POST /v1/events/payment_captured (",
+        "  REST Proxy          POST /topics/payment_captured (application/vnd.kafka.json.v2+json)",
+        "  envelope (headers)  Kafka headers event_id, event_name, created_at, source, schema_version;"
+        " the value is the payload's JSON",
+    ):
+        assert expected in result.output, expected
+    as_json = CliRunner().invoke(
+        cli, ["plan", "payment_captured", "--json", "--specs", str(tmp_path / "pipelines")]
+    )
+    gateway = json.loads(as_json.output)["gateway"]
+    assert gateway["endpoint"] == "POST /v1/events/payment_captured"
+    assert gateway["rest_proxy"] == "POST /topics/payment_captured"
+    assert (gateway["envelope"], gateway["served"], gateway["port"], gateway["mode"]) == (
+        "headers",
+        True,
+        8088,
+        "sync",
+    )
+
+
+def test_plan_gateway_follows_the_envelope_setting_and_a_header_match(tmp_path: Path) -> None:
+    """kafka.envelope: json shows the JSON-envelope form; a header match shows the header the gateway adds."""
+    spec = _edited(tmp_path, "kafka", envelope="json", match={"header": "type", "equals": "payment"})
+    gateway = plan_event(spec, _settings(), now=NOW).gateway
+    assert gateway.envelope == "json"
+    assert gateway.record_form.startswith("the value is one JSON object")
+    assert gateway.adds_header == "type: payment"
+    text = plan_event(spec, _settings(), now=NOW).render()
+    assert "  envelope (json)  the value is one JSON object" in text
+    assert "  adds header      type: payment" in text
+
+
+def test_plan_gateway_does_not_serve_registry_formats(tmp_path: Path) -> None:
+    """An avro-registry event is shown as not served by the gateway, with what to do instead."""
+    plan = plan_event(_edited(tmp_path, "schema", format="avro-registry"), _settings(), now=NOW)
+    assert plan.gateway.served is False
+    assert "not served  format avro-registry: produce with a registry serializer" in plan.render()
+    assert "POST /v1/events" not in plan.render()
