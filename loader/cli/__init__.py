@@ -12,6 +12,7 @@ from loader.cli.dead_letters import dead_letters
 from loader.cli.demo import demo
 from loader.cli.deploy import deploy
 from loader.cli.dev import dev
+from loader.cli.gateway import gateway
 from loader.cli.new_event import new_event
 from loader.cli.pipes import pipes
 from loader.cli.plan import plan
@@ -25,6 +26,7 @@ cli.add_command(dead_letters)
 cli.add_command(demo)
 cli.add_command(deploy)
 cli.add_command(dev)
+cli.add_command(gateway)
 cli.add_command(new_event)
 cli.add_command(pipes)
 cli.add_command(plan)
