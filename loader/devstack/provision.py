@@ -1,6 +1,6 @@
-"""Create the infrastructure the specs need where it is missing: Kafka topics,
-buckets, the notifications queue (with its dead-letter queue) and the
-buckets' notification rules.
+"""Create the infrastructure the specs need where it is missing: Kafka topics (and the
+event gateway's canary topic on every cluster the specs name), buckets, the
+notifications queue (with its dead-letter queue) and the buckets' notification rules.
 
 :func:`provision` serves the demo and tests, on services they started
 themselves; :func:`provision_dev_stack` serves ``loader dev up`` and
@@ -26,7 +26,7 @@ from loader.devstack.targets import DevTargets
 from loader.notify.provision import ensure_notification_rules, ensure_queue, queue_arn
 from loader.store.s3 import S3Store
 
-__all__ = ["DEV_QUEUE", "DevProvisioning", "provision", "provision_dev_stack"]
+__all__ = ["DEV_QUEUE", "DevProvisioning", "ensure_canary_topics", "provision", "provision_dev_stack"]
 
 DEV_QUEUE = "loader-notifications"
 """The notifications queue of the demo and the dev stack (its dead-letter queue adds ``-dlq``)."""
@@ -43,6 +43,20 @@ async def provision(settings: Settings, specs: Sequence[EventSpec], *, queue_nam
 async def _ensure_topics(settings: Settings, specs: Sequence[EventSpec]) -> None:
     for spec in specs:
         await ensure_topic(spec, settings.kafka)
+    await ensure_canary_topics(settings, specs)
+
+
+async def ensure_canary_topics(settings: Settings, specs: Sequence[EventSpec]) -> list[str]:
+    """The gateway's canary topic (``LOADER_GATEWAY__CANARY_TOPIC``, one partition) on every
+    cluster ``specs`` name, where it is missing: ``/readyz`` needs a record acknowledged there.
+    Returns the clusters it was created on."""
+    created = []
+    by_cluster = {spec.kafka.cluster: spec for spec in specs}
+    for cluster, spec in sorted(by_cluster.items()):
+        kafka = spec.kafka.model_copy(update={"topic": settings.gateway.canary_topic, "partitions": 1})
+        if await ensure_topic(spec.model_copy(update={"kafka": kafka}), settings.kafka):
+            created.append(cluster)
+    return created
 
 
 def _ensure_storage(settings: Settings, specs: Sequence[EventSpec], *, queue_name: str) -> str:

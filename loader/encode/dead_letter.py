@@ -6,11 +6,16 @@ the same as a timestamp, null when outside ``KAFKA_TIMESTAMP_RANGE_MS``, so that
 Parquet reader can read the file), and a header key that is not UTF-8 is in its
 header's ``key_bytes`` exactly (``key`` then shows it with U+FFFD for the bad bytes;
 ``key_bytes`` is null for every other key).
+
+Records the event gateway could not deliver to Kafka (:func:`unsent_dead_letter_table`)
+have the same columns, with ``_OFFSET`` null (they never had one) and ``_PARTITION`` null
+unless the client chose one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -18,7 +23,13 @@ from loader.encode.decode import Rejected
 from loader.encode.headers import header_key_bytes, is_utf8_key
 from loader.schema.types import KAFKA_TIMESTAMP_RANGE_MS
 
-__all__ = ["DEAD_LETTER_SCHEMA", "dead_letter_table"]
+__all__ = [
+    "DEAD_LETTER_SCHEMA",
+    "UNSENT_DEAD_LETTER_SCHEMA",
+    "Unsent",
+    "dead_letter_table",
+    "unsent_dead_letter_table",
+]
 
 _HEADER = pa.struct(
     [pa.field("key", pa.string()), pa.field("key_bytes", pa.binary()), pa.field("value", pa.binary())]
@@ -37,6 +48,45 @@ DEAD_LETTER_SCHEMA = pa.schema(
         pa.field("_REASON", pa.string(), nullable=False),
     ]
 )
+
+
+UNSENT_DEAD_LETTER_SCHEMA = pa.schema(
+    [f.with_nullable(True) if f.name in ("_PARTITION", "_OFFSET") else f for f in DEAD_LETTER_SCHEMA]
+)
+"""The dead-letter columns of records never written to Kafka: no offset, maybe no partition."""
+
+
+class Unsent(Protocol):
+    """A record that was to be produced (the gateway's :class:`~loader.gateway.outbound.OutboundRecord`)."""
+
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def headers(self) -> tuple[tuple[str, bytes], ...]: ...
+    @property
+    def timestamp_ms(self) -> int: ...
+    @property
+    def partition(self) -> int | None: ...
+
+
+def unsent_dead_letter_table(topic: str, records: Sequence[Unsent], reason: str) -> pa.Table:
+    """The dead-letter rows of ``records``, which were to go to ``topic`` and did not, for ``reason``."""
+    return pa.Table.from_arrays(
+        [
+            pa.array([topic] * len(records), pa.string()),
+            pa.array([r.partition for r in records], pa.int32()),
+            pa.nulls(len(records), pa.int64()),
+            pa.array([_timestamp(r.timestamp_ms) for r in records], pa.timestamp("ms", tz="UTC")),
+            pa.array([r.timestamp_ms for r in records], pa.int64()),
+            pa.array([r.key for r in records], pa.binary()),
+            pa.array([r.value for r in records], pa.binary()),
+            pa.array([[_header(k, v) for k, v in r.headers] for r in records], pa.list_(_HEADER)),
+            pa.array([reason] * len(records), pa.string()),
+        ],
+        schema=UNSENT_DEAD_LETTER_SCHEMA,
+    )
 
 
 def dead_letter_table(rejected: Sequence[Rejected]) -> pa.Table:

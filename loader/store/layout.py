@@ -24,6 +24,16 @@ offsets they hold (:func:`redriven_key`)::
 
 A re-driven file is a data file (loaded, replayed, reconciled like any), but not a
 position of its partition: the dead-letter file of its range is.
+
+Records the event gateway (``loader gateway``, async mode) could not deliver to Kafka by
+their deadline never had a partition or offset; they are spilled to the dead-letter area
+under a folder of their own, by the time of the spill, one file per spill
+(:func:`spill_key`)::
+
+    <prefix>/dead-letter/gateway/dt=2026-11-27/hour=08/<uuid>.parquet
+
+:func:`parse_key` does not read such a key (it names no range), so recovery and re-drive,
+which work on ranges, leave them alone; ``loader dead-letters`` lists them.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ __all__ = [
     "period_ms",
     "period_of",
     "redriven_key",
+    "spill_key",
 ]
 
 # The exact form _key writes, anchored at both ends: a key is a name, never a path, so any
@@ -150,6 +161,19 @@ def redriven_key(dead_letter: str, offsets: Iterable[int]) -> str:
     folder, name = dead_letter.rsplit("/", 1)
     data_folder = folder.replace(f"{parsed.prefix}/dead-letter/", f"{parsed.prefix}/data/", 1)
     return f"{data_folder}/{name.removesuffix('.parquet')}.redriven-{digest}.parquet"
+
+
+SPILL_FOLDER = "gateway"
+"""The folder of the dead-letter area holding the gateway's spilled records."""
+
+
+def spill_key(spec: EventSpec, moment: datetime, spill_id: str) -> str:
+    """Key of a file of records the gateway spilled at ``moment`` (UTC); ``spill_id`` (a UUID's
+    hex) names the spill, so a retried upload writes the same object."""
+    if not re.fullmatch(r"[0-9a-f]{32}", spill_id):
+        raise ValueError(f"a spill id is 32 hex digits, not {spill_id[:40]!r}")
+    at = moment.astimezone(UTC)
+    return f"{spec.s3.prefix}/dead-letter/{SPILL_FOLDER}/dt={at:%Y-%m-%d}/hour={at:%H}/{spill_id}.parquet"
 
 
 def dead_letter_of(key: str) -> str | None:
