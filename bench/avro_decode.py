@@ -31,7 +31,7 @@ from loader.encode.decode import BatchDecoder, Decoder
 from loader.schema.avro import load_avro_schema
 from loader.schema.model import FieldType
 
-__all__ = ["DecodeRates", "measure_decoding"]
+__all__ = ["BATCH", "DecodeRates", "Record", "measure_decoding", "rate"]
 
 SCHEMA_ID = 1
 BATCH = 5_000
@@ -61,7 +61,9 @@ class DecodeRates:
 
 
 @dataclass(frozen=True)
-class _Record:
+class Record:
+    """A consumed record, as the decoders read it."""
+
     topic: str
     partition: int
     offset: int
@@ -100,13 +102,13 @@ def _avro_value(value: Any, field_type: FieldType) -> Any:
     return value
 
 
-def _encode(name: str, schema_path: Path, events: int, seed: int) -> tuple[list[_Record], list[_Record], str]:
+def _encode(name: str, schema_path: Path, events: int, seed: int) -> tuple[list[Record], list[Record], str]:
     schema = load_avro_schema(schema_path)
     text = schema_path.read_text()
     writer = fastavro.parse_schema(json.loads(text))
     samples = SampleEvents(name, schema, seed=seed, source="bench-producer")
-    as_json: list[_Record] = []
-    as_avro: list[_Record] = []
+    as_json: list[Record] = []
+    as_avro: list[Record] = []
     for index in range(events):
         event = samples.envelope(index)
         payload = {f.name: _avro_value(event["payload"][f.name], f.type) for f in schema.fields}
@@ -118,15 +120,16 @@ def _encode(name: str, schema_path: Path, events: int, seed: int) -> tuple[list[
         headers.append(("schema_version", str(event["schema_version"]).encode()))
         timestamp = 1_764_230_400_000 + index
         as_json.append(
-            _Record("bench", 0, index, timestamp, None, json.dumps(event, separators=(",", ":")).encode(), ())
+            Record("bench", 0, index, timestamp, None, json.dumps(event, separators=(",", ":")).encode(), ())
         )
         as_avro.append(
-            _Record("bench", 0, index, timestamp, None, wire_value(SCHEMA_ID, body.getvalue()), headers)
+            Record("bench", 0, index, timestamp, None, wire_value(SCHEMA_ID, body.getvalue()), headers)
         )
     return as_json, as_avro, text
 
 
-def _rate(decoder: Decoder, records: list[_Record]) -> float:
+def rate(decoder: Decoder, records: list[Record]) -> float:
+    """Events per second ``decoder`` decodes ``records`` at, in batches of :data:`BATCH`."""
     started = time.perf_counter()
     rows = 0
     for start in range(0, len(records), BATCH):
@@ -148,8 +151,8 @@ def measure_decoding(
     avro_decoder = AvroRegistryDecoder(schema, json.loads(text), _Registry(text))
     json_best = avro_best = 0.0
     for _ in range(rounds):
-        json_best = max(json_best, _rate(json_decoder, as_json))
-        avro_best = max(avro_best, _rate(avro_decoder, as_avro))
+        json_best = max(json_best, rate(json_decoder, as_json))
+        avro_best = max(avro_best, rate(avro_decoder, as_avro))
     return DecodeRates(events, json_best, avro_best)
 
 

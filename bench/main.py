@@ -10,8 +10,11 @@
    zstd by default), and run (d) the same worker on it: d/c is what decompressing
    costs the worker.
 5. Decode the same events alone, as JSON and as Avro from a schema registry (e), in this
-   process (:mod:`bench.avro_decode`): the Avro path's rate against JSON's.
-6. Print events/s and MB/s of each, the ratios c/a, c/b, d/c and e's avro/json, the worker's peak
+   process (:mod:`bench.avro_decode`): the Avro path's rate against JSON's; then (f) the
+   ``store_updated`` sample events as JSON and as Protobuf from a registry
+   (:mod:`bench.protobuf_decode`).
+6. Print events/s and MB/s of each, the ratios c/a, c/b, d/c, e's avro/json and f's
+   protobuf/json, the worker's peak
    RSS against its budget, and, last, one JSON line for scripts.
 
 Missing a target is reported, not an error (exit 0): the numbers are the
@@ -38,6 +41,7 @@ from bench.avro_decode import DecodeRates, measure_decoding
 from bench.consume import FETCH_MAX_RECORDS, Measured, consume_naive, consume_raw
 from bench.cpu import CpuMeter, CpuUsage
 from bench.produce import Produced, create_topic, pick_schema, produce
+from bench.protobuf_decode import ProtobufRates, measure_protobuf_decoding
 from bench.worker_run import FilesCheck, WorkerResult, check_files, run_worker, write_spec
 from loader.config.settings import Settings, load_settings
 from loader.devstack import DevStack, running_stack
@@ -279,6 +283,7 @@ def _report(
     files: FilesCheck,
     compressed: tuple[WorkerResult, FilesCheck] | None,
     decoding: DecodeRates,
+    protobuf: ProtobufRates,
 ) -> bool:
     """Print the table and the JSON line; True when the workers' output is correct."""
     ratio_raw = _ratio(worker.eps, raw.eps)
@@ -368,6 +373,7 @@ def _report(
         if checked.rows != produced.events:
             problems.append(f"{label} {checked.rows:,} rows in S3 for {produced.events:,} events")
     lines.append(f"  (e) {decoding.describe()}")
+    lines.append(f"  (f) {protobuf.describe()}")
     lines += [f"  PROBLEM: {p}" for p in problems] or ["  correctness: every event is in exactly one S3 file"]
     print("\n".join(lines))
     summary = {
@@ -384,6 +390,9 @@ def _report(
         "decode_json_eps": round(decoding.json_eps, 1),
         "decode_avro_registry_eps": round(decoding.avro_eps, 1),
         "ratio_avro_json_decode": round(decoding.ratio, 3),
+        "decode_protobuf_json_eps": round(protobuf.json_eps, 1),
+        "decode_protobuf_registry_eps": round(protobuf.protobuf_eps, 1),
+        "ratio_protobuf_json_decode": round(protobuf.ratio, 3),
     }
     print(json.dumps(summary), flush=True)
     return not problems
@@ -419,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     decoding = measure_decoding(
         name, REPO / "schemas" / f"{name}.avsc", min(args.events, DECODE_EVENTS), args.seed
     )
-    ok = _report(args, *results, decoding)
+    _say(f"(f) decoding only: JSON and Protobuf from a registry, {min(args.events, DECODE_EVENTS):,} events")
+    protobuf = measure_protobuf_decoding(min(args.events, DECODE_EVENTS), args.seed)
+    ok = _report(args, *results, decoding, protobuf)
     return 0 if ok else 1
 
 

@@ -61,7 +61,7 @@ from loader.schema.model import EventSchema
 from loader.schema.registry_client import WriterSchemaError
 from loader.schema.types import EXTRA_FIELD, arrow_schema, arrow_type
 
-__all__ = ["WIRE_HEADER_BYTES", "AvroRegistryDecoder", "WriterSchemas", "wire_value"]
+__all__ = ["WIRE_HEADER_BYTES", "AvroRegistryDecoder", "WriterSchemas", "envelope_columns", "wire_value"]
 
 MAGIC = 0
 WIRE_HEADER_BYTES = 5
@@ -252,7 +252,7 @@ class AvroRegistryDecoder:
         bad record is rejected."""
         payload, from_record, problems = writer_read
         taker = self._writer_only.get(schema_id)
-        columns, odd = self._envelope_columns(records, from_record)
+        columns, odd = envelope_columns(records, from_record)
         good: list[int] = []
         at: list[int] = []  # per kept row, its envelope's index in the columns, patched ones last
         patched: list[_Envelope] = []
@@ -376,50 +376,6 @@ class AvroRegistryDecoder:
             _version(found.get("schema_version")),
         )
 
-    def _envelope_columns(
-        self, records: Sequence[KafkaRecord], from_record: dict[str, list[Any]]
-    ) -> tuple[list[pa.Array], list[bool]]:
-        """The envelope of ``records`` as the file's five columns, read for the whole block at
-        once, and per record whether the columns cannot tell its envelope (a header not UTF-8,
-        a required field missing, a value not in the common form): such a record is read alone
-        by :meth:`_envelope`, which gives its reason or its values (rare: producers send the
-        common forms)."""
-        found = [header_envelope(record.headers) for record in records]
-        odd = pa.repeat(pa.scalar(False), len(records))
-        columns: dict[str, pa.Array] = {}
-        for name in ENVELOPE_FIELDS:
-            raw = pa.array([headers.get(name) for headers in found], pa.binary())
-            try:
-                text = raw.cast(pa.string())
-            except pa.ArrowInvalid:  # a header not UTF-8: the records read alone name it
-                decoded = [_utf8(value) for value in raw.to_pylist()]
-                odd = pc.or_(odd, pa.array([value is _NOT_UTF8 for value in decoded]))
-                text = pa.array([None if value is _NOT_UTF8 else value for value in decoded], pa.string())
-            if name == "schema_version":  # a header's digits; the record's field is a long
-                text, not_digits = _versions(text)
-                odd = pc.or_(odd, not_digits)
-            if name in from_record:
-                values = from_record[name]
-                try:
-                    text = pc.coalesce(text, pa.array(values, _RECORD_TYPES[name]))
-                except (pa.ArrowException, TypeError, ValueError, OverflowError):
-                    # A writer field of another type: the records that take it are read alone.
-                    taken = pa.array([value is not None for value in values])
-                    odd = pc.or_(odd, pc.and_(pc.is_null(text), taken))
-            columns[name] = text
-        for name in REQUIRED_ENVELOPE:
-            odd = pc.or_(odd, pc.is_null(columns[name]))
-        created, unread = _timestamps(columns["created_at"])
-        odd = pc.or_(odd, unread)
-        envelope = [
-            columns["event_id"],
-            columns["event_name"],
-            created,
-            columns["source"],
-            columns["schema_version"],
-        ]
-        return envelope, odd.to_pylist()
-
     def _file_table(
         self,
         schema_id: int,
@@ -506,6 +462,52 @@ def _datum(schema_id: int, schemas: tuple[Any, Any], value: bytes) -> dict[str, 
     if not isinstance(datum, dict):
         raise _RecordError(f"schema id {schema_id}: the writer schema is not a record")
     return datum
+
+
+def envelope_columns(
+    records: Sequence[KafkaRecord], from_record: dict[str, list[Any]]
+) -> tuple[list[pa.Array], list[bool]]:
+    """The envelope of ``records`` as the file's five columns, read for the whole block at
+    once, and per record whether the columns cannot tell its envelope (a header not UTF-8,
+    a required field missing, a value not in the common form): such a record is read alone
+    by its decoder, which gives its reason or its values (rare: producers send the common
+    forms). ``from_record`` holds the envelope fields the writer's records carry, per record;
+    a header wins over them. The Avro and the Protobuf decoders share it."""
+    found = [header_envelope(record.headers) for record in records]
+    odd = pa.repeat(pa.scalar(False), len(records))
+    columns: dict[str, pa.Array] = {}
+    for name in ENVELOPE_FIELDS:
+        raw = pa.array([headers.get(name) for headers in found], pa.binary())
+        try:
+            text = raw.cast(pa.string())
+        except pa.ArrowInvalid:  # a header not UTF-8: the records read alone name it
+            decoded = [_utf8(value) for value in raw.to_pylist()]
+            odd = pc.or_(odd, pa.array([value is _NOT_UTF8 for value in decoded]))
+            text = pa.array([None if value is _NOT_UTF8 else value for value in decoded], pa.string())
+        if name == "schema_version":  # a header's digits; the record's field is a long
+            text, not_digits = _versions(text)
+            odd = pc.or_(odd, not_digits)
+        if name in from_record:
+            values = from_record[name]
+            try:
+                text = pc.coalesce(text, pa.array(values, _RECORD_TYPES[name]))
+            except (pa.ArrowException, TypeError, ValueError, OverflowError):
+                # A writer field of another type: the records that take it are read alone.
+                taken = pa.array([value is not None for value in values])
+                odd = pc.or_(odd, pc.and_(pc.is_null(text), taken))
+        columns[name] = text
+    for name in REQUIRED_ENVELOPE:
+        odd = pc.or_(odd, pc.is_null(columns[name]))
+    created, unread = _timestamps(columns["created_at"])
+    odd = pc.or_(odd, unread)
+    envelope = [
+        columns["event_id"],
+        columns["event_name"],
+        created,
+        columns["source"],
+        columns["schema_version"],
+    ]
+    return envelope, odd.to_pylist()
 
 
 def _envelope_arrays(envelopes: Sequence[_Envelope]) -> list[pa.Array]:

@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -41,7 +42,16 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from loader.encode.avro_registry import MAGIC, WIRE_HEADER_BYTES, _RecordError, _timestamp, _version
+from loader.encode.avro_registry import (
+    MAGIC,
+    WIRE_HEADER_BYTES,
+    _Envelope,
+    _envelope_arrays,
+    _RecordError,
+    _timestamp,
+    _version,
+    envelope_columns,
+)
 from loader.encode.decode import (
     ENVELOPE_FIELDS,
     REQUIRED_ENVELOPE,
@@ -101,6 +111,10 @@ class WriterProtos(Protocol):
 
     def protobuf_schema(self, schema_id: int) -> str: ...
 
+
+_Read = tuple[list[KafkaRecord], list[list[Any]], list[pa.Array], list[dict[str, Any]]]
+"""A batch read: the records that give rows, their column values, their envelope columns
+and their writer-only fields."""
 
 _Convert = Callable[[Any], Any]
 """Turns a field's Protobuf value into the spec column's Python value."""
@@ -183,37 +197,37 @@ class ProtobufRegistryDecoder:
 
     def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
         """Decode ``records`` (consecutive records of one partition); raises only when the
-        writer-schema lookup fails transiently (the batch is then retried)."""
+        writer-schema lookup fails transiently (the batch is then retried).
+
+        Each value is parsed by Protobuf's C parser; the columns are then read one column
+        at a time over the batch's messages (:meth:`_read_columns`). A batch that path
+        cannot read whole (several writer types, a value that does not convert, an envelope
+        not in the common form) is read record by record, which gives each record its reason."""
         kept, rejected = screen(records)
-        good: list[KafkaRecord] = []
-        values: list[list[Any]] = [[] for _ in self.schema.fields]
-        envelopes: list[tuple[Any, ...]] = []
-        extras: list[dict[str, Any]] = []
+        parsed: list[tuple[KafkaRecord, _Plan, Message]] = []
         for record in kept:
             try:
-                row, envelope, extra = self._read(record)
+                plan, message = self._parse(record)
             except _RecordError as exc:
                 rejected.append(Rejected(record, str(exc)))
                 continue
-            good.append(record)
-            for column, value in zip(values, row, strict=True):
-                column.append(value)
-            envelopes.append(envelope)
-            extras.append(extra)
+            parsed.append((record, plan, message))
+        read = self._read_columns(parsed) or self._read_each(parsed, rejected)
+        good, values, envelope, extras = read
         arrays, bad = self._arrays(values)
         if bad:
             rejected += [Rejected(good[i], reason) for i, reason in sorted(bad.items())]
             keep = pa.array(sorted(set(range(len(good))) - set(bad)), pa.int64())
             arrays = [a.take(keep) for a in arrays]
+            envelope = [a.take(keep) for a in envelope]
             good = [good[i] for i in keep.to_pylist()]
-            envelopes = [envelopes[i] for i in keep.to_pylist()]
             extras = [extras[i] for i in keep.to_pylist()]
         unknown = Counter(name for extra in extras for name in extra)
-        table = self._file_table(good, arrays, envelopes, extras) if good else self.file_schema.empty_table()
+        table = self._file_table(good, arrays, envelope, extras) if good else self.file_schema.empty_table()
         return with_rejected(DecodedBatch(table, [], unknown), rejected)
 
-    def _read(self, record: KafkaRecord) -> tuple[list[Any], tuple[Any, ...], dict[str, Any]]:
-        """One record's column values, envelope and writer-only fields, or _RecordError."""
+    def _parse(self, record: KafkaRecord) -> tuple[_Plan, Message]:
+        """The record's writer plan and parsed message, or _RecordError."""
         value = record.value
         schema_id = _schema_id(value)
         assert value is not None  # _schema_id refuses a tombstone
@@ -223,11 +237,57 @@ class ProtobufRegistryDecoder:
             raise _RecordError(f"schema id {schema_id}: bad message indexes: {exc}") from None
         plan = self._plan(schema_id, indexes)
         try:
-            message = plan.message_class.FromString(value[start:])
+            return plan, plan.message_class.FromString(value[start:])
         except (DecodeError, RecursionError) as exc:
             raise _RecordError(
                 f"schema id {schema_id}: not a valid Protobuf {self.message}: {clip(str(exc), _REASON_CHARS)}"
             ) from None
+
+    def _read_columns(self, parsed: list[tuple[KafkaRecord, _Plan, Message]]) -> _Read | None:
+        """The batch read a column at a time, or None when it must be read record by record
+        (see :meth:`decode`)."""
+        if not parsed or len({id(plan) for _, plan, _ in parsed}) != 1:
+            return None
+        plan = parsed[0][1]
+        if plan.extra or plan.envelope:
+            # Writer-only fields are found per message, and an envelope field of the message
+            # counts as absent at its zero value: both are read record by record.
+            return None
+        good = [record for record, _, _ in parsed]
+        messages = [message for _, _, message in parsed]
+        try:
+            values = [_column_values(messages, column) for column in plan.columns]
+        except (ValueError, OverflowError):
+            return None
+        envelope, odd = envelope_columns(good, {})
+        if any(odd):
+            return None
+        return good, values, envelope, [{}] * len(good)
+
+    def _read_each(self, parsed: list[tuple[KafkaRecord, _Plan, Message]], rejected: list[Rejected]) -> _Read:
+        """The batch read record by record; each record that cannot be a row is rejected."""
+        good: list[KafkaRecord] = []
+        values: list[list[Any]] = [[] for _ in self.schema.fields]
+        envelopes: list[_Envelope] = []
+        extras: list[dict[str, Any]] = []
+        for record, plan, message in parsed:
+            try:
+                row, envelope, extra = self._read(record, plan, message)
+            except _RecordError as exc:
+                rejected.append(Rejected(record, str(exc)))
+                continue
+            good.append(record)
+            for column, value in zip(values, row, strict=True):
+                column.append(value)
+            envelopes.append(envelope)
+            extras.append(extra)
+        return good, values, _envelope_arrays(envelopes) if envelopes else [], extras
+
+    def _read(
+        self, record: KafkaRecord, plan: _Plan, message: Message
+    ) -> tuple[list[Any], _Envelope, dict[str, Any]]:
+        """One record's column values, envelope and writer-only fields, or _RecordError."""
+        schema_id = _schema_id(record.value)
         try:
             row = [_column_value(message, c) for c in plan.columns]
         except (ValueError, OverflowError) as exc:
@@ -313,7 +373,7 @@ class ProtobufRegistryDecoder:
                     column[index] = None
         return [pa.array(c, t) for c, t in zip(values, self._types, strict=True)], bad
 
-    def _envelope(self, record: KafkaRecord, found: dict[str, Any]) -> tuple[Any, ...]:
+    def _envelope(self, record: KafkaRecord, found: dict[str, Any]) -> _Envelope:
         """The record's envelope: its headers, else ``found`` (the message's fields)."""
         for key, raw in header_envelope(record.headers).items():
             try:
@@ -338,19 +398,10 @@ class ProtobufRegistryDecoder:
         self,
         records: list[KafkaRecord],
         payload: list[pa.Array],
-        envelopes: list[tuple[Any, ...]],
+        envelope: list[pa.Array],
         extras: list[dict[str, Any]],
     ) -> pa.Table:
-        event_ids, names, created, sources, versions = zip(*envelopes, strict=True)
-        columns = [
-            *payload,
-            pa.array(event_ids, pa.string()),
-            pa.array(names, pa.string()),
-            pa.array(created, pa.timestamp("us", tz="UTC")),
-            pa.array(sources, pa.string()),
-            pa.array(versions, pa.int64()),
-            *kafka_columns(records),
-        ]
+        columns = [*payload, *envelope, *kafka_columns(records)]
         if self.keep_extra:
             json_extras = [orjson.dumps(extra).decode() if extra else None for extra in extras]
             columns.append(pa.array(json_extras, EXTRA_FIELD.type))
@@ -510,6 +561,23 @@ def _column_value(message: Message, column: _Column) -> Any:
     if field is None or (column.presence and not message.HasField(field.name)):
         return None
     return column.convert(getattr(message, field.name))
+
+
+def _column_values(messages: list[Message], column: _Column) -> list[Any]:
+    """:func:`_column_value` of every message, one column at a time (no call per value for
+    the common columns: a field read as it is)."""
+    field = column.field
+    if field is None:
+        return [None] * len(messages)
+    name, convert = field.name, column.convert
+    if column.presence:
+        if convert is _same:
+            return [getattr(m, name) if m.HasField(name) else None for m in messages]
+        return [convert(getattr(m, name)) if m.HasField(name) else None for m in messages]
+    read = attrgetter(name)
+    if convert is _same:
+        return list(map(read, messages))
+    return list(map(convert, map(read, messages)))
 
 
 def _timestamp_value(value: Any) -> datetime:
