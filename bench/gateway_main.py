@@ -89,7 +89,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--linger-ms",
         type=int,
-        help="the producers' linger (LOADER_GATEWAY__LINGER_MS) for both sides (default: the gateway's setting)",
+        help="both producers' linger (LOADER_GATEWAY__LINGER_MS; default: the gateway's setting)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (gateway log, body, spec)")
     args = parser.parse_args(argv)
@@ -315,8 +315,8 @@ def _services(work_dir: Path) -> DevStack:
 
 def measure(args: argparse.Namespace, oha: Path, settings: Settings, work_dir: Path) -> Results:
     if args.linger_ms is not None:
-        gateway = settings.gateway.model_copy(update={"linger_ms": args.linger_ms})
-        settings = settings.model_copy(update={"gateway": gateway})
+        tuned = settings.gateway.model_copy(update={"linger_ms": args.linger_ms})
+        settings = settings.model_copy(update={"gateway": tuned})
     bootstrap = settings.kafka.bootstrap_for("default")
     run_id = f"{time.strftime('%Y%m%d%H%M%S')}{uuid.uuid4().hex[:6]}"
     topic, direct_topic = f"bench.gateway.{run_id}", f"bench.gateway.{run_id}.direct"
