@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -428,3 +430,65 @@ def test_schema_registry_password_is_never_shown(
     for text in texts:
         assert password not in text
         assert token not in text
+
+
+GATEWAY_KEY = "gateway-key-sentinel-5d0c2e-0123456789"
+WRONG_GATEWAY_KEY = "gateway-wrong-key-sentinel-5d0c2e"
+
+
+def test_gateway_api_keys_never_appear_in_logs_answers_or_settings(
+    secret_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A gateway API key, right or wrong, is in no log line, answer, error or settings output:
+    posting with it (accepted, refused, forbidden, bad bodies), a key pasted where its hash
+    belongs (env and keys file), and the settings' repr and dumps."""
+    from loader.gateway.auth import KeyRing  # noqa: PLC0415 - the gateway's tests only
+    from tests.unit.gateway_fakes import gateway  # noqa: PLC0415 - see above
+
+    configure_logging("DEBUG", "json")
+    entry = {
+        "name": "web",
+        "sha256": hashlib.sha256(GATEWAY_KEY.encode()).hexdigest(),
+        "events": ["order_created"],
+    }
+    monkeypatch.setenv("LOADER_GATEWAY__API_KEYS", json.dumps([entry]))
+    settings = load_settings(use_dev_stack=False)
+    texts = [repr(settings), str(settings.model_dump()), settings.model_dump_json(), repr(settings.gateway)]
+    event = {"event_id": "e", "created_at": "2026-11-27T08:00:00Z", "payload": {"x": 1}}
+    with gateway() as (client, _):
+        for key in (GATEWAY_KEY, WRONG_GATEWAY_KEY):
+            for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}):
+                for path in ("/v1/events/order_created", "/v1/events/store_updated", "/v1/events/nope"):
+                    answers = [
+                        client.post(path, json=[event], headers=headers),
+                        client.post(path, content=b"[{", headers=headers),
+                    ]
+                    texts += [f"{a.status_code} {a.headers} {a.text}" for a in answers]
+                proxy = client.post(
+                    "/topics/orders.order_created",
+                    json={"records": [{"value": event}]},
+                    headers={**headers, "Content-Type": "application/vnd.kafka.json.v2+json"},
+                )
+                texts.append(f"{proxy.headers} {proxy.text}")
+    # The key itself pasted where its hash belongs: refused without being echoed.
+    pasted = json.dumps([{**entry, "sha256": GATEWAY_KEY}])
+    monkeypatch.setenv("LOADER_GATEWAY__API_KEYS", pasted)
+    with pytest.raises(ConfigError) as from_env:
+        load_settings(use_dev_stack=False)
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_text(pasted)
+    monkeypatch.setenv("LOADER_GATEWAY__API_KEYS", "[]")
+    monkeypatch.setenv("LOADER_GATEWAY__API_KEYS_FILE", str(keys_file))
+    with pytest.raises(ConfigError) as from_file:
+        KeyRing.from_settings(load_settings(use_dev_stack=False).gateway)
+    result = CliRunner().invoke(cli, ["gateway", "--specs", str(PIPELINES)])
+    assert result.exit_code == 2 and "api_keys_file" in result.output
+    texts += [
+        _everything(from_env.value),
+        _everything(from_file.value),
+        result.output,
+        capsys.readouterr().err,
+    ]
+    for text in texts:
+        assert GATEWAY_KEY not in text
+        assert WRONG_GATEWAY_KEY not in text
