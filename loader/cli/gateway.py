@@ -11,7 +11,7 @@ import click
 import orjson
 
 from loader.cli.options import CliContext, pass_cli, specs_option
-from loader.errors import ConfigError
+from loader.errors import ConfigError, RunError
 
 __all__ = ["gateway"]
 
@@ -61,12 +61,11 @@ def new_key(name: str, events: str) -> None:
 
 def _serve(cli: CliContext, host: str | None, port: int | None) -> None:
     """Run the gateway until SIGTERM or Ctrl-C (uvicorn drains requests, then the producers stop)."""
-    import uvicorn  # noqa: PLC0415 - heavy: only the serving command needs them
-
-    from loader import metrics  # noqa: PLC0415 - see above
+    from loader import metrics  # noqa: PLC0415 - heavy: only the serving command needs them
     from loader.gateway.app import create_app  # noqa: PLC0415 - see above
     from loader.gateway.auth import KeyRing  # noqa: PLC0415 - see above
     from loader.gateway.delivery import KafkaDelivery  # noqa: PLC0415 - see above
+    from loader.gateway.server import serve  # noqa: PLC0415 - see above
     from loader.warehouse import endpoints  # noqa: PLC0415 - see above
     from loader.warehouse.readiness import ReadinessReport  # noqa: PLC0415 - see above
 
@@ -113,18 +112,10 @@ def _serve(cli: CliContext, host: str | None, port: int | None) -> None:
                 "(set LOADER_GATEWAY__METRICS_PORT to another port)"
             ) from None
     try:
-        uvicorn.run(
-            app,
-            host=bind,
-            port=port or settings.gateway.port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-        )
+        started = serve(app, bind, port or settings.gateway.port)
     finally:
         if server is not None:
             server.shutdown()
             server.server_close()
+    if not started:
+        raise RunError("the gateway did not start: see the log above")
