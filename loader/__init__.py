@@ -11,6 +11,7 @@ The package is laid out along the data flow, one package per stage or concern:
 - :mod:`loader.worker`     the per-event stream worker tying those together
 - :mod:`loader.notify`     S3 event notifications: queue, bucket rules, the SQS loop
 - :mod:`loader.warehouse`  Snowflake DDL and COPY (the pipe manager and the SQS loader)
+- :mod:`loader.gateway`    the event gateway: HTTP in, checked like the worker, Kafka out
 - :mod:`loader.replay`     reloading files from S3, re-publishing records to Kafka
 - :mod:`loader.ops`        status, freshness, plan, new-event, reconcile, dead letters
 - :mod:`loader.deploy`     Helm values and manifests from the specs
