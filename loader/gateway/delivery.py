@@ -59,6 +59,16 @@ STOP_FLUSH_S = 10.0
 STOP_SPILL_S = 30.0
 """How long stopping lets spills retry (S3 down too) before giving up, loudly."""
 REASON_CHARS = 300
+_BROKEN = (
+    aiokafka.errors.OutOfOrderSequenceNumber,
+    aiokafka.errors.UnknownProducerId,
+    aiokafka.errors.InvalidProducerEpoch,
+    aiokafka.errors.ProducerFenced,
+    aiokafka.errors.InvalidProducerIdMapping,
+)
+"""Errors after which an idempotent producer's sequence numbers no longer match the broker's
+(seen after a broker restart): every later batch of that producer fails the same way, so the
+producer is replaced, and its records count as not written (retryable)."""
 
 
 def producer_options(settings: Settings) -> dict[str, Any]:
@@ -209,6 +219,7 @@ class KafkaDelivery:
                 await asyncio.wait([future for _, future in sent], timeout=max(0.0, deadline - loop.time()))
             for index, future in sent:
                 outcomes[index] = self._acknowledged(future)
+                self._renew_if_broken(spec, producer, future)
         else:
             for index, _ in sent:
                 outcomes[index] = Outcome("buffered")
@@ -261,6 +272,7 @@ class KafkaDelivery:
                         )
                     except aiokafka.errors.KafkaError as exc:
                         outcomes[index] = _failure(exc)
+                        self._renew_if_broken(spec, producer, exc)
                         continue
                     self._track(future)
                     sent.append((index, future))
@@ -270,6 +282,26 @@ class KafkaDelivery:
                 if outcome is None and index not in {i for i, _ in sent}:
                     outcomes[index] = Outcome("failed", error=reason, retryable=True)
         return sent
+
+    def _renew_if_broken(
+        self, spec: EventSpec, producer: Any, failed: asyncio.Future[Any] | BaseException
+    ) -> None:
+        """Replace the spec's cluster's ``producer`` if ``failed`` shows its sequence state is
+        lost (:data:`_BROKEN`): new sends wait for the new one; its pending records fail."""
+        error = (_error(failed) if failed.done() else None) if isinstance(failed, asyncio.Future) else failed
+        cluster = self._clusters[spec.kafka.cluster]
+        if not isinstance(error, _BROKEN) or cluster.producer is not producer:
+            return
+        cluster.producer = None
+        log.warning("gateway.producer_replaced", cluster=cluster.name, error=_describe(error))
+        renewal = asyncio.create_task(self._renew(cluster, producer), name=f"gateway-renew-{cluster.name}")
+        self._followers.add(renewal)
+        renewal.add_done_callback(self._followers.discard)
+
+    async def _renew(self, cluster: _Cluster, broken: Any) -> None:
+        await _abandon(broken)
+        if not self._stopping:
+            await self._start_producer(cluster)  # else the readiness loop tries again
 
     def _track(self, future: asyncio.Future[Any]) -> None:
         """Count ``future``'s record in flight until the producer settles it."""
@@ -309,6 +341,8 @@ class KafkaDelivery:
         while pending or retry:
             await self._wait([f for _, f in pending], deadline)
             failed = [(r, e) for r, f in pending if f.done() and (e := _error(f)) is not None]
+            for _, error in failed:
+                self._renew_if_broken(spec, producer, error)
             pending = [(r, f) for r, f in pending if not f.done()]
             if failed:
                 GATEWAY_ASYNC_FAILURES.labels(spec.name).inc(len(failed))
@@ -330,6 +364,9 @@ class KafkaDelivery:
                 return
             if retry:
                 await self._pause(backoff.take(), deadline)
+                producer = self._clusters[spec.kafka.cluster].producer
+                if producer is None:  # being replaced: try again after the next pause
+                    continue
                 outcomes: list[Outcome | None] = [None] * len(retry)
                 resent = await self._hand_over(producer, spec, retry, outcomes, deadline)
                 pending += [(retry[i], f) for i, f in resent]
@@ -413,7 +450,10 @@ def _error(future: asyncio.Future[Any]) -> BaseException | None:
 
 
 def _transient(error: BaseException) -> bool:
-    return isinstance(error, aiokafka.errors.KafkaError) and is_transient(error)
+    """Whether sending the record again can help (a replaced producer's records: yes)."""
+    return isinstance(error, _BROKEN) or (
+        isinstance(error, aiokafka.errors.KafkaError) and is_transient(error)
+    )
 
 
 def _describe(error: BaseException) -> str:
