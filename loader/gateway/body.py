@@ -160,7 +160,11 @@ def _loads(text: bytes) -> tuple[Any, bool]:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"malformed JSON: {exc}") from None
-    if text.count(b":") == orjson.dumps(parsed).count(b":") and b"\\u003" not in text:
+    try:
+        rewritten = orjson.dumps(parsed)
+    except TypeError as exc:  # orjson's JSONEncodeError is one: nested past its depth
+        raise ValueError(f"malformed JSON: {exc}") from None
+    if text.count(b":") == rewritten.count(b":") and b"\\u003" not in text:
         return parsed, False
     try:
         return _PAIRS_DECODER.decode(text.decode("utf-8")), True

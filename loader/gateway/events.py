@@ -236,5 +236,5 @@ def _dumps(value: Any) -> bytes:
     escape, which Python's json reads)."""
     try:
         return orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:
+    except TypeError as exc:  # orjson's JSONEncodeError is one
         raise RefusedError(f"not valid JSON text: {exc}") from None

@@ -400,3 +400,31 @@ def test_rest_proxy_body_that_is_not_records_is_42201() -> None:
             headers={**auth(), "Content-Type": "application/vnd.kafka.json.v2+json"},
         )
     assert answer.status_code == 422 and answer.json()["error_code"] == 42201
+
+
+_DEEP = b'{"a":' * 253 + b"1" + b"}" * 253
+HOSTILE_BODIES = {
+    "brackets": b"[" * 100_000,
+    "deep-array-element": b"[" + _DEEP + b"]",
+    "deep-ndjson-line": _DEEP,
+    "deep-repeated-key": b'[{"a":1,"a":' + _DEEP + b"}]",
+    "not-utf8": b"\xff\xfe",
+    "nul": b"\x00" * 10,
+    "huge-number": b"[1e999999]",
+    "lone-surrogate": b'{"event_id":"\\ud800","created_at":"2026-01-01T00:00:00Z","payload":{}}',
+    "bool-version": b'{"event_id":"a","created_at":"2026-01-01T00:00:00Z","payload":{},'
+    b'"schema_version":true}',
+    "truncated-gzip": gzip.compress(b"[{}]")[:-3],
+}
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES.values(), ids=HOSTILE_BODIES.keys())
+@pytest.mark.parametrize("form", ["envelope", "payload"])
+def test_hostile_bodies_get_a_4xx_answer_never_a_server_error(body: bytes, form: str) -> None:
+    """Deep nesting (past orjson's own depth), bad bytes, huge numbers and broken gzip are
+    answered 400 or 413 with reasons, on both forms; nothing is produced."""
+    headers = {**auth(), "Content-Encoding": "gzip"} if body.startswith(b"\x1f\x8b") else auth()
+    with gateway() as (client, delivery):
+        answer = client.post(f"/v1/events/order_created?form={form}", content=body, headers=headers)
+    assert answer.status_code in (400, 413), answer.text
+    assert delivery.sent == []
