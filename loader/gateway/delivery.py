@@ -475,7 +475,7 @@ def _log_late_deliveries(spec: EventSpec, key: str, futures: list[asyncio.Future
             return
         delivered = sum(1 for r in everything.result() if not isinstance(r, BaseException))
         if delivered:
-            log.warning("gateway.spilled_then_delivered", event=spec.name, records=delivered, spill=key)
+            log.warning("gateway.spilled_then_delivered", event_type=spec.name, records=delivered, spill=key)
 
     asyncio.gather(*futures, return_exceptions=True).add_done_callback(report)
 

@@ -82,7 +82,7 @@ class Spiller:
             except LoaderError as exc:  # StorageError, or a ConfigError for a bad bucket name
                 log.warning(
                     "gateway.spill_failed",
-                    event=spec.name,
+                    event_type=spec.name,
                     records=len(records),
                     key=key,
                     error=clip(str(exc), 300),
@@ -91,6 +91,6 @@ class Spiller:
                 await backoff.wait()
         GATEWAY_SPILLED.labels(spec.name).inc(len(records))
         log.warning(
-            "gateway.spilled", event=spec.name, records=len(records), key=key, reason=clip(reason, 300)
+            "gateway.spilled", event_type=spec.name, records=len(records), key=key, reason=clip(reason, 300)
         )
         return key

@@ -36,6 +36,8 @@ class DeadLetterSummary:
     """Records still dead letters (not re-driven since)."""
     redriven: int = 0
     """Records re-driven into data files."""
+    unsent: int = 0
+    """Records the gateway never got into Kafka (spilled; counted in ``records`` too, in no partition)."""
     by_partition: Counter[int] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
     samples: list[dict[str, object]] = field(default_factory=list)
@@ -47,6 +49,7 @@ class DeadLetterSummary:
             "files": self.files,
             "records": self.records,
             "redriven": self.redriven,
+            "unsent": self.unsent,
             "by_partition": {str(p): n for p, n in sorted(self.by_partition.items())},
             "by_reason": dict(self.by_reason.most_common()),
             "samples": self.samples,
@@ -94,7 +97,8 @@ def summarize_dead_letters(spec: EventSpec, store: S3Store, *, samples: int = 5)
             table = table.filter(left)
             summary.redriven -= table.num_rows
         summary.records += table.num_rows
-        summary.by_partition.update(table.column("_PARTITION").to_pylist())
+        summary.unsent += table.column("_OFFSET").null_count  # gateway spills: never in Kafka
+        summary.by_partition.update(p for p in table.column("_PARTITION").to_pylist() if p is not None)
         reasons = table.column("_REASON").to_pylist()
         summary.by_reason.update(reason_kind(r) for r in reasons)
         for row in table.slice(0, max(0, samples - len(summary.samples))).to_pylist():
