@@ -48,6 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from bench.cpu import CpuMeter, CpuUsage
 from bench.oha import OhaRun, ensure_oha, run_oha
 from bench.worker_run import worker_env
 from loader.config.settings import Settings, load_settings
@@ -72,6 +73,8 @@ CONCURRENCY = (4, 8, 16, 32, 64, 128)
 """Connections tried for the peak, in order, until events/s stop rising."""
 STILL_RISING = 1.05
 """A step is an improvement when it beats the best so far by this factor."""
+FLAT_STEPS = 2
+"""The sweep stops after this many steps in a row without an improvement (one can be noise)."""
 READY_WITHIN_S = 120.0
 
 
@@ -178,6 +181,7 @@ async def count_records(bootstrap: str, topic: str, partitions: int) -> int:
 class Direct:
     events: int
     seconds: float
+    cpu: CpuUsage
 
     @property
     def eps(self) -> float:
@@ -185,7 +189,12 @@ class Direct:
 
 
 async def produce_direct(
-    settings: Settings, bootstrap: str, topic: str, records: list[OutboundRecord], events: int
+    settings: Settings,
+    bootstrap: str,
+    topic: str,
+    records: list[OutboundRecord],
+    events: int,
+    meter: CpuMeter,
 ) -> Direct:
     """Send ``events`` records (``records`` over and over) one ``send`` each, as the gateway does,
     with the gateway's producer options; timed from the first send to the last acknowledgement."""
@@ -195,6 +204,7 @@ async def produce_direct(
         # Warm up: metadata and the idempotent producer id, as a ready gateway has them.
         await (await producer.send(topic, records[0].value, headers=list(records[0].headers)))
         began = time.perf_counter()
+        meter.start()
         pending: list[asyncio.Future[Any]] = []
         for number in range(events - 1):
             record = records[number % len(records)]
@@ -207,7 +217,7 @@ async def produce_direct(
                 await asyncio.gather(*pending)
                 pending.clear()
         await asyncio.gather(*pending)
-        return Direct(events - 1, time.perf_counter() - began)
+        return Direct(events - 1, time.perf_counter() - began, meter.stop())
     finally:
         await producer.stop()
 
@@ -270,22 +280,30 @@ def stop_gateway(process: subprocess.Popen[bytes]) -> int:
     return process.returncode
 
 
-def find_peak(oha: Path, url: str, body: Path, seconds: float) -> list[OhaRun]:
+def find_peak(oha: Path, url: str, body: Path, seconds: float, meter: CpuMeter) -> list[OhaRun]:
     """oha at rising concurrency until events/s stop rising (or a step fails); every run made."""
     runs: list[OhaRun] = []
     best = 0.0
+    flat = 0
     for concurrency in CONCURRENCY:
-        run = run_oha(oha, url, body, concurrency=concurrency, duration_s=seconds)
+        run = run_oha(oha, url, body, concurrency=concurrency, duration_s=seconds, meter=meter)
         runs.append(run)
         eps = run.events_per_s(BATCH)
         _say(
             f"(b) {concurrency:>3} connections: {eps:,.0f} events/s ({run.ok} answered 2xx,"
-            f" {run.not_ok} not), p99 {run.p99_s * 1000:.1f} ms"
+            f" {run.not_ok} not), p99 {run.p99_s * 1000:.1f} ms; {_cores(run.cpu)}"
         )
-        if run.not_ok or eps < best * STILL_RISING:
+        if run.not_ok:
             break
-        best = eps
+        flat = 0 if eps >= best * STILL_RISING else flat + 1
+        best = max(best, eps)
+        if flat >= FLAT_STEPS:
+            break
     return runs
+
+
+def _cores(cpu: CpuUsage | None) -> str:
+    return cpu.describe() if cpu is not None else "cores used: not measured"
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -313,7 +331,9 @@ def _services(work_dir: Path) -> DevStack:
     return DevStack.launch(base, work_dir=work_dir)
 
 
-def measure(args: argparse.Namespace, oha: Path, settings: Settings, work_dir: Path) -> Results:
+def measure(
+    args: argparse.Namespace, oha: Path, settings: Settings, work_dir: Path, service_pids: dict[str, int]
+) -> Results:
     if args.linger_ms is not None:
         tuned = settings.gateway.model_copy(update={"linger_ms": args.linger_ms})
         settings = settings.model_copy(update={"gateway": tuned})
@@ -336,20 +356,32 @@ def measure(args: argparse.Namespace, oha: Path, settings: Settings, work_dir: P
 
     tuning = f"linger {settings.gateway.linger_ms} ms, {settings.gateway.compression}"
     _say(f"(a) direct aiokafka producer, {args.direct_events:,} events ({tuning})")
-    direct = asyncio.run(produce_direct(settings, bootstrap, direct_topic, records, args.direct_events))
-    _say(f"(a) {direct.eps:,.0f} events/s")
+    in_process = CpuMeter({"bench": os.getpid(), **service_pids})
+    direct = asyncio.run(
+        produce_direct(settings, bootstrap, direct_topic, records, args.direct_events, in_process)
+    )
+    _say(f"(a) {direct.eps:,.0f} events/s; {direct.cpu.describe()}")
 
     port, metrics_port = _free_port(), _free_port()
     _say(f"starting `loader gateway` on 127.0.0.1:{port} (sync mode), waiting for /readyz")
     gateway = start_gateway(settings, specs_dir, work_dir, port, metrics_port)
     url = f"http://127.0.0.1:{port}/v1/events/{EVENT}"
     try:
-        runs = find_peak(oha, url, body, args.seconds)
+        meter = CpuMeter({"gateway": gateway.pid, **service_pids})
+        runs = find_peak(oha, url, body, args.seconds, meter)
         peak = max(runs, key=lambda r: r.events_per_s(BATCH))
         rate = peak.ok / peak.seconds / 2
         _say(f"(c) {rate:,.0f} requests/s (half the peak) with {peak.concurrency} connections")
-        half = run_oha(oha, url, body, concurrency=peak.concurrency, duration_s=args.seconds * 1.5, rate=rate)
-        _say(f"(c) p50 {half.p50_s * 1000:.1f} ms, p99 {half.p99_s * 1000:.1f} ms")
+        half = run_oha(
+            oha,
+            url,
+            body,
+            concurrency=peak.concurrency,
+            duration_s=args.seconds * 1.5,
+            rate=rate,
+            meter=meter,
+        )
+        _say(f"(c) p50 {half.p50_s * 1000:.1f} ms, p99 {half.p99_s * 1000:.1f} ms; {_cores(half.cpu)}")
     finally:
         code = stop_gateway(gateway)
     landed = asyncio.run(count_records(bootstrap, topic, args.partitions))
@@ -392,8 +424,7 @@ def report(args: argparse.Namespace, results: Results) -> bool:
         problems.append(
             f"{results.direct_landed:,} records on the direct topic for {direct.events + 1:,} sent"
         )
-    # uvicorn re-raises the SIGTERM it handled once it has drained: -SIGTERM is a clean stop.
-    if results.gateway_exit not in (0, -signal.SIGTERM):
+    if results.gateway_exit != 0:
         problems.append(f"the gateway exited {results.gateway_exit} on SIGTERM")
     lines = [
         "",
@@ -402,15 +433,18 @@ def report(args: argparse.Namespace, results: Results) -> bool:
         f" {os.cpu_count()} cores shared by oha, the gateway and Kafka",
         f"  (a) direct aiokafka producer (gateway's options)   {direct.eps:>10,.0f} events/s"
         f"  ({direct.events:,} events in {direct.seconds:.2f}s)",
+        f"      {direct.cpu.describe()}",
         f"  (b) gateway through oha, peak                      {gateway_eps:>10,.0f} events/s"
         f"  ({peak.ok / peak.seconds:,.0f} requests/s, {peak.concurrency} connections,"
         f" p50 {peak.p50_s * 1000:.1f} ms, p99 {peak.p99_s * 1000:.1f} ms)",
+        f"      {_cores(peak.cpu)}",
         "      concurrency sweep: "
         + ", ".join(f"{r.concurrency}: {r.events_per_s(BATCH):,.0f}" for r in results.runs if r.rate is None),
         f"  b/a = {ratio:.2f} (target >= {TARGET_RATIO}: {mark(ratio >= TARGET_RATIO)})",
         f"  (c) at half the peak ({half.rate or 0:,.0f} requests/s, {half.ok / half.seconds:,.0f} served):"
         f" p50 {half.p50_s * 1000:.1f} ms, p99 {half.p99_s * 1000:.1f} ms"
         f" (target p99 < {TARGET_P99_S * 1000:.0f} ms: {mark(half.p99_s < TARGET_P99_S)})",
+        f"      {_cores(half.cpu)}",
         f"  records on the gateway's topic: {results.landed:,} (2xx answers x {BATCH}: {accepted:,});"
         f" on the direct topic: {results.direct_landed:,}",
     ]
@@ -427,6 +461,8 @@ def report(args: argparse.Namespace, results: Results) -> bool:
         "p99_ms": round(half.p99_s * 1000, 2),
         "ratio_met": ratio >= TARGET_RATIO,
         "p99_met": half.p99_s < TARGET_P99_S,
+        "gateway_cores_at_peak": round(peak.cpu.cores.get("gateway", 0.0), 2) if peak.cpu else None,
+        "other_cores_at_peak": round(peak.cpu.other, 2) if peak.cpu else None,
         "records_landed": results.landed,
         "records_accepted": accepted,
         "problems": problems,
@@ -446,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         stack = _services(work_dir / "stack")
         previous = signal.getsignal(signal.SIGINT)
         try:
-            results = measure(args, oha, load_settings(**stack.overrides), work_dir)
+            kafka = stack.service("kafka")
+            pids = {"kafka": kafka.pid} if kafka is not None else {}
+            results = measure(args, oha, load_settings(**stack.overrides), work_dir, pids)
         except KeyboardInterrupt:
             _say("interrupted")
             return 130

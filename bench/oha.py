@@ -8,12 +8,15 @@ Python client sharing its interpreter. It is built once from crates.io with carg
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.cpu import CpuMeter, CpuUsage
 
 __all__ = ["OHA_ROOT", "OhaRun", "ensure_oha", "run_oha"]
 
@@ -54,6 +57,8 @@ class OhaRun:
     """Requests without a response (connection errors, timeouts), by oha's message."""
     p50_s: float
     p99_s: float
+    cpu: CpuUsage | None
+    """Cores used during the run by the metered processes and oha itself."""
 
     @property
     def ok(self) -> int:
@@ -72,6 +77,11 @@ class OhaRun:
         return self.ok * batch / self.seconds if self.seconds > 0 else 0.0
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _seconds(value: Any) -> float:
     return float(value) if value is not None else float("nan")
 
@@ -85,10 +95,11 @@ def run_oha(
     duration_s: float,
     rate: float | None = None,
     content_type: str = "application/json",
+    meter: CpuMeter | None = None,
 ) -> OhaRun:
     """POST ``body`` to ``url`` for ``duration_s`` with ``concurrency`` connections (at ``rate``
     requests/s if given). Requests still open at the deadline are waited for, so every request
-    oha made is counted with its answer."""
+    oha made is counted with its answer. ``meter``'s processes and oha are measured meanwhile."""
     command = [
         str(oha),
         "--no-tui",
@@ -108,7 +119,17 @@ def run_oha(
         *(["-q", f"{rate:.1f}"] if rate is not None else []),
         url,
     ]
+    children = _children_cpu_s()
+    if meter is not None:
+        meter.start()
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=duration_s + 120)
+    cpu = meter.stop() if meter is not None else None
+    if cpu is not None:
+        # oha is gone by now (no /proc entry): its time is what this process's reaped children used.
+        oha_cores = (_children_cpu_s() - children) / cpu.seconds
+        cpu = CpuUsage(
+            cpu.seconds, {**cpu.cores, "oha": oha_cores}, max(0.0, cpu.other - oha_cores), cpu.available
+        )
     if done.returncode != 0:
         raise RuntimeError(f"oha failed ({done.returncode}): {done.stderr.strip()[:500]}")
     report = json.loads(done.stdout)
@@ -121,4 +142,5 @@ def run_oha(
         errors={str(e): int(n) for e, n in (report.get("errorDistribution") or {}).items()},
         p50_s=_seconds(percentiles.get("p50")),
         p99_s=_seconds(percentiles.get("p99")),
+        cpu=cpu,
     )
