@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from loader.config.spec import EventSpec, load_specs
 from loader.deploy import helm
 from loader.deploy.render import MEMORY_OVERHEAD_MB, chart_values, event_values, values_yaml
 from loader.errors import ConfigError
+from loader.store.layout import spill_key
 
 pytestmark = pytest.mark.unit
 
@@ -234,6 +236,21 @@ def test_iam_policies_cover_exactly_the_specs_prefixes(
     objects, prefixes = _s3_scopes(_policy(policy))
     assert objects == {f"arn:aws:s3:::{s.s3.bucket}/{s.s3.prefix}/{scope}*" for s in specs}
     assert prefixes == {f"{s.s3.prefix}/{scope}*" for s in specs}
+
+
+def test_gateway_policy_only_writes_spills(specs: list[EventSpec]) -> None:
+    """The gateway's role may only create objects under each spec's spill folder (where its async mode
+    spills undelivered records): no read, no list, no other prefix."""
+    document = _policy("iam-policy-gateway.json")
+    objects, prefixes = _s3_scopes(document)
+    # The folder above the date folders of a spill key, as the spiller writes it.
+    folders = {
+        s.name: spill_key(s, datetime(2026, 11, 27, 8, tzinfo=UTC), "0" * 32).split("/dt=")[0] for s in specs
+    }
+    assert objects == {f"arn:aws:s3:::{s.s3.bucket}/{folders[s.name]}/*" for s in specs}
+    assert not prefixes
+    s3_actions = {a for a in _actions(document["Statement"]) if a.startswith("s3:")}
+    assert s3_actions == {"s3:PutObject"}
 
 
 def test_snowflake_role_reads_only_data_prefixes(specs: list[EventSpec]) -> None:
