@@ -10,7 +10,8 @@
    the same linger and compression), to its own topic.
 4. (b) ``loader gateway`` (sync mode, no API key) runs as a subprocess; oha posts the body
    file as fast as it can at rising concurrency until events/s stop rising: the peak.
-5. (c) oha posts at half the peak's request rate: the gateway's p50/p99 latency there.
+5. (c) oha posts at half the peak's request rate, over the fewest connections of the sweep
+   that carried that rate with a fifth to spare: the gateway's p50/p99 latency there.
 6. Every record is counted on the topics: the gateway's must hold exactly 100 per 2xx
    answer (a 200 may carry rejections, and oha only sees the status), the direct one every
    record sent. Print events/s of both, the ratio, p50/p99, the targets as met/MISSED, and
@@ -94,10 +95,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="both producers' linger (LOADER_GATEWAY__LINGER_MS; default: the gateway's setting)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="gateway processes (LOADER_GATEWAY__PROCESSES; default: one per core)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (gateway log, body, spec)")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or min(args.direct_events, args.partitions) < 1:
-        parser.error("--seconds, --direct-events and --partitions must be positive")
+    if args.seconds <= 0 or min(args.direct_events, args.partitions, args.processes) < 1:
+        parser.error("--seconds, --direct-events, --partitions and --processes must be positive")
     return args
 
 
@@ -244,6 +251,7 @@ def start_gateway(
         # The tuning the direct producer got, whatever the environment said.
         "LOADER_GATEWAY__LINGER_MS": str(settings.gateway.linger_ms),
         "LOADER_GATEWAY__COMPRESSION": settings.gateway.compression,
+        "LOADER_GATEWAY__PROCESSES": str(settings.gateway.processes),
         "LOADER_LOG_LEVEL": "WARNING",
         "LOADER_GATEWAY__ALLOW_ANONYMOUS": "true",
         "LOADER_GATEWAY__MODE": "sync",
@@ -266,6 +274,12 @@ def start_gateway(
             raise RuntimeError(f"the gateway did not become ready:\n{tail}")
         time.sleep(0.5)
     return process
+
+
+def gateway_pids(pid: int) -> dict[str, int]:
+    """The gateway's process and, with several, its children (each measured: "gateway/N")."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {"gateway": pid, **{f"gateway/{n}": int(child) for n, child in enumerate(children, start=1)}}
 
 
 def stop_gateway(process: subprocess.Popen[bytes]) -> int:
@@ -302,6 +316,19 @@ def find_peak(oha: Path, url: str, body: Path, seconds: float, meter: CpuMeter) 
     return runs
 
 
+def half_rate_connections(runs: list[OhaRun], rate: float) -> int:
+    """Connections for the half-rate run: the fewest of the sweep that carried the rate with
+    a fifth to spare, as clients that need no more would use (more connections than the
+    rate needs only make oha's arrivals burstier: Little's law asks for rate x latency)."""
+    enough = [r.concurrency for r in runs if r.ok / r.seconds >= rate * 1.2 and not r.not_ok]
+    return min(enough) if enough else max(runs, key=lambda r: r.events_per_s(BATCH)).concurrency
+
+
+def _gateway_cores(cpu: CpuUsage | None) -> float:
+    """Cores the gateway's processes used together."""
+    return sum(used for party, used in cpu.cores.items() if party.startswith("gateway")) if cpu else 0.0
+
+
 def _cores(cpu: CpuUsage | None) -> str:
     return cpu.describe() if cpu is not None else "cores used: not measured"
 
@@ -320,6 +347,7 @@ class Results:
     gateway_exit: int
     linger_ms: int
     compression: str
+    processes: int
 
 
 def _services(work_dir: Path) -> DevStack:
@@ -334,9 +362,10 @@ def _services(work_dir: Path) -> DevStack:
 def measure(
     args: argparse.Namespace, oha: Path, settings: Settings, work_dir: Path, service_pids: dict[str, int]
 ) -> Results:
+    tuned = settings.gateway.model_copy(update={"processes": args.processes})
     if args.linger_ms is not None:
-        tuned = settings.gateway.model_copy(update={"linger_ms": args.linger_ms})
-        settings = settings.model_copy(update={"gateway": tuned})
+        tuned = tuned.model_copy(update={"linger_ms": args.linger_ms})
+    settings = settings.model_copy(update={"gateway": tuned})
     bootstrap = settings.kafka.bootstrap_for("default")
     run_id = f"{time.strftime('%Y%m%d%H%M%S')}{uuid.uuid4().hex[:6]}"
     topic, direct_topic = f"bench.gateway.{run_id}", f"bench.gateway.{run_id}.direct"
@@ -363,20 +392,24 @@ def measure(
     _say(f"(a) {direct.eps:,.0f} events/s; {direct.cpu.describe()}")
 
     port, metrics_port = _free_port(), _free_port()
-    _say(f"starting `loader gateway` on 127.0.0.1:{port} (sync mode), waiting for /readyz")
+    _say(
+        f"starting `loader gateway` on 127.0.0.1:{port} (sync mode, {settings.gateway.processes} processes),"
+        " waiting for /readyz"
+    )
     gateway = start_gateway(settings, specs_dir, work_dir, port, metrics_port)
     url = f"http://127.0.0.1:{port}/v1/events/{EVENT}"
     try:
-        meter = CpuMeter({"gateway": gateway.pid, **service_pids})
+        meter = CpuMeter({**gateway_pids(gateway.pid), **service_pids})
         runs = find_peak(oha, url, body, args.seconds, meter)
         peak = max(runs, key=lambda r: r.events_per_s(BATCH))
         rate = peak.ok / peak.seconds / 2
-        _say(f"(c) {rate:,.0f} requests/s (half the peak) with {peak.concurrency} connections")
+        connections = half_rate_connections(runs, rate)
+        _say(f"(c) {rate:,.0f} requests/s (half the peak) with {connections} connections")
         half = run_oha(
             oha,
             url,
             body,
-            concurrency=peak.concurrency,
+            concurrency=connections,
             duration_s=args.seconds * 1.5,
             rate=rate,
             meter=meter,
@@ -396,6 +429,7 @@ def measure(
         code,
         settings.gateway.linger_ms,
         settings.gateway.compression,
+        settings.gateway.processes,
     )
 
 
@@ -429,6 +463,7 @@ def report(args: argparse.Namespace, results: Results) -> bool:
     lines = [
         "",
         f"Gateway benchmark: {EVENT} events, {BATCH} per request (JSON envelopes), sync mode,"
+        f" {results.processes} gateway process(es),"
         f" {args.partitions} partitions, producers lingering {results.linger_ms} ms, {results.compression};"
         f" {os.cpu_count()} cores shared by oha, the gateway and Kafka",
         f"  (a) direct aiokafka producer (gateway's options)   {direct.eps:>10,.0f} events/s"
@@ -461,7 +496,8 @@ def report(args: argparse.Namespace, results: Results) -> bool:
         "p99_ms": round(half.p99_s * 1000, 2),
         "ratio_met": ratio >= TARGET_RATIO,
         "p99_met": half.p99_s < TARGET_P99_S,
-        "gateway_cores_at_peak": round(peak.cpu.cores.get("gateway", 0.0), 2) if peak.cpu else None,
+        "gateway_processes": results.processes,
+        "gateway_cores_at_peak": round(_gateway_cores(peak.cpu), 2),
         "other_cores_at_peak": round(peak.cpu.other, 2) if peak.cpu else None,
         "records_landed": results.landed,
         "records_accepted": accepted,

@@ -188,7 +188,8 @@ GATEWAY_PRODUCE_SECONDS = Histogram(
 )
 GATEWAY_IN_FLIGHT = Gauge(
     "loader_gateway_in_flight_records",
-    "Records produced by the gateway and not yet acknowledged (or spilled).",
+    "Records produced by the gateway and not yet acknowledged (or spilled), by Kafka cluster.",
+    ["cluster"],
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )

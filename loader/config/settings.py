@@ -352,6 +352,9 @@ class GatewaySettings(_Section):
     metrics_port: int | None = Field(default=6067, ge=1, le=65535)
     """Port of ``/metrics``, ``/healthz`` and ``/readyz``, kept off the public API; None: no
     endpoints."""
+    processes: int = Field(default=1, ge=1, le=64)
+    """Gateway processes sharing the API port (one core each; see ``loader gateway --processes``).
+    Each has its own producers and its own ``max_in_flight_records``."""
     mode: Literal["sync", "async"] = "sync"
     """sync: answer once the broker acknowledged every record; async: answer (202) once the
     records are buffered, then retry until ``delivery_timeout_s`` and spill what is still not
@@ -377,7 +380,7 @@ class GatewaySettings(_Section):
     """Origins web pages may post from (``https://app.example.com``); empty: no CORS."""
     canary_topic: str = Field(default="loader-gateway-canary", pattern=r"^[A-Za-z0-9._\-]{1,249}$")
     """Topic a test record is produced to, on every cluster, before ``/readyz`` turns 200."""
-    linger_ms: int = Field(default=50, ge=0, le=1000)
+    linger_ms: int = Field(default=20, ge=0, le=1000)
     """How long the producer waits to fill a batch (tens of ms: fewer, larger requests)."""
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     """Compression of the produced batches."""

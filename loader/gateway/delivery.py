@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ from loader.config.spec import EventSpec
 from loader.consume.errors import is_transient
 from loader.consume.kafka import client_kwargs
 from loader.errors import clip
+from loader.gateway.batching import Batcher, Placed
 from loader.gateway.outbound import OutboundRecord, Outcome
 from loader.gateway.readiness import CHECK_INTERVAL_S, CHECK_TIMEOUT_S, RECHECK_S, Readiness, check_cluster
 from loader.gateway.spill import Spiller
@@ -93,6 +95,8 @@ class _Cluster:
     topics: set[str] = field(default_factory=set)
     producer: Any = None
     """The started producer (an AIOKafkaProducer), None until it could start."""
+    batcher: Batcher | None = None
+    """The cluster's open batches (set by :class:`KafkaDelivery`)."""
 
 
 class KafkaDelivery:
@@ -124,6 +128,9 @@ class KafkaDelivery:
         for spec in specs:
             cluster = self._clusters.setdefault(spec.kafka.cluster, _Cluster(spec.kafka.cluster, spec))
             cluster.topics.add(spec.kafka.topic)
+        linger_s = settings.gateway.linger_ms / 1000
+        for cluster in self._clusters.values():
+            cluster.batcher = Batcher(lambda c=cluster: c.producer, linger_s)  # type: ignore[misc]
         self._readiness = Readiness(self._clusters)
         self._in_flight = 0
         self._followers: set[asyncio.Task[None]] = set()
@@ -216,16 +223,18 @@ class KafkaDelivery:
         sent = await self._hand_over(producer, spec, records, outcomes, deadline)
         if self._mode == "sync":
             if sent:
-                await asyncio.wait([future for _, future in sent], timeout=max(0.0, deadline - loop.time()))
-            for index, future in sent:
-                outcomes[index] = self._acknowledged(future)
-                self._renew_if_broken(spec, producer, future)
+                batches = {placed.future for _, placed in sent}
+                await asyncio.wait(batches, timeout=max(0.0, deadline - loop.time()))
+                for future in batches:
+                    self._renew_if_broken(spec, producer, future)
+            for index, placed in sent:
+                outcomes[index] = self._acknowledged(placed)
         else:
             for index, _ in sent:
                 outcomes[index] = Outcome("buffered")
             if sent:
                 follower = asyncio.create_task(
-                    self._follow(producer, spec, [(records[i], f) for i, f in sent], deadline),
+                    self._follow(producer, spec, [(records[i], p.future) for i, p in sent], deadline),
                     name=f"gateway-follow-{spec.name}",
                 )
                 self._followers.add(follower)
@@ -240,47 +249,31 @@ class KafkaDelivery:
         records: Sequence[OutboundRecord],
         outcomes: list[Outcome | None],
         deadline: float,
-    ) -> list[tuple[int, asyncio.Future[Any]]]:
-        """``send()`` each record to the producer by the deadline; the futures of those it took.
-        A record it refused gets its failed outcome in ``outcomes``; one not handed over by the
-        deadline gets none (never sent: cancelling ``send()`` drops the record)."""
+    ) -> list[tuple[int, Placed]]:
+        """Place each record in its partition's open batch (:mod:`loader.gateway.batching`)
+        once the topic's partitions are known, by the deadline; where each record went. A
+        record that cannot go gets its failed outcome in ``outcomes``."""
         topic = spec.kafka.topic
-        sent: list[tuple[int, asyncio.Future[Any]]] = []
         try:
             async with asyncio.timeout_at(deadline):
-                partitions = (
-                    await producer.partitions_for(topic)
-                    if any(r.partition is not None for r in records)
-                    else set()
-                )
-                for index, record in enumerate(records):
-                    if record.partition is not None and record.partition not in partitions:
-                        outcomes[index] = Outcome(
-                            "failed",
-                            error=f"topic {topic} has no partition {record.partition}",
-                            retryable=False,
-                        )
-                        continue
-                    try:
-                        future = await producer.send(
-                            topic,
-                            record.value,
-                            key=record.key,
-                            partition=record.partition,
-                            timestamp_ms=record.timestamp_ms,
-                            headers=list(record.headers),
-                        )
-                    except aiokafka.errors.KafkaError as exc:
-                        outcomes[index] = _failure(exc)
-                        self._renew_if_broken(spec, producer, exc)
-                        continue
-                    self._track(future)
-                    sent.append((index, future))
+                partitions = sorted(await producer.partitions_for(topic))
         except TimeoutError:
-            reason = f"not handed to the producer within {self._deadline_s:g} s (no metadata for {topic}?)"
-            for index, outcome in enumerate(outcomes):
-                if outcome is None and index not in {i for i, _ in sent}:
-                    outcomes[index] = Outcome("failed", error=reason, retryable=True)
+            reason = f"not handed to the producer within {self._deadline_s:g} s (no metadata for {topic})"
+            outcomes[:] = [Outcome("failed", error=reason, retryable=True)] * len(records)
+            return []
+        except aiokafka.errors.KafkaError as exc:
+            outcomes[:] = [_failure(exc)] * len(records)
+            return []
+        batcher = self._clusters[spec.kafka.cluster].batcher
+        assert batcher is not None  # set in __init__
+        sent: list[tuple[int, Placed]] = []
+        for index, placed in enumerate(batcher.place(producer, topic, partitions, records)):
+            if isinstance(placed, Outcome):
+                outcomes[index] = placed
+            else:
+                sent.append((index, placed))
+        for future, count in Counter(placed.future for _, placed in sent).items():
+            self._track(future, count, spec.kafka.cluster)
         return sent
 
     def _renew_if_broken(
@@ -303,19 +296,22 @@ class KafkaDelivery:
         if not self._stopping:
             await self._start_producer(cluster)  # else the readiness loop tries again
 
-    def _track(self, future: asyncio.Future[Any]) -> None:
-        """Count ``future``'s record in flight until the producer settles it."""
-        self._in_flight += 1
-        GATEWAY_IN_FLIGHT.inc()
-        future.add_done_callback(self._settled)
+    def _track(self, future: asyncio.Future[Any], count: int, cluster: str) -> None:
+        """Count ``count`` records of ``future``'s batch in flight until the producer settles it."""
+        self._in_flight += count
+        gauge = GATEWAY_IN_FLIGHT.labels(cluster)
+        gauge.inc(count)
 
-    def _settled(self, future: asyncio.Future[Any]) -> None:
-        self._in_flight -= 1
-        GATEWAY_IN_FLIGHT.dec()
-        _error(future)  # retrieved: a sync record answered 503 may fail later, unread
+        def settled(done: asyncio.Future[Any]) -> None:
+            self._in_flight -= count
+            gauge.dec(count)
+            _error(done)  # retrieved: a sync record answered 503 may fail later, unread
 
-    def _acknowledged(self, future: asyncio.Future[Any]) -> Outcome:
+        future.add_done_callback(settled)
+
+    def _acknowledged(self, placed: Placed) -> Outcome:
         """A sync record's outcome once its wait is over."""
+        future = placed.future
         if not future.done():
             return Outcome(
                 "failed", error=f"not acknowledged by Kafka within {self._deadline_s:g} s", retryable=True
@@ -324,7 +320,7 @@ class KafkaDelivery:
         if error is not None:
             return _failure(error)
         metadata = future.result()
-        return Outcome("acknowledged", partition=metadata.partition, offset=metadata.offset)
+        return Outcome("acknowledged", partition=metadata.partition, offset=metadata.offset + placed.position)
 
     async def _follow(
         self,
@@ -369,7 +365,7 @@ class KafkaDelivery:
                     continue
                 outcomes: list[Outcome | None] = [None] * len(retry)
                 resent = await self._hand_over(producer, spec, retry, outcomes, deadline)
-                pending += [(retry[i], f) for i, f in resent]
+                pending += [(retry[i], p.future) for i, p in resent]
                 refused = [(retry[i], o) for i, o in enumerate(outcomes) if o is not None and not o.retryable]
                 if refused:
                     await self._spill(
@@ -417,6 +413,11 @@ class KafkaDelivery:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        handing_over = [
+            task for c in self._clusters.values() if c.batcher is not None for task in c.batcher.send_all()
+        ]
+        if handing_over:  # into the producers' queues, which the flushes below wait for
+            await asyncio.wait(handing_over, timeout=self._stop_flush_s)
         producers = [c.producer for c in self._clusters.values() if c.producer is not None]
         flushes = [asyncio.ensure_future(p.flush()) for p in producers]
         waits = [*flushes, *self._followers]

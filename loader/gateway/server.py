@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
 
-__all__ = ["serve"]
+__all__ = ["listening_socket", "serve"]
 
 
 class _Server(uvicorn.Server):
@@ -22,13 +23,31 @@ class _Server(uvicorn.Server):
             self.should_exit = True
 
 
-def serve(app: Starlette, host: str, port: int) -> bool:
-    """Serve ``app`` on ``host:port`` until a signal stops it; False if it never started (its
-    lifespan failed or the address could not be bound: uvicorn logged why)."""
+def listening_socket(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """The API's listening socket (IPv6 for an address with a colon), bound before serving;
+    an OSError says why it cannot be bound. ``shared``: one of several sockets on the same
+    port (SO_REUSEPORT), one per gateway process, among which the kernel spreads the
+    connections evenly (one shared socket leaves most connections to whichever process
+    happens to accept first)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(app: Starlette, sock: socket.socket) -> bool:
+    """Serve ``app`` on the listening ``sock`` until a signal stops it; False if it never
+    started (its lifespan failed: uvicorn logged why)."""
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -37,5 +56,5 @@ def serve(app: Starlette, host: str, port: int) -> bool:
         server_header=False,
     )
     server = _Server(config)
-    server.run()
+    server.run(sockets=[sock])
     return server.started

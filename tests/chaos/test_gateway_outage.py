@@ -81,9 +81,9 @@ class Gateway:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
 
-    def metric(self, name: str, event: str | None = None) -> float:
+    def metric(self, name: str, event: str | None = None, *, cluster: str | None = None) -> float:
         _, text = get(f"http://127.0.0.1:{self.metrics_port}/metrics")
-        labels = f'{{event="{event}"}}' if event else ""
+        labels = f'{{event="{event}"}}' if event else f'{{cluster="{cluster}"}}' if cluster else ""
         match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
         return float(match.group(1)) if match else 0.0
 
@@ -279,7 +279,7 @@ def test_async_delivers_or_spills_every_buffered_event(
                 detail=running.log,
             )
         eventually(
-            lambda: running.metric("loader_gateway_in_flight_records") == 0,
+            lambda: running.metric("loader_gateway_in_flight_records", cluster="default") == 0,
             120,
             what="nothing in flight",
             detail=running.log,

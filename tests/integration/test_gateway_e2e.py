@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,8 @@ class Gateway:
     url: str
     settings: Settings
     log_path: Path
+    pid: int
+    metrics_url: str
 
     def post(self, path: str, body: bytes, content_type: str, **headers: str) -> httpx2.Response:
         return httpx2.post(
@@ -74,7 +77,8 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway(dev_stack: DevStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """One event type on disk, its pipe applied, and `loader gateway` serving it until /readyz is 200."""
+    """One event type on disk, its pipe applied, and `loader gateway --processes 2` serving it until
+    /readyz is 200 (every process ready)."""
     tmp = tmp_path_factory.mktemp("gateway")
     settings = dev_stack.settings
     suffix = uuid.uuid4().hex[:8]
@@ -102,7 +106,7 @@ def gateway(dev_stack: DevStack, tmp_path_factory: pytest.TempPathFactory) -> It
     log_path = tmp / "gateway.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "loader", "gateway", "--specs", str(specs_dir)],
+            [sys.executable, "-m", "loader", "gateway", "--specs", str(specs_dir), "--processes", "2"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -118,7 +122,17 @@ def gateway(dev_stack: DevStack, tmp_path_factory: pytest.TempPathFactory) -> It
                 return False
 
         eventually(ready, 120, what="the gateway's /readyz to answer 200", interval_s=0.5)
-        yield Gateway(spec, specs_dir, store, env, f"http://127.0.0.1:{port}", settings, log_path)
+        yield Gateway(
+            spec,
+            specs_dir,
+            store,
+            env,
+            f"http://127.0.0.1:{port}",
+            settings,
+            log_path,
+            process.pid,
+            f"http://127.0.0.1:{metrics_port}",
+        )
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGTERM)
@@ -226,3 +240,31 @@ def test_access_and_limits_over_http(gateway: Gateway) -> None:
     assert unknown.status_code == 404
     assert too_many.status_code == 413
     assert xml.status_code == 415
+
+
+def _requests_answered(gateway: Gateway, code: str) -> float:
+    text = httpx2.get(f"{gateway.metrics_url}/metrics", timeout=10).text
+    line = rf'^loader_gateway_requests_total{{api="events",code="{code}"}} (\S+)$'
+    found = re.search(line, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_two_processes_share_the_port_and_one_metrics_endpoint(gateway: Gateway) -> None:
+    """`--processes 2` runs two gateway processes under the command's process; new connections
+    reach both (each spends CPU on its share), and the one /metrics counts every request."""
+    children = Path(f"/proc/{gateway.pid}/task/{gateway.pid}/children").read_text().split()
+    assert len(children) == 2
+    refused = b"\n".join([json.dumps({"payload": {"a": "x" * 300}}).encode()] * 500)  # no event_id: 400
+    before = _requests_answered(gateway, "400")
+    cpu_before = [_cpu_ticks(int(pid)) for pid in children]
+    for _ in range(100):  # a new connection each: the kernel spreads them over the processes' sockets
+        answer = gateway.post(f"/v1/events/{gateway.spec.name}", refused, "application/x-ndjson")
+        assert answer.status_code == 400 and answer.json()["accepted"] == 0
+    eventually(lambda: _requests_answered(gateway, "400") - before == 100, 30, what="100 requests counted")
+    spent = [_cpu_ticks(int(pid)) - ticks for pid, ticks in zip(children, cpu_before, strict=True)]
+    assert min(spent) >= 3, spent  # 30 ms each at least: both processes answered requests
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])

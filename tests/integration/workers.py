@@ -158,14 +158,17 @@ def wait_until_caught_up(
     what: str,
     check: Callable[[], None] = lambda: None,
 ) -> tuple[dict[int, int], dict[int, int]]:
-    """Wait until the group has committed every partition to its end offset; the last
+    """Wait until the group has committed every partition to its end offset (an empty one
+    needs no commit); the last
     (ends, committed). ``check`` runs at each poll that is not there yet (e.g. assert that the
     worker still runs), so a dead worker fails the wait at once."""
     offsets: list[tuple[dict[int, int], dict[int, int]]] = []
 
     def caught_up() -> bool:
         offsets.append(end_and_committed(settings, spec))
-        if offsets[-1][0] == offsets[-1][1]:
+        ends, committed = offsets[-1]
+        # An empty partition has nothing to commit (-1): caught up too.
+        if all(committed.get(p) == end or (end == 0 and committed.get(p) == -1) for p, end in ends.items()):
             return True
         check()
         return False
