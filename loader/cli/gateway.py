@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import click
 import orjson
 
@@ -42,7 +44,13 @@ def gateway(
 @gateway.command("new-key")
 @click.argument("name")
 @click.option("--events", required=True, help="Comma-separated event types the key may post, or '*' for all.")
-def new_key(name: str, events: str) -> None:
+@click.option(
+    "--shell",
+    is_flag=True,
+    help="Print shell lines instead (KEY=… and export LOADER_GATEWAY__API_KEYS=…), for "
+    '`eval "$(loader gateway new-key … --shell)"` on a development machine.',
+)
+def new_key(name: str, events: str, shell: bool) -> None:
     """Print a fresh API key (once: keep it secret) and the settings entry holding its hash."""
     from loader.config.settings import GatewayApiKey  # noqa: PLC0415 - pydantic, only here
     from loader.gateway.auth import new_key as make_key  # noqa: PLC0415 - see above
@@ -54,9 +62,14 @@ def new_key(name: str, events: str) -> None:
         )
     except ValueError as exc:
         raise ConfigError(f"bad key entry: {exc}") from None
+    settings_entry = orjson.dumps(entry.model_dump(mode="json")).decode()
+    if shell:
+        click.echo(f"KEY={shlex.quote(key)}")
+        click.echo(f"export LOADER_GATEWAY__API_KEYS={shlex.quote(f'[{settings_entry}]')}")
+        return
     click.echo(f"key (shown once; give it to {name}): {key}")
     click.echo("settings entry (add it to LOADER_GATEWAY__API_KEYS or the api_keys_file list):")
-    click.echo(orjson.dumps(entry.model_dump(mode="json")).decode())
+    click.echo(settings_entry)
 
 
 def _serve(cli: CliContext, host: str | None, port: int | None, processes: int | None) -> None:

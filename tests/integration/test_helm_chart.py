@@ -494,7 +494,9 @@ def test_gateway_runs_with_the_keys_secret_probes_and_its_own_account(
     """The gateway pod runs `loader gateway` on all interfaces, reads its keys from the mounted Secret
     (the path its settings name), is probed on the metrics port and runs as its own service account;
     its env loads as gateway settings."""
-    manifests = render(*ENV_VALUES, *GATEWAY_VALUES, "gateway.port=8090", "gateway.metricsPort=6070")
+    manifests = render(
+        *ENV_VALUES, *GATEWAY_VALUES, "gateway.port=8090", "gateway.metricsPort=6070", "gateway.processes=2"
+    )
     deployment = _gateway(manifests, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
@@ -527,6 +529,7 @@ def test_gateway_runs_with_the_keys_secret_probes_and_its_own_account(
     assert gateway.api_keys_file == keys_file
     assert gateway.metrics_port == 6070
     assert gateway.mode == "sync"
+    assert gateway.processes == 2
     assert "LOADER_GATEWAY__ALLOW_ANONYMOUS" not in env
     # Its own service account (its own IAM role), which the chart creates.
     account = pod["serviceAccountName"]

@@ -18,6 +18,7 @@ ports, so that the walk never collides with anything else on the machine.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -54,12 +55,36 @@ def bash_blocks(heading: str) -> list[str]:
     level = len(heading) - len(heading.lstrip("#"))
     lines = README.read_text().splitlines()
     start = lines.index(heading) + 1
-    end = next(
-        (i for i in range(start, len(lines)) if re.match(rf"#{{1,{level}}} ", lines[i])),
-        len(lines),
-    )
+    end, fenced = len(lines), False
+    for index in range(start, len(lines)):
+        fenced ^= lines[index].startswith("```")
+        if not fenced and re.match(rf"#{{1,{level}}} ", lines[index]):  # a heading, not a comment
+            end = index
+            break
     section = "\n".join(lines[start:end])
     return re.findall(r"^```bash\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
+
+
+def _commands(block: str) -> list[str]:
+    """The commands of a bash block: a line ending in a backslash, or inside an open quote,
+    goes on with the next one, as bash reads it."""
+    commands: list[str] = []
+    pending = ""
+    for line in block.splitlines():
+        if pending.endswith("\\"):
+            pending = f"{pending[:-1]} {line}"  # a backslash-newline is no break at all
+        else:
+            pending = f"{pending}\n{line}" if pending else line
+        if pending.endswith("\\"):
+            continue
+        try:
+            shlex.split(pending, comments=True)
+        except ValueError:  # a quote still open
+            continue
+        commands.append(pending)
+        pending = ""
+    assert not pending, f"unfinished command in a README block: {pending}"
+    return commands
 
 
 @dataclass
@@ -84,17 +109,40 @@ class Walk:
     rows_checked: list[str] = field(default_factory=list)
 
     def run(self, block: str) -> None:
-        """Run every command line of ``block`` as written."""
-        for line in block.splitlines():
+        """Run every command of ``block`` as written, one by one."""
+        for command in _commands(block):
+            line = self._on_free_ports(command)
             words = shlex.split(line, comments=True)
             if not words:
                 continue
-            if words[-1] == "&":
+            if words[0] in ("eval", "export"):
+                self._set_env(line)
+            elif words[-1] == "&":
                 self._start(line, words[:-1])
             elif words[0] == "kill":
                 self._kill(line, words[1:])
             else:
                 self._run(line)
+
+    def _on_free_ports(self, line: str) -> str:
+        """The line with the gateway's default ports replaced by the walk's free ones."""
+        for default, setting in (("8088", "LOADER_GATEWAY__PORT"), ("6067", "LOADER_GATEWAY__METRICS_PORT")):
+            line = line.replace(f"localhost:{default}", f"localhost:{self.env[setting]}")
+        return line
+
+    def _set_env(self, line: str) -> None:
+        """Run an `eval`/`export` line and keep the variables it sets for the lines after it."""
+        result = subprocess.run(
+            ["bash", "-c", f"set -a\n{line}\nenv -0"],  # set -a: later lines see it, as in one shell
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+        )
+        assert result.returncode == 0, f"`{line}` exited {result.returncode}:\n{result.stderr.decode()}"
+        pairs = [item.partition("=") for item in result.stdout.decode().split("\0") if "=" in item]
+        self.env = {name: value for name, _, value in pairs}
 
     def _start(self, line: str, argv: list[str]) -> None:
         number = len(self.jobs) + 1
@@ -242,6 +290,8 @@ def walk(tmp_path: Path) -> Iterator[Walk]:
         "COLUMNS": "200",
         "LOADER_WEB_PORT": str(free_port()),
         "LOADER_METRICS_PORT": str(free_port()),
+        "LOADER_GATEWAY__PORT": str(free_port()),
+        "LOADER_GATEWAY__METRICS_PORT": str(free_port()),
     }
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -277,4 +327,22 @@ def test_adding_an_event_type_walk(walk: Walk) -> None:
     walk.run(block)
     assert walk.rows_checked == ["payment_captured"]
     assert (walk.cwd / "pipelines" / "payment_captured.yaml").is_file()
+    _assert_nothing_left(walk)
+
+
+def test_event_gateway_walk(walk: Walk) -> None:
+    """The event gateway section works as written on `loader dev up`: a key, the gateway ready,
+    one good and one bad event answered by index, a REST Proxy v2 record produced, a clean stop."""
+    blocks = bash_blocks("## The event gateway: HTTP in, Kafka out")
+    for block in blocks:
+        walk.run(block)
+    assert walk.env["KEY"] and "LOADER_GATEWAY__API_KEYS" in walk.env
+    posted = next(out for line, out in walk.outputs if "/v1/events/order_created" in line)
+    answer = json.loads(posted)
+    assert answer["accepted"] == 1 and [r["index"] for r in answer["rejected"]] == [1]
+    [result] = answer["results"]
+    assert result["index"] == 0 and result["offset"] >= 0
+    proxied = next(out for line, out in walk.outputs if "/topics/orders.order_created" in line)
+    [offset] = json.loads(proxied)["offsets"]
+    assert offset["error_code"] is None and offset["offset"] >= 0
     _assert_nothing_left(walk)

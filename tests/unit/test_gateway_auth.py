@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,25 @@ def test_new_key_prints_a_key_and_the_entry_with_its_hash() -> None:
         "events": ["order_created", "store_updated"],
     }
     assert KeyRing([GatewayApiKey(**entry)]).caller({"x-api-key": key}) is not None
+
+
+def test_new_key_shell_lines_set_the_key_and_its_entry() -> None:
+    """`new-key --shell` prints lines bash evaluates into KEY and LOADER_GATEWAY__API_KEYS, whose
+    one entry holds the hash of that key."""
+    result = CliRunner().invoke(cli, ["gateway", "new-key", "web", "--events", "*", "--shell"])
+    assert result.exit_code == 0, result.output
+    shell = subprocess.run(
+        ["bash", "-c", f'{result.output}\nprintf "%s\\n%s" "$KEY" "$LOADER_GATEWAY__API_KEYS"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key, keys = shell.stdout.split("\n", 1)
+    [entry] = json.loads(keys)
+    assert entry == {"name": "web", "sha256": hashlib.sha256(key.encode()).hexdigest(), "events": ["*"]}
+    assert (
+        KeyRing.from_settings(GatewaySettings(api_keys=[GatewayApiKey(**entry)])).caller(
+            {"authorization": f"Bearer {key}"}
+        )
+        is not None
+    )
