@@ -43,12 +43,15 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    push_to_gateway,
 )
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "AUDIT_LAST_RUN",
+    "AUDIT_PROBLEMS",
     "CONTENT_TYPE",
     "MAX_ERROR_KINDS",
     "MAX_UNKNOWN_FIELDS",
@@ -59,6 +62,7 @@ __all__ = [
     "enable_multiprocess",
     "exposition",
     "mark_process_dead",
+    "push_audit",
     "render",
 ]
 
@@ -215,6 +219,46 @@ GATEWAY_REJECT_REASONS = (
     "undelivered",
 )
 """The ``reason`` label values of ``loader_gateway_rejected_total`` (a fixed, bounded set)."""
+
+# -- audit (``loader audit --pushgateway``, the chart's scheduled audit) ----------------------------
+
+AUDIT_PROBLEMS = Gauge(
+    "loader_audit_problems",
+    "Gaps and mismatches the last `loader audit` found for the event type (0: complete).",
+    ["event"],
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
+AUDIT_LAST_RUN = Gauge(
+    "loader_audit_last_run_timestamp_seconds",
+    "Unix time the last `loader audit` of the event type finished.",
+    ["event"],
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
+AUDIT_JOB = "loader_audit"
+"""The Pushgateway job the audit pushes to; each event type is its own group (``event`` label)."""
+
+
+class _AuditOf:
+    """The audit gauges' samples of one event type (what one Pushgateway group holds)."""
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+
+    def collect(self) -> Iterator[Metric]:
+        names = ["loader_audit_problems", "loader_audit_last_run_timestamp_seconds"]
+        for family in REGISTRY.restricted_registry(names).collect():
+            family.samples = [s for s in family.samples if s.labels.get("event") == self.event]
+            yield family
+
+
+def push_audit(url: str, event: str, problems: int, *, timeout_s: float = 30.0) -> None:
+    """Record an audit of ``event`` (``problems`` found, finished now) and push it to the
+    Pushgateway at ``url``, replacing that event type's group only."""
+    AUDIT_PROBLEMS.labels(event).set(problems)
+    AUDIT_LAST_RUN.labels(event).set(time.time())
+    push_to_gateway(url, AUDIT_JOB, _AuditOf(event), grouping_key={"event": event}, timeout=timeout_s)
 
 
 class EventMetrics:

@@ -8,6 +8,7 @@ problems and 1 for everything else.
 from __future__ import annotations
 
 from loader.cli.app import cli, main
+from loader.cli.audit import audit
 from loader.cli.dead_letters import dead_letters
 from loader.cli.demo import demo
 from loader.cli.deploy import deploy
@@ -22,6 +23,7 @@ from loader.cli.schemas import schemas
 from loader.cli.status import status
 from loader.cli.worker import worker
 
+cli.add_command(audit)
 cli.add_command(dead_letters)
 cli.add_command(demo)
 cli.add_command(deploy)

@@ -188,11 +188,13 @@ class S3Store:
                     return None
                 raise
 
-    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object under ``prefix``, in key order."""
+    def list_objects(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, in key order; with ``start_after``, only the keys after
+        it (S3 starts the listing there: a time range of keys costs no requests before it)."""
+        after = {"StartAfter": start_after} if start_after is not None else {}
         with storage_errors(f"list s3://{self.bucket}/{prefix}"):
             paginator = self._client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, **after):
                 for item in page.get("Contents", []):
                     etag = item["ETag"].strip('"')
                     yield ObjectInfo(item["Key"], item["Size"], etag, item.get("LastModified"))
