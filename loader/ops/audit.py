@@ -184,13 +184,14 @@ def _listing(
 
 def list_files(
     store: S3Store, spec: EventSpec, since: datetime | None, until: datetime | None
-) -> dict[tuple[int, int, int], FileSet]:
-    """The event's data and dead-letter files of [since, until), by (partition, first, last)."""
-    sets: dict[tuple[int, int, int], FileSet] = {}
+) -> dict[tuple[int, int, int, datetime], FileSet]:
+    """The event's data and dead-letter files of [since, until), by (partition, first, last,
+    folder): one range named in two folders is two ranges, which overlap."""
+    sets: dict[tuple[int, int, int, datetime], FileSet] = {}
     for prefix in (spec.data_prefix, spec.dead_letter_prefix):
         for info, parsed in _listing(store, spec, prefix, since, until):
-            ident = (parsed.partition, parsed.first_offset, parsed.last_offset)
-            found = sets.setdefault(ident, FileSet(*ident, folder=parsed.time_partition))
+            ident = (parsed.partition, parsed.first_offset, parsed.last_offset, parsed.time_partition)
+            found = sets.setdefault(ident, FileSet(*ident))
             if parsed.redriven is not None:
                 found.redriven.append(info.key)
             elif parsed.kind == "data":
