@@ -610,3 +610,56 @@ def test_gateway_gets_the_kafka_tls_files(render: Callable[..., Manifests]) -> N
     env = {e["name"]: e.get("value") for e in container["env"]}
     mount = next(m for m in container["volumeMounts"] if m["name"] == "kafka-tls")
     assert env["LOADER_KAFKA__SSL_CAFILE"] == f"{mount['mountPath']}/ca.crt"
+
+
+# -- the scheduled audit (audit-cronjob.yaml) ------------------------------------------------------
+
+PUSHGATEWAY = "http://pushgateway.monitoring:9091"
+AUDIT_VALUES = ["audit.enabled=true", f"audit.pushgatewayUrl={PUSHGATEWAY}"]
+
+
+def test_the_audit_is_off_by_default(render: Callable[..., Manifests]) -> None:
+    """No CronJob unless audit.enabled."""
+    assert _of_kind(render(*ENV_VALUES), "CronJob") == []
+
+
+def test_the_audit_cronjob_audits_every_event_and_pushes(
+    render: Callable[..., Manifests], specs: list[EventSpec]
+) -> None:
+    """One valid CronJob: `loader audit --json` over all specs mounted, as the loader, pushing to the URL."""
+    manifests = render(*ENV_VALUES, *AUDIT_VALUES, "snowflake.existingSecret=sf", "audit.schedule=5 * * * *")
+    [job] = _of_kind(manifests, "CronJob", "audit")
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(job, version, strict=True)
+    assert job["spec"]["schedule"] == "5 * * * *"
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"] == ["audit", "--json", "--settle", "900"]  # no EVENT: every spec
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["LOADER_AUDIT__PUSHGATEWAY_URL"] == PUSHGATEWAY
+    assert env["LOADER_KAFKA__BOOTSTRAP_SERVERS"] == "broker-1:9092,broker-2:9092"
+    assert container["envFrom"] == [{"secretRef": {"name": SECRET}}, {"secretRef": {"name": "sf"}}]
+    [loader] = _of_kind(manifests, "Deployment", "loader")
+    assert pod["serviceAccountName"] == loader["spec"]["template"]["spec"]["serviceAccountName"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "specs"]
+    mounted = {
+        item["path"] for source in volume["projected"]["sources"] for item in source["configMap"]["items"]
+    }
+    assert {f"pipelines/{spec.name}.yaml" for spec in specs} <= mounted
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_audit_without_a_pushgateway_is_refused(values_file: Path) -> None:
+    """Enabled without audit.pushgatewayUrl fails the render, naming the value to set."""
+    done = _helm("template", "rel", str(CHART), "-f", str(values_file), "--set", "audit.enabled=true")
+    assert done.returncode != 0
+    assert "audit.pushgatewayUrl" in done.stderr
+
+
+def test_helm_lint_is_clean_with_the_audit(values_file: Path) -> None:
+    """`helm lint --strict` passes with the audit on."""
+    done = _helm("lint", "--strict", str(CHART), "-f", str(values_file), "--set", ",".join(AUDIT_VALUES))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout
