@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +29,15 @@ from loader.warehouse.objects import EventObjects
 from loader.worker.worker import StreamWorker
 from tests.integration.helpers import produce, sample_values, spec_on_disk
 from tests.integration.workers import cli_env, run_worker_until
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 RECORDS = 900
 BAD = [b"not json", b"[1, 2]"]
+PUSHGATEWAY = shutil.which("pushgateway") or str(
+    Path.home() / ".cache" / "event-loader" / "bin" / "pushgateway"
+)
 
 
 @dataclass
@@ -42,12 +51,12 @@ class Pipeline:
     objects: EventObjects
     data_keys: list[str]
 
-    def audit(self, *args: str) -> tuple[int, dict[str, Any]]:
+    def audit(self, *args: str, **env: str) -> tuple[int, dict[str, Any]]:
         """``loader audit EVENT --json --settle 0``: its exit code and its JSON."""
         result = CliRunner().invoke(
             cli,
             ["audit", self.spec.name, "--json", "--settle", "0", "--specs", str(self.specs_dir), *args],
-            env=cli_env(self.settings),
+            env=cli_env(self.settings, **env),
         )
         assert result.stdout, result.output
         return result.exit_code, json.loads(result.stdout)
@@ -199,3 +208,59 @@ def test_a_forged_overlapping_file_is_named(pipeline: Pipeline, s3_client: Any) 
     assert all(forged in files for files in overlaps.values())
     # The forged file's rows do not fill its claimed range either.
     assert "file_count" in kinds
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus Pushgateway (built by .ci/run from the Go module proxy) on 127.0.0.1."""
+    if not Path(PUSHGATEWAY).is_file():
+        pytest.skip("no pushgateway binary (.ci/run builds it into ~/.cache/event-loader/bin)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    with (tmp_path / "pushgateway.log").open("wb") as log:
+        process = subprocess.Popen(
+            [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            eventually(
+                lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200,
+                30,
+                what="the pushgateway to be ready",
+                ignoring=(OSError,),
+            )
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _pushed(url: str, event: str) -> dict[str, float]:
+    """The audit samples the Pushgateway serves for ``event``, by metric name."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("loader_audit_") and f'event="{event}"' in line:
+            found[line.split("{", 1)[0]] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def test_the_audit_result_reaches_a_pushgateway(pipeline: Pipeline, pushgateway: str, s3_client: Any) -> None:
+    """--pushgateway (the CronJob sets it): 0 problems when complete, the count after a fault, the time."""
+    before = time.time()
+    code, _ = pipeline.audit(LOADER_AUDIT__PUSHGATEWAY_URL=pushgateway)
+    assert code == 0
+    first = _pushed(pushgateway, pipeline.spec.name)
+    assert first["loader_audit_problems"] == 0
+    assert before <= first["loader_audit_last_run_timestamp_seconds"] <= time.time()
+
+    _, _, _, key = _middle(pipeline)
+    s3_client.delete_object(Bucket=pipeline.store.bucket, Key=key)
+    code, document = pipeline.audit("--pushgateway", pushgateway)
+    assert code == 1
+    second = _pushed(pushgateway, pipeline.spec.name)
+    assert second["loader_audit_problems"] == len(_problems(document)) == 1
+    assert (
+        second["loader_audit_last_run_timestamp_seconds"] >= first["loader_audit_last_run_timestamp_seconds"]
+    )
