@@ -148,6 +148,7 @@ def test_every_command_taking_a_range_takes_the_shared_range_options() -> None:
         if any(p.name == "since" for p in command.params)
     }
     assert set(with_range) == {
+        ("audit",),
         ("reconcile",),
         ("replay", "load"),
         ("replay", "publish"),
@@ -157,8 +158,8 @@ def test_every_command_taking_a_range_takes_the_shared_range_options() -> None:
     for path, command in with_range.items():
         options = {p.name: p for p in command.params if isinstance(p, click.Option)}
         assert options["since"].type is MOMENT and options["until"].type is MOMENT, path
-        # schemas drift only reads: no --dry-run.
-        assert path == ("schemas", "drift") or options["dry_run"].is_flag, path
+        # schemas drift and audit only read: no --dry-run.
+        assert path in {("schemas", "drift"), ("audit",)} or options["dry_run"].is_flag, path
 
 
 def test_specs_default_to_loader_specs_dir(tmp_path: Path) -> None:
@@ -176,6 +177,7 @@ def test_specs_default_to_loader_specs_dir(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "command",
     [
+        ["audit"],
         ["reconcile"],
         ["replay", "load", "order_created"],
         ["replay", "publish", "order_created", "--topic", "orders.replay"],
