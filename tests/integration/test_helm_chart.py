@@ -626,7 +626,7 @@ def test_the_audit_is_off_by_default(render: Callable[..., Manifests]) -> None:
 def test_the_audit_cronjob_audits_every_event_and_pushes(
     render: Callable[..., Manifests], specs: list[EventSpec]
 ) -> None:
-    """One valid CronJob: `loader audit --json` over all specs mounted, as the loader, pushing to the URL."""
+    """One valid CronJob: `loader audit --json` over every spec, as its own account, pushing to the URL."""
     manifests = render(*ENV_VALUES, *AUDIT_VALUES, "snowflake.existingSecret=sf", "audit.schedule=5 * * * *")
     [job] = _of_kind(manifests, "CronJob", "audit")
     for version in KUBE_VERSIONS:
@@ -640,8 +640,11 @@ def test_the_audit_cronjob_audits_every_event_and_pushes(
     assert env["LOADER_AUDIT__PUSHGATEWAY_URL"] == PUSHGATEWAY
     assert env["LOADER_KAFKA__BOOTSTRAP_SERVERS"] == "broker-1:9092,broker-2:9092"
     assert container["envFrom"] == [{"secretRef": {"name": SECRET}}, {"secretRef": {"name": "sf"}}]
+    # Its own read-only principal (iam-policy-audit.json), created by the chart, not the loader's.
     [loader] = _of_kind(manifests, "Deployment", "loader")
-    assert pod["serviceAccountName"] == loader["spec"]["template"]["spec"]["serviceAccountName"]
+    account = pod["serviceAccountName"]
+    assert account.endswith("-audit") and account != loader["spec"]["template"]["spec"]["serviceAccountName"]
+    assert account in {a["metadata"]["name"] for a in _of_kind(manifests, "ServiceAccount", "audit")}
     [volume] = [v for v in pod["volumes"] if v["name"] == "specs"]
     mounted = {
         item["path"] for source in volume["projected"]["sources"] for item in source["configMap"]["items"]

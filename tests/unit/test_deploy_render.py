@@ -227,12 +227,13 @@ def _s3_scopes(document: dict[str, Any]) -> tuple[set[str], set[str]]:
 
 
 @pytest.mark.parametrize(
-    ("policy", "scope"), [("iam-policy-worker.json", ""), ("iam-policy-loader.json", "data/")]
+    ("policy", "scope"),
+    [("iam-policy-worker.json", ""), ("iam-policy-loader.json", "data/"), ("iam-policy-audit.json", "")],
 )
 def test_iam_policies_cover_exactly_the_specs_prefixes(
     specs: list[EventSpec], policy: str, scope: str
 ) -> None:
-    """The worker's and loader's S3 grants are the specs' prefixes, nothing wider and none missing."""
+    """The worker's, loader's and audit's S3 grants are the specs' prefixes: nothing wider, none missing."""
     objects, prefixes = _s3_scopes(_policy(policy))
     assert objects == {f"arn:aws:s3:::{s.s3.bucket}/{s.s3.prefix}/{scope}*" for s in specs}
     assert prefixes == {f"{s.s3.prefix}/{scope}*" for s in specs}
@@ -251,6 +252,12 @@ def test_gateway_policy_only_writes_spills(specs: list[EventSpec]) -> None:
     assert not prefixes
     s3_actions = {a for a in _actions(document["Statement"]) if a.startswith("s3:")}
     assert s3_actions == {"s3:PutObject"}
+
+
+def test_audit_policy_only_reads() -> None:
+    """The audit's role reads and lists; it can write, delete or send nothing."""
+    actions = _actions(_policy("iam-policy-audit.json")["Statement"])
+    assert actions == {"s3:GetObject", "s3:ListBucket", "kms:Decrypt"}
 
 
 def test_snowflake_role_reads_only_data_prefixes(specs: list[EventSpec]) -> None:

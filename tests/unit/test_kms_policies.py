@@ -28,6 +28,8 @@ def _kms_statements(policy: str) -> list[dict[str, Any]]:
         ("iam-policy-snowflake.json", {"kms:Decrypt"}),
         # The gateway's spills are single PUTs: a data key, no decryption.
         ("iam-policy-gateway.json", {"kms:GenerateDataKey"}),
+        # The audit reads footers (ranged GETs) and writes nothing.
+        ("iam-policy-audit.json", {"kms:Decrypt"}),
     ],
 )
 def test_kms_grants_are_scoped_to_one_key_through_s3(policy: str, actions: set[str]) -> None:
