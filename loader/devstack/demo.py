@@ -30,6 +30,9 @@ from loader.devstack import DevStack
 from loader.devstack.provision import DEV_QUEUE, provision
 from loader.devstack.samples import produce_samples
 from loader.errors import RunError
+from loader.ops.audit import audit
+from loader.ops.status import consumer_lag
+from loader.store.s3 import S3Store
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.manager import PipeManager
 from loader.warehouse.objects import EventObjects
@@ -49,11 +52,14 @@ class DemoResult:
     rows: dict[str, int] = field(default_factory=dict)
     files: dict[str, int] = field(default_factory=dict)
     samples: dict[str, tuple[list[str], list[tuple[object, ...]]]] = field(default_factory=dict)
+    audits: dict[str, int] = field(default_factory=dict)
+    """Per event type, the problems `loader audit` found once the workers stopped (0: complete)."""
     seconds: float = 0.0
 
     @property
     def complete(self) -> bool:
-        return all(self.rows.get(name) == count for name, count in self.produced.items())
+        loaded = all(self.rows.get(name) == count for name, count in self.produced.items())
+        return loaded and all(self.audits.get(name) == 0 for name in self.produced)
 
 
 def run_demo(
@@ -83,7 +89,8 @@ def run_demo(
     _print_summary(console, result)
     if not result.complete:
         raise RunError(
-            f"demo incomplete after {timeout_s:.0f}s: rows {result.rows} != produced {result.produced}"
+            f"demo incomplete after {timeout_s:.0f}s: rows {result.rows}, produced {result.produced}, "
+            f"audit problems {result.audits}"
         )
     return result
 
@@ -137,11 +144,38 @@ async def _run(
         stop.set()
         loader_thread.join(timeout=30)
         loader.close()
+    if all(result.rows.get(name) == count for name, count in result.produced.items()):
+        with console.status("auditing: every offset in a file, every file's rows in the table…"):
+            result.audits = await _audits(settings, specs)
     return result
+
+
+async def _audits(settings: Settings, specs: Sequence[EventSpec]) -> dict[str, int]:
+    """`loader audit` of each event type, as an operator would run it after the demo."""
+    problems: dict[str, int] = {}
+    with Warehouse(settings.snowflake) as warehouse:
+        for spec in specs:
+            lags = await consumer_lag(spec, settings.kafka)
+            report = audit(
+                spec,
+                S3Store(settings.aws, spec.s3.bucket),
+                warehouse,
+                EventObjects.for_spec(spec, settings.snowflake),
+                {lag.partition: lag.committed for lag in lags},
+                settle_s=0,
+            )
+            problems[spec.name] = len(report.problems)
+    return problems
 
 
 def _count(warehouse: Warehouse, objects: EventObjects) -> int:
     return int(warehouse.execute(objects.count_statement())[0][0])
+
+
+def _audit_cell(problems: int | None) -> str:
+    if problems is None:
+        return "not run"
+    return "complete" if problems == 0 else f"{problems} problem(s): run `loader audit`"
 
 
 def _show(value: object) -> str:
@@ -152,7 +186,7 @@ def _show(value: object) -> str:
 
 def _print_summary(console: Console, result: DemoResult) -> None:
     table = Table(title=f"demo summary ({result.seconds:.0f} s)")
-    for column in ("event type", "events produced", "files written", "rows in table", "match"):
+    for column in ("event type", "events produced", "files written", "rows in table", "match", "audit"):
         table.add_column(column, justify="left" if column == "event type" else "right")
     for name, produced in result.produced.items():
         loaded = result.rows.get(name, 0)
@@ -162,6 +196,7 @@ def _print_summary(console: Console, result: DemoResult) -> None:
             str(result.files.get(name, 0)),
             str(loaded),
             "yes" if loaded == produced else "NO",
+            _audit_cell(result.audits.get(name)),
         )
     console.print(table)
     for name, (columns, rows) in result.samples.items():

@@ -22,7 +22,8 @@ def _service_pids() -> set[int]:
 
 
 def test_demo_loads_every_event_and_stops_its_services(tmp_path: Path) -> None:
-    """The demo starts its own stack, every table holds exactly the events produced, and it stops it all."""
+    """The demo starts its own stack, every table holds exactly the events produced (and `loader audit`
+    says complete), and it stops it all."""
     before = _service_pids()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
     env |= {"LOADER_STATE_DIR": str(tmp_path / "state"), "LOADER_LOG_LEVEL": "WARNING", "COLUMNS": "160"}
@@ -38,6 +39,6 @@ def test_demo_loads_every_event_and_stops_its_services(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     for event in ("store_updated", "order_created", "app_click"):
-        assert re.search(rf"{event}\s*│\s*400\s*│\s*\d+\s*│\s*400\s*│\s*yes", output), output
+        assert re.search(rf"{event}\s*│\s*400\s*│\s*\d+\s*│\s*400\s*│\s*yes\s*│\s*complete", output), output
     assert "started kafka" in output  # it really started its own services
     assert _service_pids() <= before
