@@ -15,7 +15,9 @@ a child, which is why:
   sums over processes and pods stay right;
 - freshness is derived at scrape time, by the serving process, from the
   newest ``_CREATED_AT`` gauges (a Unix time): it keeps growing while nothing
-  arrives.
+  arrives;
+- readiness (``loader_ready``) is asked of the serving process's probes at
+  scrape time too: it is what ``/readyz`` answers, so Prometheus sees it.
 
 Labels are bounded: ``event`` is a spec name (empty on an error of the SQS
 loader that is no one event's: its queue, its Snowflake session), ``partition``
@@ -32,6 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -58,11 +61,13 @@ __all__ = [
     "REGISTRY",
     "Component",
     "EventMetrics",
+    "ReadyProbe",
     "count_error",
     "enable_multiprocess",
     "exposition",
     "mark_process_dead",
     "push_audit",
+    "notifications_queued",
     "render",
 ]
 
@@ -161,6 +166,22 @@ NEWEST_CREATED_AT = Gauge(
     registry=REGISTRY,
 )
 FRESHNESS_NAME = "loader_freshness_seconds"
+ROLLING_MAX_AGE = Gauge(
+    "loader_rolling_max_age_seconds",
+    "The spec's rolling.max_age_s: the freshness bound the freshness alerts add a margin to.",
+    ["event"],
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+READY_NAME = "loader_ready"
+NOTIFICATIONS_QUEUED = Gauge(
+    "loader_notifications_queued_messages",
+    "Messages in the notifications queue (SQS's approximate counts, read by the loader's probe): "
+    "state visible (waiting to be received) or in_flight (received, not yet deleted).",
+    ["queue", "state"],
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
 
 # -- gateway (``loader gateway``) ------------------------------------------------------------------
 
@@ -280,6 +301,7 @@ class EventMetrics:
         self.files_loaded = FILES_LOADED.labels(event)
         self.rows_loaded = ROWS_LOADED.labels(event)
         self.load_latency = LOAD_LATENCY.labels(event)
+        self.rolling_max_age = ROLLING_MAX_AGE.labels(event)
         self._lag: dict[int, Gauge] = {}
         self._newest: dict[str, float] = {}
         self._unknown: dict[str, Counter] = {}
@@ -338,15 +360,33 @@ def count_error(event: str, component: Component, kind: str) -> None:
     ERRORS.labels(event, component, clean).inc()
 
 
+def notifications_queued(queue: str, visible: int, in_flight: int) -> None:
+    """Set the notifications queue's message counts (``queue``: its name, the URL's last part)."""
+    NOTIFICATIONS_QUEUED.labels(queue, "visible").set(visible)
+    NOTIFICATIONS_QUEUED.labels(queue, "in_flight").set(in_flight)
+
+
 # -- serving ---------------------------------------------------------------------------------------
 
 
-class _WithFreshness:
-    """The source's metrics plus ``loader_freshness_seconds``, derived when scraped."""
+@dataclass(frozen=True)
+class ReadyProbe:
+    """Whom ``loader_ready`` is about (a worker of ``event``, or the loader with ``event`` empty)
+    and what tells whether it is ready: the same probe as its ``/readyz``."""
 
-    def __init__(self, source: Collector, clock: Callable[[], float]) -> None:
+    role: Literal["worker", "loader"]
+    event: str
+    ready: Callable[[], bool]
+
+
+class _WithFreshness:
+    """The source's metrics plus ``loader_freshness_seconds`` and ``loader_ready``, derived when
+    scraped."""
+
+    def __init__(self, source: Collector, clock: Callable[[], float], probe: ReadyProbe | None) -> None:
         self._source = source
         self._clock = clock
+        self._probe = probe
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
@@ -364,20 +404,32 @@ class _WithFreshness:
                         [sample.labels["event"], sample.labels["where"]], max(0.0, now - sample.value)
                     )
         yield freshness
+        ready = GaugeMetricFamily(
+            READY_NAME,
+            "1 while the process's /readyz answers ready, else 0; role worker (of event) or loader.",
+            labels=["role", "event"],
+        )
+        if self._probe is not None:
+            ready.add_metric([self._probe.role, self._probe.event], float(self._probe.ready()))
+        yield ready
 
 
 def exposition(
-    multiprocess_dir: Path | None = None, *, clock: Callable[[], float] = time.time
+    multiprocess_dir: Path | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    ready: ReadyProbe | None = None,
 ) -> CollectorRegistry:
     """What ``/metrics`` serves: this process's metrics, or (``multiprocess_dir``) the
-    merge of every pool child's, each with freshness derived at scrape time."""
+    merge of every pool child's, each with freshness derived at scrape time, and
+    ``loader_ready`` from ``ready`` (none without it)."""
     source: Collector = (
         _multiprocess.MultiProcessCollector(None, str(multiprocess_dir))  # type: ignore[no-untyped-call]
         if multiprocess_dir is not None
         else REGISTRY
     )
     served = CollectorRegistry(auto_describe=False)
-    served.register(_WithFreshness(source, clock))
+    served.register(_WithFreshness(source, clock, ready))
     return served
 
 

@@ -116,7 +116,9 @@ def run(
             server = endpoints.serve(
                 metrics_host,
                 metrics_port,
-                metrics.exposition(),
+                metrics.exposition(
+                    ready=metrics.ReadyProbe("loader", "", lambda: loader.readiness.report().ready)
+                ),
                 alive=loader.alive,
                 readiness=loader.readiness.report,
             )

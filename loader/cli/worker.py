@@ -10,7 +10,7 @@ import structlog
 
 from loader.cli.options import CliContext, bind_options, pass_cli, specs_option
 from loader.errors import LoaderError, RunError
-from loader.metrics import exposition
+from loader.metrics import ReadyProbe, exposition
 from loader.worker.app import ServiceProbes, WorkerService, build_app
 from loader.worker.pool import MIN_CHILD_BUDGET_MB, WorkerPool, affordable_processes
 from loader.worker.worker import StreamWorker
@@ -64,14 +64,15 @@ def run(cli: CliContext, event: str, web_host: str, web_port: int, processes: in
             raise RunError(f"a worker process of {spec.name} failed (see its log lines above)")
         return
     service = WorkerService(StreamWorker(spec, settings))
+    probes = ServiceProbes(service)
 
     async def _main() -> None:
         app = build_app(
             spec.name,
-            ServiceProbes(service),
+            probes,
             web_host=web_host,
             web_port=web_port,
-            registry=exposition(),
+            registry=exposition(ready=ReadyProbe("worker", spec.name, probes.ready)),
             service=service,
         )
         stop = asyncio.Event()

@@ -99,6 +99,27 @@ class NotificationQueue:
             lambda: self._sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"]),
         )
 
+    def depth(self) -> tuple[int, int]:
+        """SQS's approximate counts of messages waiting (visible) and received but not deleted
+        (in flight): one call, so also a readiness check."""
+        response = self._call(
+            "read the notifications queue's attributes",
+            lambda: self._sqs.get_queue_attributes(
+                QueueUrl=self.url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            ),
+        )
+        attributes = response.get("Attributes", {})
+        return (
+            int(attributes.get("ApproximateNumberOfMessages", 0)),
+            int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        )
+
+    @property
+    def name(self) -> str:
+        """The queue's name: the last part of its URL."""
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
     def receive(self) -> list[Received]:
         """One long poll: up to 10 messages, hidden for the visibility timeout."""
         response = self._call(

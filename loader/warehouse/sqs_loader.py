@@ -41,7 +41,8 @@ from the loop's calls and from a probe per service.
 Metrics (:mod:`loader.metrics`): files and rows loaded, load latency (from
 the notification's ``SentTimestamp``, which S3 sets as the object is
 created, to the end of its COPY), the newest ``_CREATED_AT`` queryable in each
-table (re-read after loads and on a timer, never per scrape), and every failure
+table (re-read after loads and on a timer, never per scrape), the messages
+waiting in the queue (read by the queue's readiness probe), and every failure
 in ``loader_errors_total``: S3's per attempt, by event (:mod:`loader.store.s3`);
 SQS's and Snowflake's as they reach the loader (after the client's own
 retries; its probes' included), by event where a load of one event failed, else
@@ -74,7 +75,7 @@ from loader.errors import (
     WarehouseError,
     excerpt,
 )
-from loader.metrics import EventMetrics, count_error
+from loader.metrics import EventMetrics, count_error, notifications_queued
 from loader.notify.queue import NotificationQueue, Received
 from loader.retry import Backoff
 from loader.store.s3 import S3Store, attempt_error_kind
@@ -224,6 +225,8 @@ class SqsLoader:
         self._objects = {spec.name: EventObjects.for_spec(spec, settings.snowflake) for spec in self.specs}
         self._pipes_checked: dict[str, float] = {}
         self.metrics = {spec.name: EventMetrics(spec.name) for spec in self.specs}
+        for spec in self.specs:  # the table freshness alert's bound, where only the loader is scraped
+            self.metrics[spec.name].rolling_max_age.set(spec.rolling.max_age_s)
         self._freshness_read: dict[str, float] = {}
         self._in_flight: dict[str, int] = {}
         """Files being loaded, by event (what a shutdown abandons)."""
@@ -437,7 +440,7 @@ class SqsLoader:
                 raise
 
         interval = self._probe_interval_s
-        watch(self.readiness, "sqs", self._queue.check, self._stop, interval_s=interval)
+        watch(self.readiness, "sqs", self._probe_queue, self._stop, interval_s=interval)
         watch(
             self.readiness, "s3", lambda: self._check_buckets(probe_stores), self._stop, interval_s=interval
         )
@@ -449,6 +452,11 @@ class SqsLoader:
             interval_s=interval,
             finish=probe_warehouse.close,
         )
+
+    def _probe_queue(self) -> None:
+        """The queue answers, and how many notifications wait in it (the piling-up alert's metric)."""
+        visible, in_flight = self._queue.depth()
+        notifications_queued(self._queue.name, visible, in_flight)
 
     # -- messages and loads --------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ import structlog
 
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
-from loader.metrics import enable_multiprocess, exposition, mark_process_dead
+from loader.metrics import ReadyProbe, enable_multiprocess, exposition, mark_process_dead
 from loader.worker.app import build_app
 from loader.worker.worker import StreamWorker
 
@@ -156,7 +156,7 @@ class WorkerPool:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
     async def _supervise(self, web_host: str, web_port: int, metrics_dir: Path) -> int:
-        registry = exposition(metrics_dir)
+        registry = exposition(metrics_dir, ready=ReadyProbe("worker", self.spec.name, self.ready))
         app = build_app(self.spec.name, self, web_host=web_host, web_port=web_port, registry=registry)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

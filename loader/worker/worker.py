@@ -137,6 +137,7 @@ class StreamWorker:
         self.spec = spec
         self.settings = settings
         self.metrics = EventMetrics(spec.name)
+        self.metrics.rolling_max_age.set(spec.rolling.max_age_s)  # the freshness alerts' bound
         self.store = store or S3Store(settings.aws, spec.s3.bucket, metrics=self.metrics)
         # Confluent wire-format values name their writer schema by id: the registry gives it.
         self._registry: RegistryClient | None = registry_for(spec, settings.schema_registry)
