@@ -8,7 +8,9 @@ ServiceMonitor) are checked structurally against what the chart must wire.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,12 @@ CHART = ROOT / "deploy" / "helm" / "event-loader"
 EXAMPLES = ROOT / "pipelines"
 SECRET = "event-loader-credentials"
 KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
-CRDS = {"ScaledObject": "keda.sh/v1alpha1", "ServiceMonitor": "monitoring.coreos.com/v1"}
+CRDS = {
+    "ScaledObject": "keda.sh/v1alpha1",
+    "ServiceMonitor": "monitoring.coreos.com/v1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
+}
+ALERT_RULES = ROOT / "deploy" / "prometheus" / "loader-alerts.yaml"
 ENV_VALUES = [
     f"existingSecret={SECRET}",
     "kafka.bootstrapServers=broker-1:9092\\,broker-2:9092",
@@ -116,6 +123,7 @@ def test_helm_lint_is_clean(values_file: Path) -> None:
         [],
         ["--set", f"serviceMonitor.enabled=true,autoscaling.enabled=true,{ENV_VALUES[1]}"],
         ["--set", ",".join(GATEWAY_VALUES)],
+        ["--set", "prometheusRule.enabled=true"],
     ):
         done = _helm("lint", "--strict", str(CHART), "-f", str(values_file), *extra)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -133,12 +141,14 @@ def test_manifests_are_valid_kubernetes(
         *ENV_VALUES,
         *(GATEWAY_VALUES if gateway else []),
         f"serviceMonitor.enabled={str(service_monitor).lower()}",
+        f"prometheusRule.enabled={str(service_monitor).lower()}",
         f"autoscaling.enabled={str(autoscaling).lower()}",
         f"gateway.autoscaling.enabled={str(autoscaling).lower()}",
     )
     kinds = {m["kind"] for m in manifests}
     assert {"Deployment", "Service", "PodDisruptionBudget", "ConfigMap", "ServiceAccount"} <= kinds
     assert ("ServiceMonitor" in kinds) == service_monitor
+    assert ("PrometheusRule" in kinds) == service_monitor
     assert ("ScaledObject" in kinds) == autoscaling
     assert ("HorizontalPodAutoscaler" in kinds) == (gateway and autoscaling)
     assert bool(_of_kind(manifests, "Deployment", "gateway")) == gateway
@@ -322,6 +332,49 @@ def test_service_monitors_scrape_metrics_ports(render: Callable[..., Manifests])
         assert selected
         for service in selected:
             assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_prometheus_rule_is_the_alert_rule_file(render: Callable[..., Manifests], tmp_path: Path) -> None:
+    """prometheusRule.enabled renders deploy/prometheus/loader-alerts.yaml's groups as they are (its
+    Prometheus templates untouched), with the chosen labels and absolute runbook links; promtool
+    accepts what was rendered."""
+    assert not _of_kind(render(*ENV_VALUES), "PrometheusRule")
+    [rule] = _of_kind(
+        render(
+            *ENV_VALUES,
+            "prometheusRule.enabled=true",
+            "prometheusRule.labels.release=prometheus",
+            "prometheusRule.runbookBaseUrl=https://git.example/acme/event-loader/blob/main/",
+        ),
+        "PrometheusRule",
+    )
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    expected = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    for group in expected:
+        for alert in group["rules"]:
+            url = alert["annotations"]["runbook_url"]
+            alert["annotations"]["runbook_url"] = f"https://git.example/acme/event-loader/blob/main/{url}"
+    assert rule["spec"]["groups"] == expected
+    assert "{{ $labels.event }}" in expected[0]["rules"][0]["annotations"]["summary"]
+    promtool = shutil.which("promtool") or str(Path.home() / ".cache" / "event-loader" / "bin" / "promtool")
+    if Path(promtool).exists():
+        rendered = tmp_path / "rendered-rules.yaml"
+        rendered.write_text(yaml.safe_dump(rule["spec"]))
+        done = subprocess.run(
+            [promtool, "check", "rules", str(rendered)], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_chart_packages_the_rule_file(tmp_path: Path) -> None:
+    """`helm package` puts the rule file itself (not a dangling link) into the chart archive."""
+    done = _helm("package", str(CHART), "--destination", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    [archive] = tmp_path.glob("event-loader-*.tgz")
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("event-loader/files/loader-alerts.yaml")
+        assert member is not None
+        assert member.read() == ALERT_RULES.read_bytes()
 
 
 def test_loader_deployment_serves_metrics_and_can_be_turned_off(render: Callable[..., Manifests]) -> None:
