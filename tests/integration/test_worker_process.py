@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
@@ -18,6 +20,18 @@ from tests.integration.workers import WorkerProcess, end_and_committed, offsets_
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
+
+
+def _scraped(worker: WorkerProcess, name: str) -> dict[str, float]:
+    """The worker's /metrics samples of ``name``'s event, by sample name."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("event") == name
+    }
 
 
 def _caught_up(settings: Settings, spec: EventSpec) -> bool:
@@ -41,6 +55,10 @@ def test_probes_sigterm_and_restart(
     first = WorkerProcess(name, specs, env, tmp_path / "first.log", web_port=free_port())
     eventually(lambda: first.probe("/readyz") == 200, 60, what="the first worker to be ready")
     assert first.probe("/healthz") == 200
+    # What the alerting rules read: readiness as a metric, and the spec's freshness bound.
+    scraped = _scraped(first, name)
+    assert scraped["loader_ready"] == 1.0
+    assert scraped["loader_rolling_max_age_seconds"] == spec.rolling.max_age_s
     assert first.signal(signal.SIGKILL) == -signal.SIGKILL
 
     # A cold worker joining behind a dead member is alive but not ready until it owns and
