@@ -66,8 +66,8 @@ __all__ = [
     "enable_multiprocess",
     "exposition",
     "mark_process_dead",
-    "push_audit",
     "notifications_queued",
+    "push_audit",
     "render",
 ]
 
