@@ -138,6 +138,13 @@ BUFFER_MEMORY = Gauge(
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
+BUFFER_BUDGET = Gauge(
+    "loader_buffer_memory_budget_bytes",
+    "The memory budget buffers are rolled to stay under (a pool's processes each set their share).",
+    ["event"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
 ERRORS = Counter(
     "loader_errors",
     "Errors of Kafka, S3, SQS, Snowflake and the schema registry, by kind (error class or code).",
@@ -298,6 +305,7 @@ class EventMetrics:
         self.flush_duration = FLUSH_DURATION.labels(event)
         self.upload_duration = UPLOAD_DURATION.labels(event)
         self.buffer_memory = BUFFER_MEMORY.labels(event)
+        self.buffer_budget = BUFFER_BUDGET.labels(event)
         self.files_loaded = FILES_LOADED.labels(event)
         self.rows_loaded = ROWS_LOADED.labels(event)
         self.load_latency = LOAD_LATENCY.labels(event)

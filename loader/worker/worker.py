@@ -147,6 +147,7 @@ class StreamWorker:
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self.budget_bytes = (memory_budget_mb or spec.deployment.memory_budget_mb) * MIB
+        self.metrics.buffer_budget.set(self.budget_bytes)
         self._clock = clock
         self._spool_dir = spool_dir
         self._fetch_max_records = fetch_max_records

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loader import metrics
 from loader.checkpoint.committer import Generation
 from loader.cli import cli
+from loader.config.settings import AwsSettings, KafkaSettings, Settings, SnowflakeSettings
 from loader.config.spec import load_specs
 from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder
@@ -27,6 +28,7 @@ from loader.metrics import EventMetrics, count_error, exposition, render
 from loader.schema import load_avro_schema
 from loader.store.s3 import attempt_error_kind
 from loader.worker.partition import PartitionState
+from loader.worker.worker import StreamWorker
 from tests.unit.fakes import FakeRecord
 
 pytestmark = pytest.mark.unit
@@ -201,3 +203,29 @@ def test_busy_metrics_port_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     assert f"cannot serve metrics on 127.0.0.1:{port}" in result.output
     assert "--metrics-port" in result.output
     assert "Traceback" not in result.output
+
+
+def test_worker_exports_its_buffer_budget() -> None:
+    """A worker exports its buffer budget: a pool child's share, else the spec's memory_budget_mb."""
+    base = {s.name: s for s in load_specs(SPECS)}["order_created"]
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        aws=AwsSettings(region="us-east-1"),
+        snowflake=SnowflakeSettings(account="acct", user="u"),
+    )
+    registry = exposition()
+    for event, share_mb, expected_mb in (
+        (_event(), None, base.deployment.memory_budget_mb),
+        (_event(), 96, 96),
+    ):
+        worker = StreamWorker(
+            base.model_copy(update={"name": event}),
+            settings,
+            store=object(),  # type: ignore[arg-type]
+            memory_budget_mb=share_mb,
+        )
+        worker._processing_pool.shutdown()
+        worker._io_pool.shutdown()
+        assert _samples(render(registry), "loader_buffer_memory_budget_bytes", event=event) == [
+            expected_mb * 1024 * 1024
+        ]
