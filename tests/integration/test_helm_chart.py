@@ -7,6 +7,7 @@ ServiceMonitor) are checked structurally against what the chart must wire.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -124,6 +125,7 @@ def test_helm_lint_is_clean(values_file: Path) -> None:
         ["--set", f"serviceMonitor.enabled=true,autoscaling.enabled=true,{ENV_VALUES[1]}"],
         ["--set", ",".join(GATEWAY_VALUES)],
         ["--set", "prometheusRule.enabled=true"],
+        ["--set", "grafanaDashboard.enabled=true"],
     ):
         done = _helm("lint", "--strict", str(CHART), "-f", str(values_file), *extra)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -719,3 +721,70 @@ def test_helm_lint_is_clean_with_the_audit(values_file: Path) -> None:
     done = _helm("lint", "--strict", str(CHART), "-f", str(values_file), "--set", ",".join(AUDIT_VALUES))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout
+
+
+# --- the Grafana dashboard -----------------------------------------------------------------------
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "event-loader.json"
+
+
+def _dashboard_config_maps(manifests: Manifests) -> Manifests:
+    return _of_kind(manifests, "ConfigMap", "dashboard")
+
+
+def test_grafana_dashboard_config_map_carries_the_dashboard_for_the_sidecar(
+    render: Callable[..., Manifests],
+) -> None:
+    """Off by default; when enabled, one valid ConfigMap holds deploy/grafana/event-loader.json as is,
+    with the sidecar's label (configurable, values quoted), annotations and namespace."""
+    assert not _dashboard_config_maps(render(*ENV_VALUES))
+    [config_map] = _dashboard_config_maps(render(*ENV_VALUES, "grafanaDashboard.enabled=true"))
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "namespace" not in config_map["metadata"]
+    assert json.loads(config_map["data"]["event-loader.json"]) == json.loads(DASHBOARD.read_text())
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(config_map, version, strict=True)
+    [custom] = _dashboard_config_maps(
+        render(
+            *ENV_VALUES,
+            "grafanaDashboard.enabled=true",
+            "grafanaDashboard.labels.grafana_dashboard=null",
+            "grafanaDashboard.labels.dashboards=2",
+            "grafanaDashboard.annotations.grafana_folder=Event loader",
+            "grafanaDashboard.namespace=monitoring",
+        )
+    )
+    metadata = custom["metadata"]
+    assert metadata["labels"]["dashboards"] == "2" and "grafana_dashboard" not in metadata["labels"]
+    assert metadata["annotations"] == {"grafana_folder": "Event loader"}
+    assert metadata["namespace"] == "monitoring"
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(custom, version, strict=True)
+
+
+def test_grafana_dashboard_without_a_sidecar_label_is_refused(values_file: Path) -> None:
+    """A dashboard ConfigMap no sidecar would find is refused, naming the value to set."""
+    done = _helm(
+        "template",
+        "rel",
+        str(CHART),
+        "-f",
+        str(values_file),
+        "--set",
+        "grafanaDashboard.enabled=true,grafanaDashboard.labels=null",
+    )
+    assert done.returncode != 0
+    assert "grafanaDashboard.labels is empty" in done.stderr
+
+
+def test_packaged_chart_carries_the_dashboard(values_file: Path, tmp_path: Path) -> None:
+    """`helm package` keeps the dashboard file: the packaged chart renders the same JSON."""
+    done = _helm("package", str(CHART), "--destination", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    [package] = tmp_path.glob("event-loader-*.tgz")
+    done = _helm(
+        "template", "rel", str(package), "-f", str(values_file), "--set", "grafanaDashboard.enabled=true"
+    )
+    assert done.returncode == 0, done.stderr
+    [config_map] = _dashboard_config_maps([doc for doc in yaml.safe_load_all(done.stdout) if doc])
+    assert json.loads(config_map["data"]["event-loader.json"]) == json.loads(DASHBOARD.read_text())
