@@ -4,10 +4,8 @@ and every alert documented in the README's runbook with a first command the CLI 
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import yaml
 
 from loader.cli import cli
 from tests.exported_metrics import exported_metric_names
+from tests.promtool import promtool
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +25,6 @@ RULES = REPO / "deploy" / "prometheus" / "loader-alerts.yaml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "loader-alerts.test.yaml"
 README = REPO / "README.md"
 RUNBOOK_HEADING = "## Alerts and runbook"
-PROMTOOL_CACHE = Path.home() / ".cache" / "event-loader" / "bin" / "promtool"
 
 NOT_EXPORTED_BY_THE_CODE = {
     "up": "Prometheus's own, one per scrape target",
@@ -42,19 +40,8 @@ def _rules() -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"]]
 
 
-def _promtool() -> str:
-    """promtool from the PATH or .ci/run's cache; fails under CI without it, else skips."""
-    found = shutil.which("promtool") or (str(PROMTOOL_CACHE) if PROMTOOL_CACHE.exists() else None)
-    if found is None:
-        reason = "promtool is not built: run .ci/run (it builds it into ~/.cache/event-loader/bin)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
-
-
 def _run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_promtool(), *args], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 def metric_names(expr: str) -> set[str]:
