@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -27,50 +26,48 @@ import fastavro
 
 from loader.devstack.samples import SampleEvents
 from loader.encode.avro_registry import AvroRegistryDecoder, wire_value
-from loader.encode.decode import BatchDecoder, Decoder
+from loader.encode.decode import BatchDecoder, Decoder, RecordValues
 from loader.schema.avro import load_avro_schema
 from loader.schema.model import FieldType
 
-__all__ = ["BATCH", "DecodeRates", "Record", "measure_decoding", "rate"]
+__all__ = ["BATCH", "DecodeRates", "Records", "json_record", "measure_decoding", "rate"]
 
 SCHEMA_ID = 1
 BATCH = 5_000
 TARGET_RATIO = 0.5
 
 
+Records = list[RecordValues]
+
+
 @dataclass(frozen=True)
 class DecodeRates:
-    """Events per second each decoder reached on the same events."""
+    """Events per second JSON's decoder and a registry format's reached on the same events."""
 
     events: int
     json_eps: float
-    avro_eps: float
+    registry_eps: float
+    form: str = "Avro"
+    """The registry format: Avro or Protobuf."""
 
     @property
     def ratio(self) -> float:
-        return self.avro_eps / self.json_eps if self.json_eps else 0.0
+        return self.registry_eps / self.json_eps if self.json_eps else 0.0
 
     def describe(self) -> str:
         verdict = "ok" if self.ratio >= TARGET_RATIO else "MISSED"
         return (
             f"decoding only, {self.events:,} events in batches of {BATCH:,}:"
             f" JSON {self.json_eps:,.0f} events/s,"
-            f" Avro from a registry {self.avro_eps:,.0f} events/s; avro/json = {self.ratio:.2f}"
-            f" (target >= {TARGET_RATIO}: {verdict})"
+            f" {self.form} from a registry {self.registry_eps:,.0f} events/s;"
+            f" {self.form.lower()}/json = {self.ratio:.2f} (target >= {TARGET_RATIO}: {verdict})"
         )
 
 
-@dataclass(frozen=True)
-class Record:
-    """A consumed record, as the decoders read it."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes | None]]
+def json_record(index: int, event: dict[str, Any]) -> RecordValues:
+    """Sample event ``index`` as the JSON value the rest of the benchmark produces."""
+    value = json.dumps(event, separators=(",", ":")).encode()
+    return RecordValues("bench", 0, index, 1_764_230_400_000 + index, None, value, ())
 
 
 class _Registry:
@@ -102,13 +99,13 @@ def _avro_value(value: Any, field_type: FieldType) -> Any:
     return value
 
 
-def _encode(name: str, schema_path: Path, events: int, seed: int) -> tuple[list[Record], list[Record], str]:
+def _encode(name: str, schema_path: Path, events: int, seed: int) -> tuple[Records, Records, str]:
     schema = load_avro_schema(schema_path)
     text = schema_path.read_text()
     writer = fastavro.parse_schema(json.loads(text))
     samples = SampleEvents(name, schema, seed=seed, source="bench-producer")
-    as_json: list[Record] = []
-    as_avro: list[Record] = []
+    as_json: Records = []
+    as_avro: Records = []
     for index in range(events):
         event = samples.envelope(index)
         payload = {f.name: _avro_value(event["payload"][f.name], f.type) for f in schema.fields}
@@ -119,16 +116,14 @@ def _encode(name: str, schema_path: Path, events: int, seed: int) -> tuple[list[
         ]
         headers.append(("schema_version", str(event["schema_version"]).encode()))
         timestamp = 1_764_230_400_000 + index
-        as_json.append(
-            Record("bench", 0, index, timestamp, None, json.dumps(event, separators=(",", ":")).encode(), ())
-        )
+        as_json.append(json_record(index, event))
         as_avro.append(
-            Record("bench", 0, index, timestamp, None, wire_value(SCHEMA_ID, body.getvalue()), headers)
+            RecordValues("bench", 0, index, timestamp, None, wire_value(SCHEMA_ID, body.getvalue()), headers)
         )
     return as_json, as_avro, text
 
 
-def rate(decoder: Decoder, records: list[Record]) -> float:
+def rate(decoder: Decoder, records: Records) -> float:
     """Events per second ``decoder`` decodes ``records`` at, in batches of :data:`BATCH`."""
     started = time.perf_counter()
     rows = 0

@@ -41,7 +41,7 @@ from bench.avro_decode import DecodeRates, measure_decoding
 from bench.consume import FETCH_MAX_RECORDS, Measured, consume_naive, consume_raw
 from bench.cpu import CpuMeter, CpuUsage
 from bench.produce import Produced, create_topic, pick_schema, produce
-from bench.protobuf_decode import ProtobufRates, measure_protobuf_decoding
+from bench.protobuf_decode import measure_protobuf_decoding
 from bench.worker_run import FilesCheck, WorkerResult, check_files, run_worker, write_spec
 from loader.config.settings import Settings, load_settings
 from loader.devstack import DevStack, running_stack
@@ -283,7 +283,7 @@ def _report(
     files: FilesCheck,
     compressed: tuple[WorkerResult, FilesCheck] | None,
     decoding: DecodeRates,
-    protobuf: ProtobufRates,
+    protobuf: DecodeRates,
 ) -> bool:
     """Print the table and the JSON line; True when the workers' output is correct."""
     ratio_raw = _ratio(worker.eps, raw.eps)
@@ -388,10 +388,10 @@ def _report(
         "peak_rss_mb": round(memory_mib, 1),
         "budget_mb": int(args.budget_mb),
         "decode_json_eps": round(decoding.json_eps, 1),
-        "decode_avro_registry_eps": round(decoding.avro_eps, 1),
+        "decode_avro_registry_eps": round(decoding.registry_eps, 1),
         "ratio_avro_json_decode": round(decoding.ratio, 3),
         "decode_protobuf_json_eps": round(protobuf.json_eps, 1),
-        "decode_protobuf_registry_eps": round(protobuf.protobuf_eps, 1),
+        "decode_protobuf_registry_eps": round(protobuf.registry_eps, 1),
         "ratio_protobuf_json_decode": round(protobuf.ratio, 3),
     }
     print(json.dumps(summary), flush=True)

@@ -19,28 +19,25 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 
-from bench.avro_decode import BATCH, Record, rate
+from bench.avro_decode import DecodeRates, Records, json_record, rate
 from loader.devstack.samples import SampleEvents
-from loader.encode.decode import BatchDecoder
+from loader.encode.decode import BatchDecoder, RecordValues
 from loader.encode.protobuf_registry import ProtobufRegistryDecoder
 from loader.schema.avro import load_avro_schema
 from loader.schema.model import EventSchema, FieldType
 
-__all__ = ["PROTOBUF_SCHEMA", "ProtobufRates", "measure_protobuf_decoding"]
+__all__ = ["PROTOBUF_SCHEMA", "measure_protobuf_decoding"]
 
 PROTOBUF_SCHEMA = "store_updated"
 """The sample schema the Protobuf stage uses: every type it has maps to Protobuf."""
 SCHEMA_ID = 1
 PACKAGE = "bench"
-TARGET_RATIO = 0.5
 
 _FIELD = descriptor_pb2.FieldDescriptorProto
 _SCALARS = {
@@ -51,28 +48,6 @@ _SCALARS = {
     "double": _FIELD.TYPE_DOUBLE,
     "boolean": _FIELD.TYPE_BOOL,
 }
-
-
-@dataclass(frozen=True)
-class ProtobufRates:
-    """Events per second each decoder reached on the same events."""
-
-    events: int
-    json_eps: float
-    protobuf_eps: float
-
-    @property
-    def ratio(self) -> float:
-        return self.protobuf_eps / self.json_eps if self.json_eps else 0.0
-
-    def describe(self) -> str:
-        verdict = "ok" if self.ratio >= TARGET_RATIO else "MISSED"
-        return (
-            f"decoding only, {self.events:,} {PROTOBUF_SCHEMA} events in batches of {BATCH:,}:"
-            f" JSON {self.json_eps:,.0f} events/s,"
-            f" Protobuf from a registry {self.protobuf_eps:,.0f} events/s; protobuf/json = {self.ratio:.2f}"
-            f" (target >= {TARGET_RATIO}: {verdict})"
-        )
 
 
 def _message(name: str, fields: list[Any], parent: Any) -> None:
@@ -152,7 +127,7 @@ class _Registry:
         return self.text
 
 
-def _encode(name: str, schema: EventSchema, events: int, seed: int) -> tuple[list[Record], list[Record], str]:
+def _encode(name: str, schema: EventSchema, events: int, seed: int) -> tuple[Records, Records, str]:
     proto = _file(schema)
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(
@@ -164,8 +139,8 @@ def _encode(name: str, schema: EventSchema, events: int, seed: int) -> tuple[lis
     event_class = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.Event"))
     samples = SampleEvents(name, schema, seed=seed, source="bench-producer")
     frame = b"\x00" + SCHEMA_ID.to_bytes(4, "big") + b"\x00"  # magic, id, message index [0]
-    as_json: list[Record] = []
-    as_protobuf: list[Record] = []
+    as_json: Records = []
+    as_protobuf: Records = []
     for index in range(events):
         event = samples.envelope(index)
         message = event_class()
@@ -175,16 +150,14 @@ def _encode(name: str, schema: EventSchema, events: int, seed: int) -> tuple[lis
         ]
         headers.append(("schema_version", str(event["schema_version"]).encode()))
         timestamp = 1_764_230_400_000 + index
-        as_json.append(
-            Record("bench", 0, index, timestamp, None, json.dumps(event, separators=(",", ":")).encode(), ())
-        )
+        as_json.append(json_record(index, event))
         as_protobuf.append(
-            Record("bench", 0, index, timestamp, None, frame + message.SerializeToString(), headers)
+            RecordValues("bench", 0, index, timestamp, None, frame + message.SerializeToString(), headers)
         )
     return as_json, as_protobuf, base64.b64encode(proto.SerializeToString()).decode()
 
 
-def measure_protobuf_decoding(events: int, seed: int = 7, rounds: int = 3) -> ProtobufRates:
+def measure_protobuf_decoding(events: int, seed: int = 7, rounds: int = 3) -> DecodeRates:
     """Decode the same ``events`` of :data:`PROTOBUF_SCHEMA` both ways, alternating ``rounds``
     times; the best round of each counts (other work only ever slows a round down)."""
     schema_path = Path(__file__).resolve().parents[1] / "schemas" / f"{PROTOBUF_SCHEMA}.avsc"
@@ -196,7 +169,7 @@ def measure_protobuf_decoding(events: int, seed: int = 7, rounds: int = 3) -> Pr
     for _ in range(rounds):
         json_best = max(json_best, rate(json_decoder, as_json))
         protobuf_best = max(protobuf_best, rate(protobuf_decoder, as_protobuf))
-    return ProtobufRates(events, json_best, protobuf_best)
+    return DecodeRates(events, json_best, protobuf_best, "Protobuf")
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "DecodedBatch",
     "Decoder",
     "KafkaRecord",
+    "RecordValues",
     "Rejected",
     "checked_value",
     "envelope_values",
@@ -74,6 +75,20 @@ class KafkaRecord(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
+
+
+@dataclass(frozen=True)
+class RecordValues:
+    """A :class:`KafkaRecord` held as plain values: read back from a dead-letter file, about
+    to be produced by the gateway, or made up by a benchmark."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]] = ()
 
 
 class Decoder(Protocol):

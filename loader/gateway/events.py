@@ -22,7 +22,7 @@ import orjson
 
 from loader.config.spec import EventSpec
 from loader.encode import decoder_for
-from loader.encode.decode import ENVELOPE_FIELDS
+from loader.encode.decode import ENVELOPE_FIELDS, RecordValues
 from loader.encode.match import matcher_for
 from loader.gateway.outbound import OutboundRecord
 
@@ -55,19 +55,6 @@ class Checked:
 
     accepted: list[tuple[int, OutboundRecord]]
     rejected: list[Rejection]
-
-
-@dataclass(frozen=True)
-class _Probe:
-    """An outbound record as a consumed one looks to the decoder (``offset``: its position)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
 
 
 def created_at_text(now: datetime) -> str:
@@ -173,7 +160,7 @@ class EventRoute:
             return Checked([], [])
         probes = self._probes([record for _, record in candidates])
         rejected: list[Rejection] = []
-        taken: Sequence[_Probe] = probes
+        taken: Sequence[RecordValues] = probes
         if self._matcher is not None:
             taken = self._matcher.split(probes).taken  # type: ignore[assignment]  # our probes back
             kept = {p.offset for p in taken}
@@ -190,10 +177,10 @@ class EventRoute:
         rejected.sort(key=lambda r: r.index)
         return Checked(accepted, rejected)
 
-    def _probes(self, records: Sequence[OutboundRecord]) -> list[_Probe]:
+    def _probes(self, records: Sequence[OutboundRecord]) -> list[RecordValues]:
         topic = self.spec.kafka.topic
         return [
-            _Probe(topic, 0, position, r.timestamp_ms, r.key, r.value, r.headers)
+            RecordValues(topic, 0, position, r.timestamp_ms, r.key, r.value, r.headers)
             for position, r in enumerate(records)
         ]
 

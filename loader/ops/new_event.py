@@ -118,6 +118,11 @@ def render_spec(name: str, *, topic: str, partitions: int, bucket: str, schema_p
     add("  #   header: type", "or a Kafka header's value, with equals:")
     add(f"  #   equals: {name}", "(the header's last occurrence, as text)")
     add("  #   catch_all: true", "or what no other spec on the topic takes")
+    add(
+        f"  envelope: {kafka('envelope')}",
+        "how `loader gateway` writes the envelope: headers (the value is the bare payload) or json "
+        f"(default: {kafka('envelope')})",
+    )
     add("schema:")
     if schema_path is None:
         add("  mode: raw", "raw JSON: the payload lands whole in one VARIANT column (default: typed)")

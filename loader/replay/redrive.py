@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
-from loader.encode.decode import Decoder
+from loader.encode.decode import Decoder, RecordValues
 from loader.encode.parquet import write_parquet
 from loader.errors import clip
 from loader.ops.dead_letters import offsets_in, reason_kind, redriven_files
@@ -56,7 +56,6 @@ from loader.warehouse.pipe_refresh import ManualStep, plan_handoff
 
 __all__ = [
     "REDRIVEN_AT_TYPE",
-    "ArchivedRecord",
     "FileRedrive",
     "RedriveLoad",
     "archived_records",
@@ -70,20 +69,7 @@ BATCH_FILES = 200
 """Files per COPY, as reconcile loads them."""
 
 
-@dataclass(frozen=True)
-class ArchivedRecord:
-    """A Kafka record as its dead-letter row kept it (a :class:`~loader.encode.decode.KafkaRecord`)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...]
-
-
-def archived_records(table: pa.Table) -> list[ArchivedRecord]:
+def archived_records(table: pa.Table) -> list[RecordValues]:
     """The records of dead-letter rows (see :mod:`loader.encode.dead_letter`), in row order: a
     header key that was not UTF-8 comes back as the reader gave it (surrogate escapes)."""
     records = []
@@ -96,7 +82,7 @@ def archived_records(table: pa.Table) -> list[ArchivedRecord]:
             for h in row["_HEADERS"] or []
         )
         records.append(
-            ArchivedRecord(
+            RecordValues(
                 topic=row["_TOPIC"],
                 partition=row["_PARTITION"],
                 offset=row["_OFFSET"],

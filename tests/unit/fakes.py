@@ -11,20 +11,11 @@ from aiokafka import TopicPartition
 from aiokafka.protocol.commit import OffsetCommitRequest_v2, OffsetCommitResponse_v2
 from aiokafka.structs import OffsetAndMetadata
 
+from loader.encode.decode import RecordValues
 from loader.store.s3 import ObjectInfo
 
-
-@dataclass(frozen=True)
-class FakeRecord:
-    """A consumed Kafka record (the attributes aiokafka's ConsumerRecord has)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes | None]] = field(default_factory=tuple)
+FakeRecord = RecordValues
+"""A consumed Kafka record (the attributes aiokafka's ConsumerRecord has)."""
 
 
 class ScriptedCoordinator:
