@@ -62,6 +62,8 @@ class Batcher:
     linger_s: float
     _open: dict[tuple[str, int], _Open] = field(default_factory=dict)
     _sticky: dict[str, int] = field(default_factory=dict)
+    _sent_last: dict[str, int] = field(default_factory=dict)
+    """Per topic, the sticky partition whose batch went last (still in flight, most likely)."""
     _sending: set[asyncio.Task[None]] = field(default_factory=set)
 
     def place(
@@ -89,7 +91,11 @@ class Batcher:
             return int(_PARTITIONER(record.key, list(partitions), list(partitions)))
         sticky = self._sticky.get(topic)
         if sticky is None or sticky not in partitions:
-            sticky = self._sticky[topic] = random.choice(partitions)  # noqa: S311 - spreads load, no secret
+            # Not the partition just sent: its next batch would wait for that one's answer (an
+            # idempotent producer has one batch in flight per partition), as Kafka's sticky
+            # partitioner avoids too.
+            others = [p for p in partitions if p != self._sent_last.get(topic)] or list(partitions)
+            sticky = self._sticky[topic] = random.choice(others)  # noqa: S311 - spreads load, no secret
         return sticky
 
     def _append(self, producer: Any, topic: str, partition: int, record: OutboundRecord) -> Placed:
@@ -128,6 +134,7 @@ class Batcher:
             batch.timer.cancel()
         if self._sticky.get(batch.topic) == batch.partition:
             self._sticky.pop(batch.topic)  # the next keyless record picks a partition again
+            self._sent_last[batch.topic] = batch.partition
         if batch.count == 0:
             batch.settled.cancel()
             return

@@ -124,3 +124,22 @@ def test_a_batch_without_a_producer_fails_retryable() -> None:
         return placed.future.exception()
 
     assert "being replaced" in str(asyncio.run(main()))
+
+
+def test_the_next_sticky_partition_is_not_the_one_just_sent() -> None:
+    """Once a sticky batch is sent, keyless records go to another partition (its batch would wait for
+    the one in flight), whichever partition was sent."""
+
+    async def body(producer: Producer, batcher: Batcher) -> list[tuple[int, int]]:
+        pairs = []
+        for _ in range(30):
+            (first,) = batcher.place(producer, TOPIC, PARTITIONS, [record()])
+            assert isinstance(first, Placed)
+            sent = (await asyncio.wait_for(first.future, 1)).partition
+            (second,) = batcher.place(producer, TOPIC, PARTITIONS, [record()])
+            assert isinstance(second, Placed)
+            pairs.append((sent, (await asyncio.wait_for(second.future, 1)).partition))
+        return pairs
+
+    pairs = run(body)
+    assert all(sent != following for sent, following in pairs), pairs
