@@ -40,6 +40,7 @@ from loader.gateway.delivery import KafkaDelivery
 from loader.gateway.server import listening_socket, serve
 from loader.warehouse import endpoints
 from loader.warehouse.readiness import ReadinessReport
+from loader.worker.pool import stop_children
 
 __all__ = ["run_gateway"]
 
@@ -47,8 +48,6 @@ log = structlog.get_logger("loader.gateway")
 
 ALIVE_WITHIN_S = 10.0
 """``/healthz`` is 200 while the event loop (every child's) has beaten within this long."""
-CHILD_STOP_GRACE_S = 60.0
-"""How long a child may drain and flush after SIGTERM before it is killed."""
 
 
 def run_gateway(settings: Settings, specs: Sequence[EventSpec], host: str, port: int, processes: int) -> None:
@@ -244,19 +243,8 @@ class _Pool:
         while not stop.is_set() and all(c.is_alive() for c in self._children):  # noqa: ASYNC110 - processes
             await asyncio.sleep(0.2)
         self._stopping = True
-        for child in self._children:
-            if child.is_alive() and child.pid is not None:
-                os.kill(child.pid, signal.SIGTERM)
-        await asyncio.to_thread(self._join_all)
+        await stop_children(self._children, "gateway_process_killed")
         for child in self._children:
             if child.pid is not None:
                 metrics.mark_process_dead(child.pid, metrics_dir)
         return [child.exitcode for child in self._children]
-
-    def _join_all(self) -> None:
-        for child in self._children:
-            child.join(timeout=CHILD_STOP_GRACE_S)
-            if child.is_alive():
-                log.warning("gateway_process_killed", pid=child.pid)
-                child.kill()
-                child.join()

@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Sequence
 from multiprocessing.context import ForkProcess
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -45,7 +46,7 @@ from loader.metrics import ReadyProbe, enable_multiprocess, exposition, mark_pro
 from loader.worker.app import build_app
 from loader.worker.worker import StreamWorker
 
-__all__ = ["WorkerPool", "affordable_processes"]
+__all__ = ["CHILD_STOP_GRACE_S", "WorkerPool", "affordable_processes", "stop_children"]
 
 log = structlog.get_logger("loader.worker")
 
@@ -168,10 +169,7 @@ class WorkerPool:
                 await asyncio.sleep(0.2)
             self._stopping = True
             self._bury(metrics_dir)
-            for child in self._children:
-                if child.is_alive() and child.pid is not None:
-                    os.kill(child.pid, signal.SIGTERM)
-            await asyncio.to_thread(self._join_all)
+            await stop_children(self._children, "worker_process_killed")
             self._bury(metrics_dir)
         finally:
             await app.stop()
@@ -185,10 +183,21 @@ class WorkerPool:
             if child.pid is not None and not child.is_alive():
                 mark_process_dead(child.pid, metrics_dir)
 
-    def _join_all(self) -> None:
-        for child in self._children:
+
+async def stop_children(children: Sequence[ForkProcess], killed: str) -> None:
+    """SIGTERM the children still running and wait for each; one still running after
+    :data:`CHILD_STOP_GRACE_S` is killed (logged as ``killed``). The worker pool's and the
+    gateway's supervisors stop their children this way."""
+    for child in children:
+        if child.is_alive() and child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
+
+    def join_all() -> None:
+        for child in children:
             child.join(timeout=CHILD_STOP_GRACE_S)
             if child.is_alive():
-                log.warning("worker_process_killed", pid=child.pid)
+                log.warning(killed, pid=child.pid)
                 child.kill()
                 child.join()
+
+    await asyncio.to_thread(join_all)
