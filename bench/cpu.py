@@ -20,13 +20,13 @@ __all__ = ["CpuMeter", "CpuUsage"]
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _process_ticks(pid: int) -> int:
-    """utime + stime of ``pid`` (all its threads), 0 once it is gone."""
+def _process_ticks(pid: int) -> int | None:
+    """utime + stime of ``pid`` (all its threads), None once it is gone."""
     with contextlib.suppress(OSError, ValueError, IndexError):
         stat = Path(f"/proc/{pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2 :].split()
         return int(fields[11]) + int(fields[12])
-    return 0
+    return None
 
 
 def _machine_ticks() -> tuple[int, int]:
@@ -52,22 +52,35 @@ class CpuUsage:
 
 
 class CpuMeter:
-    """Measures the named processes and the whole machine between :meth:`start` and :meth:`stop`."""
+    """Measures the named processes and the whole machine between :meth:`start` and :meth:`stop`.
+
+    A process that exits before :meth:`stop` counts with its ticks at the last :meth:`sample`
+    (call it while waiting), since a finished process has no ``/proc`` entry to read."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = dict(pids)
         self._began = 0.0
         self._ticks: dict[str, int] = {}
+        self._last: dict[str, int] = {}
         self._machine = (0, 0)
 
     def start(self) -> None:
         self._began = time.monotonic()
-        self._ticks = {name: _process_ticks(pid) for name, pid in self.pids.items()}
+        self._ticks = {name: _process_ticks(pid) or 0 for name, pid in self.pids.items()}
+        self._last = dict(self._ticks)
         self._machine = _machine_ticks()
+
+    def sample(self) -> None:
+        """Remember each live process's ticks (what :meth:`stop` uses for one that exits)."""
+        for name, pid in self.pids.items():
+            ticks = _process_ticks(pid)
+            if ticks is not None:
+                self._last[name] = ticks
 
     def stop(self) -> CpuUsage:
         seconds = max(time.monotonic() - self._began, 1e-9)
-        used = {name: (_process_ticks(pid) - self._ticks[name]) / _TICKS for name, pid in self.pids.items()}
+        self.sample()
+        used = {name: (self._last[name] - self._ticks[name]) / _TICKS for name in self.pids}
         busy = (_machine_ticks()[0] - self._machine[0]) / _TICKS
         cores = {name: max(0.0, value) / seconds for name, value in used.items()}
         other = max(0.0, busy - sum(used.values())) / seconds

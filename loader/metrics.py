@@ -124,6 +124,13 @@ UPLOAD_DURATION = _histogram(
     "Time to get a rolled file's objects into S3, retries included.",
     _DURATION_BUCKETS,
 )
+WORKER_STAGE_SECONDS = Counter(
+    "loader_worker_stage_seconds",
+    "Seconds the worker spent in each stage: fetch, join, decode, spool, parquet, upload, commit "
+    "(stages run in different threads and overlap).",
+    ["event", "stage"],
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "loader_consumer_lag_records",
     "Records in the partition not yet taken by the worker (highwater minus next offset); 0 once revoked.",
@@ -313,6 +320,7 @@ class EventMetrics:
         self._lag: dict[int, Gauge] = {}
         self._newest: dict[str, float] = {}
         self._unknown: dict[str, Counter] = {}
+        self._stages: dict[str, Counter] = {}
 
     def lag(self, partition: int, records: int) -> None:
         """Set a partition's lag (0 when it is revoked: it is another member's now)."""
@@ -320,6 +328,13 @@ class EventMetrics:
         if gauge is None:
             gauge = self._lag[partition] = CONSUMER_LAG.labels(self.event, str(partition))
         gauge.set(records)
+
+    def stage_seconds(self, stage: str, seconds: float) -> None:
+        """Add ``seconds`` to the time the worker spent in ``stage``."""
+        counter = self._stages.get(stage)
+        if counter is None:
+            counter = self._stages[stage] = WORKER_STAGE_SECONDS.labels(self.event, stage)
+        counter.inc(seconds)
 
     def records_skipped(self, reason: str, records: int) -> None:
         """Count records of a shared topic skipped (``reason``: other_event or unmatched)."""

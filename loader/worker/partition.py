@@ -31,6 +31,7 @@ from loader.schema.types import CREATED_AT
 from loader.store.layout import FileRange, data_key, dead_letter_key
 from loader.worker.rolling import over_size, split_at_boundaries
 from loader.worker.spool import ClosedFile, SpoolFile
+from loader.worker.stages import StageTimes
 
 __all__ = ["PartitionState", "Roll", "pending_for"]
 
@@ -78,6 +79,7 @@ class PartitionState:
         spool_dir: Path | None,
         row_group_records: Callable[[], int],
         matcher: RecordMatcher | None = None,
+        stages: StageTimes | None = None,
     ) -> None:
         self.tp = tp
         self.spec = spec
@@ -96,6 +98,7 @@ class PartitionState:
         self._matcher = matcher
         self._spool_dir = spool_dir
         self._row_group_records = row_group_records
+        self._stages = stages or StageTimes()
         self._recovery_spool: SpoolFile | None = None
         self._newest: dict[int, int] = {}
         """Newest ``_CREATED_AT`` (us) per open spool, by ``id`` of the spool."""
@@ -164,7 +167,8 @@ class PartitionState:
         matched = self._matcher.split(segment) if self._matcher is not None else None
         taken = segment if matched is None else matched.taken
         if taken:
-            decoded = self._decoder.decode(taken)
+            with self._stages.timed("decode"):
+                decoded = self._decoder.decode(taken)
         else:
             decoded = DecodedBatch(self._decoder.file_schema.empty_table(), [])
         spool.append(segment, decoded, None if matched is None else matched.skipped)
@@ -199,6 +203,7 @@ class PartitionState:
             schema=self._decoder.file_schema,
             row_group_records=row_group_records,
             spool_dir=self._spool_dir,
+            stages=self._stages,
         )
 
     def close_into(self, rolls: list[Roll]) -> None:

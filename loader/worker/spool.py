@@ -24,6 +24,7 @@ from loader.encode.dead_letter import dead_letter_table
 from loader.encode.decode import DecodedBatch, KafkaRecord, Rejected
 from loader.encode.parquet import PARQUET_OPTIONS, write_parquet
 from loader.store.layout import FileRange
+from loader.worker.stages import StageTimes
 
 __all__ = ["ClosedFile", "SpoolFile"]
 
@@ -67,6 +68,7 @@ class SpoolFile:
         schema: pa.Schema,
         row_group_records: int,
         spool_dir: Path | None,
+        stages: StageTimes | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -77,6 +79,7 @@ class SpoolFile:
         self.records = 0
         self.raw_bytes = 0
         self._schema = schema
+        self._stages = stages or StageTimes()
         self._folder = Path(tempfile.mkdtemp(prefix=f"p{partition:04d}-{first_offset}-", dir=spool_dir))
         self._data_path = self._folder / "data.parquet"
         self._pending: list[pa.Table] = []
@@ -110,19 +113,23 @@ class SpoolFile:
         others by reason); full row groups go to disk."""
         if not records:
             return
-        self.last_offset = records[-1].offset
-        self.records += len(records)
-        if skipped:
-            self._skipped.update(skipped)
-        self.raw_bytes += sum(len(r.value or b"") for r in records)
-        if decoded.rejected:
-            self._rejected.extend(decoded.rejected)
-            self._rejected_bytes += sum(len(r.record.value or b"") + len(r.reason) for r in decoded.rejected)
-        if decoded.table.num_rows:
-            self._pending.append(decoded.table)
-            self._pending_rows += decoded.table.num_rows
-            self._pending_bytes += decoded.table.nbytes
-            if self._pending_rows >= self.row_group_records:
+        with self._stages.timed("spool"):
+            self.last_offset = records[-1].offset
+            self.records += len(records)
+            if skipped:
+                self._skipped.update(skipped)
+            self.raw_bytes += sum(len(r.value or b"") for r in records)
+            if decoded.rejected:
+                self._rejected.extend(decoded.rejected)
+                self._rejected_bytes += sum(
+                    len(r.record.value or b"") + len(r.reason) for r in decoded.rejected
+                )
+            if decoded.table.num_rows:
+                self._pending.append(decoded.table)
+                self._pending_rows += decoded.table.num_rows
+                self._pending_bytes += decoded.table.nbytes
+        if self._pending_rows >= self.row_group_records:
+            with self._stages.timed("parquet"):
                 self._write_full_row_groups()
 
     def _write_full_row_groups(self) -> None:
@@ -144,6 +151,10 @@ class SpoolFile:
 
     def close(self) -> ClosedFile:
         """Write what is left (last row group, dead letters) and hand over the files."""
+        with self._stages.timed("parquet"):
+            return self._close()
+
+    def _close(self) -> ClosedFile:
         if self._pending_rows:
             self._write(pa.concat_tables(self._pending))
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0

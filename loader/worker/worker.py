@@ -1,8 +1,11 @@
 """The stream worker of one event type: Kafka → Parquet files in S3, exactly once.
 
 The event loop fetches with aiokafka's ``getmany`` and commits; a processing
-thread decodes each batch and writes row groups to local spool files, so
-fetching overlaps decoding (pyarrow releases the GIL). Each finished file
+thread decodes each batch and writes row groups to local spool files. While
+the thread works on one batch, the loop fetches the next (aiokafka unpacks
+records under the GIL, Arrow's JSON reader and Parquet writer release it). A
+batch's records go only to the partition states it was fetched for: one
+revoked and assigned again meanwhile is re-read from its new position. Each finished file
 becomes a :class:`~loader.worker.partition.Roll`. Rolls of one partition run
 in order, as a chain of tasks, each following the checkpoint protocol of
 :mod:`loader.checkpoint`: record the roll in the group (fenced), upload,
@@ -64,6 +67,7 @@ from loader.schema.registry_client import RegistryClient, registry_for
 from loader.store.s3 import S3Store
 from loader.worker.partition import PartitionState, Roll
 from loader.worker.rolling import expired, roll_for_memory
+from loader.worker.stages import StageTimes
 
 __all__ = ["StreamWorker", "WorkerStats"]
 
@@ -145,6 +149,7 @@ class StreamWorker:
         self.decoder = decoder_for(spec, self._registry)
         self._matcher = matcher_for(spec)
         self.stats = WorkerStats()
+        self.stages = StageTimes(self.metrics)
         self.ready = asyncio.Event()
         self.budget_bytes = (memory_budget_mb or spec.deployment.memory_budget_mb) * MIB
         self.metrics.buffer_budget.set(self.budget_bytes)
@@ -170,6 +175,8 @@ class StreamWorker:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        self._processing: asyncio.Task[None] | None = None
+        """The batch in the processing thread, if any (its errors surface in the loop)."""
         self._committer: Committer | None = None
         self._log = log.bind(event_type=spec.name, topic=spec.kafka.topic)
 
@@ -205,16 +212,25 @@ class StreamWorker:
             )
             while not self._stopping.is_set():
                 self._raise_if_fatal()
-                batches = await consumer.getmany(timeout_ms=100, max_records=self._fetch_max_records)
+                # Before the first assignment, getmany waits for the group: that is joining.
+                with self.stages.timed("fetch" if self._partitions else "join"):
+                    batches = await consumer.getmany(timeout_ms=100, max_records=self._fetch_max_records)
                 if batches:
-                    await self._process_batches(batches)
+                    # No await since getmany returned: these are the states it fetched for.
+                    owners = {tp: self._partitions.get(tp) for tp in batches}
+                    # One batch in the processing thread at a time, while the next is fetched.
+                    await self._processed()
+                    self._processing = asyncio.create_task(self._process_batches(batches, owners))
                 self._measure_lag(consumer)
                 await self._roll_expired()
                 await self._retry_registry()
                 self._apply_backpressure()
+            await self._processed()
             await self._drain()
             self._raise_if_fatal()
         finally:
+            if self._processing is not None:
+                self._processing.cancel()
             for task in self._chains.values():
                 task.cancel()
             if consumer is not None:
@@ -227,7 +243,7 @@ class StreamWorker:
             self._io_pool.shutdown(wait=False, cancel_futures=True)
             if self._registry is not None:
                 self._registry.close()
-            self._log.info("worker_stopped", **vars(self.stats))
+            self._log.info("worker_stopped", **vars(self.stats), stage_seconds=self.stages.snapshot())
         return self.stats
 
     def log_progress(self) -> None:
@@ -291,16 +307,41 @@ class StreamWorker:
 
     # -- processing (thread) ---------------------------------------------------------------------
 
-    async def _process_batches(self, batches: dict[TopicPartition, list[Any]]) -> None:
-        if not await self._writer_schemas_known(batches):
+    async def _processed(self) -> None:
+        """Wait for the batch in the processing thread (raising what it raised)."""
+        processing, self._processing = self._processing, None
+        if processing is not None:
+            await processing
+
+    async def _process_batches(
+        self,
+        batches: dict[TopicPartition, list[Any]],
+        owners: dict[TopicPartition, PartitionState | None] | None = None,
+    ) -> None:
+        """Decode and spool a fetched batch in the processing thread, then schedule the rolls
+        it completed. ``owners`` are the partitions' states when it was fetched (default: now):
+        a partition revoked meanwhile, even if assigned again, has a new state positioned by
+        its recovery, and the batch's records of it are dropped (they are fetched again)."""
+        if owners is None:
+            owners = {tp: self._partitions.get(tp) for tp in batches}
+        if not await self._writer_schemas_known(batches, owners):
             return
         now = self._clock()
         async with self._lock:
-            rolls = await self._in_processing(self._process, batches, now)
+            current = {
+                tp: records
+                for tp, records in batches.items()
+                if owners[tp] is not None and self._partitions.get(tp) is owners[tp]
+            }
+            rolls = await self._in_processing(self._process, current, now)
         for roll in rolls:
             self._schedule(roll)
 
-    async def _writer_schemas_known(self, batches: dict[TopicPartition, list[Any]]) -> bool:
+    async def _writer_schemas_known(
+        self,
+        batches: dict[TopicPartition, list[Any]],
+        states: dict[TopicPartition, PartitionState | None],
+    ) -> bool:
         """Look up the writer schemas of the batch's wire-format values before decoding it. While
         the registry cannot answer, the batch is not taken (False): its partitions are rewound
         to its first offsets, to be fetched again once the registry is back."""
@@ -308,7 +349,6 @@ class StreamWorker:
         if registry is None:
             return True
         ids = _writer_schema_ids(batches)
-        states = {tp: self._partitions.get(tp) for tp in batches}
         if self._registry_wait is None:
             try:
                 await asyncio.to_thread(registry.prefetch, ids)
@@ -450,7 +490,8 @@ class StreamWorker:
             assert self._committer is not None
             if not roll.recovery:
                 if roll.closed.data_path is not None or roll.closed.dead_letter_path is not None:
-                    await self._committer.record_pending(tp, pending, roll.generation)
+                    with self.stages.timed("commit"):
+                        await self._committer.record_pending(tp, pending, roll.generation)
                     await self._upload(roll)
                 # else: only other specs' records (shared topic): nothing to upload, the
                 # position moves past them all the same.
@@ -459,7 +500,8 @@ class StreamWorker:
                 # dead letters may be there without its data (they go first): keep those bytes.
                 dead_letters_there = await self._with_s3_retries(self.store.exists, pending.dlq)
                 await self._upload(roll, dead_letters=not dead_letters_there)
-            await self._committer.record_done(tp, pending.last, roll.generation)
+            with self.stages.timed("commit"):
+                await self._committer.record_done(tp, pending.last, roll.generation)
         except FencedError as exc:
             # Whatever we dropped is re-read by the owner after the rebalance that follows.
             self._fenced.add(tp)
@@ -547,10 +589,11 @@ class StreamWorker:
         """Dead letters first, then data: a data file in S3 implies its dead letters are too
         (recovery relies on it, see :mod:`loader.checkpoint.recovery`)."""
         closed = roll.closed
-        if dead_letters and closed.dead_letter_path is not None:
-            self.store.upload_file(closed.dead_letter_path, roll.pending.dlq)
-        if closed.data_path is not None:
-            self.store.upload_file(closed.data_path, roll.pending.key)
+        with self.stages.timed("upload"):
+            if dead_letters and closed.dead_letter_path is not None:
+                self.store.upload_file(closed.dead_letter_path, roll.pending.dlq)
+            if closed.data_path is not None:
+                self.store.upload_file(closed.data_path, roll.pending.key)
 
     def _apply_backpressure(self) -> None:
         consumer = self._consumer
@@ -591,6 +634,10 @@ class StreamWorker:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Drop unrecorded work of revoked partitions; let recorded rolls finish (bounded)."""
         self.ready.clear()
+        with self.stages.timed("join"):
+            await self._revoke(revoked)
+
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
             for tp in revoked:
                 state = self._partitions.pop(tp, None)
@@ -605,7 +652,8 @@ class StreamWorker:
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Read committed offsets and pending rolls before consuming anything."""
         try:
-            await self._recover(assigned)
+            with self.stages.timed("join"):
+                await self._recover(assigned)
         except Exception as exc:  # aiokafka swallows listener errors: make it fatal ourselves
             self._fatal = exc
             self._log.error("assignment_recovery_failed", error=str(exc))
@@ -667,6 +715,7 @@ class StreamWorker:
             spool_dir=self._spool_dir,
             row_group_records=self._row_group_records,
             matcher=self._matcher,
+            stages=self.stages,
         )
 
     async def _resume_without_checkpoint(

@@ -357,3 +357,32 @@ def test_with_neither_a_checkpoint_nor_files_a_partition_starts_at_the_earliest_
     asyncio.run(scenario())
     assert rig.consumer.seeks == [(1, 0)]
     assert rig.steps == []
+
+
+def test_a_batch_fetched_before_the_partition_was_assigned_again_is_dropped(rig: Rig) -> None:
+    """Records fetched for a partition that is then revoked and assigned again (an eager
+    rebalance) go to no file: the new owner state starts at the committed offset, and the
+    stale batch, past it, would leave a gap. The records are fetched again from there."""
+    rig.committer.committed = Committed(100, None, by_loader=True)
+
+    async def scenario() -> None:
+        await rig.worker.on_assigned({TP})
+        fetched_for = {TP: rig.worker._partitions[TP]}  # what getmany's batch was for
+        stale = _records(150, 5)  # the first owner had spooled 100..149, discarded on revocation
+        await rig.worker.on_revoked({TP})
+        await rig.worker.on_assigned({TP})
+        await rig.worker._process_batches({TP: stale}, fetched_for)
+        await rig.worker._process_batches({TP: _records(100, 55)})  # fetched again from 100
+        rig.clock.now += BASE.rolling.max_age_s
+        await rig.worker._roll_expired()
+        await _settle(rig.worker)
+
+    asyncio.run(scenario())
+    pending = _pending(100, 154)
+    assert rig.steps == [
+        ("record_pending", 1, 100, 154),
+        ("upload", pending.key),
+        ("record_done", 1, 154),
+    ]
+    data = pq.read_table(pa.BufferReader(rig.store.objects[pending.key]))
+    assert data.column("_OFFSET").to_pylist() == list(range(100, 155))
