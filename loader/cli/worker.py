@@ -8,6 +8,7 @@ import signal
 import click
 import structlog
 
+from loader import heap
 from loader.cli.options import CliContext, bind_options, pass_cli, specs_option
 from loader.errors import LoaderError, RunError
 from loader.metrics import ReadyProbe, exposition
@@ -80,6 +81,7 @@ def run(cli: CliContext, event: str, web_host: str, web_port: int, processes: in
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await app.start()
+        heap.settle()
         stopped = asyncio.create_task(stop.wait())
         finished = asyncio.create_task(service.finished.wait())
         await asyncio.wait({stopped, finished}, return_when=asyncio.FIRST_COMPLETED)

@@ -40,6 +40,7 @@ from typing import Any
 
 import structlog
 
+from loader import heap
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.metrics import ReadyProbe, enable_multiprocess, exposition, mark_process_dead
@@ -90,6 +91,7 @@ def _child_main(
                 await asyncio.sleep(0.2)
 
         reporter = asyncio.create_task(report())
+        heap.settle()
         try:
             await worker.run()
         finally:

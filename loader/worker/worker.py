@@ -188,6 +188,10 @@ class StreamWorker:
 
     async def run(self) -> WorkerStats:
         """Run until :meth:`stop` is called; raises on a terminal error (nothing is lost)."""
+        with self.stages.counting_gc():
+            return await self._run()
+
+    async def _run(self) -> WorkerStats:
         admin = AIOKafkaAdminClient(**client_kwargs(self.spec, self.settings.kafka))
         consumer: AIOKafkaConsumer | None = None
         try:
@@ -212,6 +216,7 @@ class StreamWorker:
             )
             while not self._stopping.is_set():
                 self._raise_if_fatal()
+                self.stages.add_collections()
                 # Before the first assignment, getmany waits for the group: that is joining.
                 with self.stages.timed("fetch" if self._partitions else "join"):
                     batches = await consumer.getmany(timeout_ms=100, max_records=self._fetch_max_records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -57,3 +58,15 @@ def test_stage_seconds_reach_the_metric() -> None:
     labels = {"event": event, "stage": "parquet"}
     value = REGISTRY.get_sample_value("loader_worker_stage_seconds_total", labels)
     assert value == pytest.approx(1.75)
+
+
+def test_garbage_collections_count_as_the_gc_stage_only_while_counting() -> None:
+    """Collections inside counting_gc() add to ``gc``; after it, none do."""
+    stages = StageTimes()
+    with stages.counting_gc():
+        for _ in range(3):
+            gc.collect()
+    counted = stages.snapshot()["gc"]
+    assert counted > 0.0
+    gc.collect()
+    assert stages.snapshot()["gc"] == counted
