@@ -8,7 +8,7 @@ import signal
 import click
 import structlog
 
-from loader import heap
+from loader import eventloop, heap
 from loader.cli.options import CliContext, bind_options, pass_cli, specs_option
 from loader.errors import LoaderError, RunError
 from loader.metrics import ReadyProbe, exposition
@@ -89,7 +89,7 @@ def run(cli: CliContext, event: str, web_host: str, web_port: int, processes: in
         finished.cancel()
         await app.stop()
 
-    asyncio.run(_main())
+    eventloop.run(_main())
     if service.error is not None:
         if isinstance(service.error, LoaderError):
             raise service.error

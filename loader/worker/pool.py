@@ -40,7 +40,7 @@ from typing import Any
 
 import structlog
 
-from loader import heap
+from loader import eventloop, heap
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.metrics import ReadyProbe, enable_multiprocess, exposition, mark_process_dead
@@ -99,7 +99,7 @@ def _child_main(
             ready.value = 0
 
     try:
-        asyncio.run(main())
+        eventloop.run(main())
     except Exception:
         log.exception("worker_failed", event_type=spec.name, process=index)
         os._exit(1)
