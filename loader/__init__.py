@@ -16,6 +16,7 @@ The package is laid out along the data flow, one package per stage or concern:
 - :mod:`loader.ops`        status, freshness, plan, new-event, reconcile, dead letters
 - :mod:`loader.deploy`     Helm values and manifests from the specs
 - :mod:`loader.devstack`   local Kafka, moto, fakesnow, schema registry; provisioning, samples, demo
+- :mod:`loader.runtime`    the long-running processes' event loop and collector settings
 - :mod:`loader.cli`        the ``loader`` command
 
 Beside them, only the modules every stage uses: :mod:`loader.errors`,

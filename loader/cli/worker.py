@@ -8,10 +8,10 @@ import signal
 import click
 import structlog
 
-from loader import eventloop, heap
 from loader.cli.options import CliContext, bind_options, pass_cli, specs_option
 from loader.errors import LoaderError, RunError
 from loader.metrics import ReadyProbe, exposition
+from loader.runtime import eventloop, heap
 from loader.worker.app import ServiceProbes, WorkerService, build_app
 from loader.worker.pool import MIN_CHILD_BUDGET_MB, WorkerPool, affordable_processes
 from loader.worker.worker import StreamWorker

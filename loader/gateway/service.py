@@ -29,7 +29,7 @@ from wsgiref.simple_server import WSGIServer
 import structlog
 from prometheus_client import CollectorRegistry
 
-from loader import heap, metrics
+from loader import metrics
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.errors import ConfigError, RunError
@@ -37,6 +37,7 @@ from loader.gateway.app import create_app
 from loader.gateway.auth import KeyRing
 from loader.gateway.delivery import KafkaDelivery
 from loader.gateway.server import listening_socket, serve
+from loader.runtime import heap
 from loader.warehouse import endpoints
 from loader.warehouse.readiness import ReadinessReport
 from loader.worker.pool import stop_children

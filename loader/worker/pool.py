@@ -40,10 +40,10 @@ from typing import Any
 
 import structlog
 
-from loader import eventloop, heap
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.metrics import ReadyProbe, enable_multiprocess, exposition, mark_process_dead
+from loader.runtime import eventloop, heap
 from loader.worker.app import build_app
 from loader.worker.worker import StreamWorker
 
