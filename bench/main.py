@@ -25,33 +25,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from bench.avro_decode import DecodeRates, measure_decoding
 from bench.consume import FETCH_MAX_RECORDS, Measured, consume_naive, consume_raw
 from bench.cpu import CpuMeter, CpuUsage
+from bench.harness import (
+    BUCKET,
+    REPO,
+    bench_services,
+    ensure_bucket,
+    say,
+    worker_on,
+    worker_problems,
+)
 from bench.produce import Produced, create_topic, pick_schema, produce
 from bench.protobuf_decode import measure_protobuf_decoding
-from bench.worker_run import FilesCheck, WorkerResult, check_files, run_worker, write_spec
-from loader.config.settings import Settings, load_settings
-from loader.devstack import DevStack, running_stack
+from bench.scaling import DEFAULT_BUDGET_MB, DEFAULT_EVENTS, run_scaling
+from bench.worker_run import FilesCheck, WorkerResult
+from loader.config.settings import Settings
 from loader.logs import configure_logging
 from loader.store.aws import aws_client
 
 __all__ = ["main"]
 
-REPO = Path(__file__).resolve().parents[1]
-BUCKET = "loader-bench"
 TARGET_RATIO_RAW = 0.7
 STRETCH_RATIO_RAW = 0.85
 TARGET_RATIO_NAIVE = 4.0
@@ -66,9 +68,17 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run", description="Raw aiokafka vs a naive loader vs the stream worker, on one topic."
     )
-    parser.add_argument("--events", type=int, default=1_000_000, help="events in the topic (default 1000000)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        help=f"events in the topic (default 1000000; with --scaling, {DEFAULT_EVENTS} per ~400 B topic)",
+    )
     parser.add_argument("--partitions", type=int, default=12, help="topic partitions (default 12)")
-    parser.add_argument("--budget-mb", type=int, default=256, help="the worker's memory budget (default 256)")
+    parser.add_argument(
+        "--budget-mb",
+        type=int,
+        help=f"the worker's memory budget (default 256; with --scaling, {DEFAULT_BUDGET_MB})",
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the sample events (default 7)")
     parser.add_argument(
         "--max-age-s",
@@ -105,55 +115,30 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="codec of the second topic, read by (d) the worker (default zstd; none skips (d))",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, spec) and print it")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="instead, the worker alone for 1, 2, 4 processes x 6, 12, 48 partitions x ~400 B and ~4 KB"
+        " events, in one table (it sets partitions and processes itself)",
+    )
     args = parser.parse_args(argv)
+    if args.events is None:
+        args.events = DEFAULT_EVENTS if args.scaling else 1_000_000
+    if args.budget_mb is None:
+        args.budget_mb = DEFAULT_BUDGET_MB if args.scaling else 256
+    fixed = ("partitions", "processes", "replicas", "profile", "compression")
+    if args.scaling and (given := [n for n in fixed if getattr(args, n) != parser.get_default(n)]):
+        parser.error(f"--scaling sets its own grid: drop --{', --'.join(given)}")
     if min(args.events, args.partitions, args.replicas) < 1 or args.budget_mb < 64:
         parser.error("--events, --partitions and --replicas must be positive, --budget-mb at least 64")
     return args
-
-
-def _say(message: str) -> None:
-    """Progress goes to stderr; stdout holds only the results (its last line is JSON)."""
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def _services(work_dir: Path) -> DevStack:
-    """Start what is not configured. The benchmark never talks to Snowflake, so it is marked
-    configured for the launch only: no fakesnow process is started for nothing."""
-    base = load_settings()
-    if not base.snowflake.account:
-        base = base.model_copy(update={"snowflake": base.snowflake.model_copy(update={"account": "unused"})})
-    return DevStack.launch(base, work_dir=work_dir)
-
-
-def _stop_uninterrupted(stack: DevStack) -> None:
-    """Stop the services with Ctrl-C ignored: a second Ctrl-C must not leave a broker running."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        stack.stop()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _service_pids(stack: DevStack) -> dict[str, int]:
-    """Kafka's and moto's pids when we know them (started here, or by `loader dev up`)."""
-    services = list(stack.services)
-    with contextlib.suppress(Exception):  # a stale or unreadable state file: just no pids
-        detached = running_stack()
-        if detached is not None:
-            services += detached.services
-    return {s.name: s.pid for s in services if s.name in ("kafka", "moto")}
-
-
-def _ensure_bucket(s3: Any) -> None:
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-        s3.create_bucket(Bucket=BUCKET)
 
 
 async def _worker_on(
     args: argparse.Namespace,
     settings: Settings,
     work_dir: Path,
-    service_pids: dict[str, int],
+    pids: dict[str, int],
     *,
     name: str,
     topic: str,
@@ -162,37 +147,29 @@ async def _worker_on(
     schema_path: Path,
     produced: Produced,
 ) -> tuple[WorkerResult, FilesCheck]:
-    """The worker subprocess on ``topic`` until everything is committed, and the check of its files."""
-    spec = write_spec(
-        work_dir / "specs",
+    """The worker as the command line asks for it, on ``topic``, and the check of its files."""
+    return await worker_on(
+        settings,
+        work_dir,
+        pids,
+        produced,
         name=name,
         topic=topic,
         partitions=args.partitions,
         group=group,
-        schema_path=schema_path,
-        bucket=BUCKET,
         prefix=prefix,
+        schema_path=schema_path,
         budget_mb=args.budget_mb,
         max_age_s=args.max_age_s,
-    )
-    worker = await run_worker(
-        settings,
-        spec,
-        events=produced.events,
-        value_bytes=produced.value_bytes,
-        work_dir=work_dir,
-        timeout_s=max(180.0, produced.events / 5_000),
-        service_pids=service_pids,
+        processes=args.processes,
         replicas=args.replicas,
-        worker_processes=args.processes,
         profile=args.profile,
         profile_native=args.profile_native,
     )
-    return worker, check_files(aws_client("s3", settings.aws), spec, worker.ends)
 
 
 async def _measure(
-    args: argparse.Namespace, settings: Settings, work_dir: Path, service_pids: dict[str, int]
+    args: argparse.Namespace, settings: Settings, work_dir: Path, pids: dict[str, int]
 ) -> tuple[
     str, Produced, Measured, Measured, WorkerResult, FilesCheck, tuple[WorkerResult, FilesCheck] | None
 ]:
@@ -200,23 +177,23 @@ async def _measure(
     files; then the worker again on a compressed copy of the topic (unless --compression none)."""
     bootstrap = settings.kafka.bootstrap_for("default")
     s3 = aws_client("s3", settings.aws)
-    _ensure_bucket(s3)
+    ensure_bucket(s3)
     run_id = f"{time.strftime('%Y%m%d%H%M%S')}{uuid.uuid4().hex[:6]}"
     name, _average, averages = pick_schema(REPO / "schemas", args.seed)
     schema_path = REPO / "schemas" / f"{name}.avsc"
     sizes = ", ".join(f"{n} {a:.0f} B" for n, a in averages.items())
-    _say(f"event schema: {name} (average JSON sizes of the examples: {sizes})")
+    say(f"event schema: {name} (average JSON sizes of the examples: {sizes})")
     topic = f"bench.{name}.{run_id}"
     await create_topic(bootstrap, topic, args.partitions)
-    _say(f"producing {args.events:,} events to {topic} ({args.partitions} partitions)")
+    say(f"producing {args.events:,} events to {topic} ({args.partitions} partitions)")
     produced = await produce(bootstrap, topic, args.partitions, name, schema_path, args.events, args.seed)
-    _say(f"produced in {produced.seconds:.1f}s ({produced.events / produced.seconds:,.0f} events/s)")
+    say(f"produced in {produced.seconds:.1f}s ({produced.events / produced.seconds:,.0f} events/s)")
 
-    _say("(a) raw getmany consumption")
-    in_process = CpuMeter({"bench": os.getpid(), **service_pids})
+    say("(a) raw getmany consumption")
+    in_process = CpuMeter({"bench": os.getpid(), **pids})
     raw = await consume_raw(bootstrap, topic, args.partitions, produced.events, args.budget_mb, in_process)
-    _say(f"(a) {raw.eps:,.0f} events/s")
-    _say("(b) naive loader (json.loads, from_pylist, Parquet, put_object, commit)")
+    say(f"(a) {raw.eps:,.0f} events/s")
+    say("(b) naive loader (json.loads, from_pylist, Parquet, put_object, commit)")
     naive = await consume_naive(
         bootstrap,
         topic,
@@ -229,14 +206,14 @@ async def _measure(
         prefix=f"bench/{run_id}/naive",
         meter=in_process,
     )
-    _say(f"(b) {naive.eps:,.0f} events/s")
+    say(f"(b) {naive.eps:,.0f} events/s")
 
-    _say("(c) the stream worker, end to end (subprocess)")
+    say("(c) the stream worker, end to end (subprocess)")
     worker, files = await _worker_on(
         args,
         settings,
         work_dir,
-        service_pids,
+        pids,
         name=f"bench_{name}",
         topic=topic,
         group=f"bench.{run_id}.worker",
@@ -244,12 +221,12 @@ async def _measure(
         schema_path=schema_path,
         produced=produced,
     )
-    _say(f"(c) {worker.eps:,.0f} events/s, files checked")
+    say(f"(c) {worker.eps:,.0f} events/s, files checked")
     if args.compression == "none":
         return name, produced, raw, naive, worker, files, None
     compressed_topic = f"{topic}.{args.compression}"
     await create_topic(bootstrap, compressed_topic, args.partitions)
-    _say(f"producing the same events to {compressed_topic}, {args.compression}-compressed")
+    say(f"producing the same events to {compressed_topic}, {args.compression}-compressed")
     again = await produce(
         bootstrap,
         compressed_topic,
@@ -261,12 +238,12 @@ async def _measure(
         compression=args.compression,
     )
     assert again.events == produced.events
-    _say(f"(d) the stream worker on the {args.compression} topic")
+    say(f"(d) the stream worker on the {args.compression} topic")
     compressed = await _worker_on(
         args,
         settings,
         work_dir / "compressed",
-        service_pids,
+        pids,
         name=f"bench_{name}_{args.compression}",
         topic=compressed_topic,
         group=f"bench.{run_id}.worker.{args.compression}",
@@ -274,7 +251,7 @@ async def _measure(
         schema_path=schema_path,
         produced=again,
     )
-    _say(f"(d) {compressed[0].eps:,.0f} events/s, files checked")
+    say(f"(d) {compressed[0].eps:,.0f} events/s, files checked")
     return name, produced, raw, naive, worker, files, compressed
 
 
@@ -398,11 +375,7 @@ def _report(
     problems: list[str] = []
     runs = [("(c)", worker, files)] + ([("(d)", *compressed)] if compressed else [])
     for label, run, checked in runs:
-        problems += [f"{label} {p}" for p in [*run.problems, *checked.problems]]
-        if not run.completed:
-            problems.append(f"{label} the worker did not commit every record: its figures are zero")
-        if checked.rows != produced.events:
-            problems.append(f"{label} {checked.rows:,} rows in S3 for {produced.events:,} events")
+        problems += [f"{label} {p}" for p in worker_problems(run, checked, produced.events)]
     lines.append(f"  (e) {decoding.describe()}")
     lines.append(f"  (f) {protobuf.describe()}")
     lines += [f"  PROBLEM: {p}" for p in problems] or ["  correctness: every event is in exactly one S3 file"]
@@ -435,33 +408,23 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 unless the worker's output was wrong or incomplete."""
     args = _args(argv)
     configure_logging("WARNING")
-    work_dir = Path(tempfile.mkdtemp(prefix="loader-bench-"))
+    if args.scaling:
+        return run_scaling(args)
     if args.profile is not None:
         args.profile = args.profile.resolve()
     try:
-        _say(f"starting the local services that are not configured (work dir {work_dir})")
-        stack = _services(work_dir / "stack")
-        try:
-            settings = load_settings(**stack.overrides)
-            results = asyncio.run(_measure(args, settings, work_dir, _service_pids(stack)))
-        except KeyboardInterrupt:
-            _say("interrupted")
-            return 130
-        finally:
-            _say("stopping the services the benchmark started")
-            _stop_uninterrupted(stack)
-    finally:
-        if args.keep:
-            _say(f"kept {work_dir}")
-        else:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        with bench_services(args.keep) as (settings, work_dir, pids):
+            results = asyncio.run(_measure(args, settings, work_dir, pids))
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
     # Decoding alone, in this process once the services are gone: JSON against Avro from a registry.
     name = results[0]
-    _say(f"(e) decoding only: JSON and Avro from a registry, {min(args.events, DECODE_EVENTS):,} events")
+    say(f"(e) decoding only: JSON and Avro from a registry, {min(args.events, DECODE_EVENTS):,} events")
     decoding = measure_decoding(
         name, REPO / "schemas" / f"{name}.avsc", min(args.events, DECODE_EVENTS), args.seed
     )
-    _say(f"(f) decoding only: JSON and Protobuf from a registry, {min(args.events, DECODE_EVENTS):,} events")
+    say(f"(f) decoding only: JSON and Protobuf from a registry, {min(args.events, DECODE_EVENTS):,} events")
     protobuf = measure_protobuf_decoding(min(args.events, DECODE_EVENTS), args.seed)
     ok = _report(args, *results, decoding, protobuf)
     return 0 if ok else 1

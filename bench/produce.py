@@ -27,7 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from loader.devstack.samples import SampleEvents
 from loader.schema.avro import load_avro_schema
 
-__all__ = ["Produced", "average_value_bytes", "create_topic", "pick_schema", "produce"]
+__all__ = ["Produced", "average_value_bytes", "create_topic", "pick_schema", "produce", "produce_to"]
 
 SCHEMA_PREFERENCE = ("order_created", "store_updated", "app_click")
 """Example schemas, in the order the benchmark prefers them (the issue names order_created)."""
@@ -111,6 +111,23 @@ async def produce(
 ) -> Produced:
     """Produce ``events`` sample events of ``name`` to ``topic``, in batches compressed with
     ``compression`` (aiokafka's name, None for none); returns counts and the time taken."""
+    return await produce_to(
+        bootstrap, {topic: partitions}, name, schema_path, events, seed, compression=compression
+    )
+
+
+async def produce_to(
+    bootstrap: str,
+    topics: dict[str, int],
+    name: str,
+    schema_path: Path,
+    events: int,
+    seed: int,
+    *,
+    compression: str | None = None,
+) -> Produced:
+    """:func:`produce` to each topic of ``topics`` (topic → its partitions): the same events,
+    generated once (generation, not the broker, is what takes the time); counts are per topic."""
     began = time.perf_counter()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -122,11 +139,12 @@ async def produce(
     await producer.start()
     loop = asyncio.get_running_loop()
     value_bytes = count = 0
-    builders: dict[int, Any] = {}
+    builders: dict[tuple[str, int], Any] = {}
     inflight: list[asyncio.Future[Any]] = []
 
-    async def send(partition: int) -> None:
-        inflight.append(await producer.send_batch(builders.pop(partition), topic, partition=partition))
+    async def send(topic: str, partition: int) -> None:
+        batch = builders.pop((topic, partition))
+        inflight.append(await producer.send_batch(batch, topic, partition=partition))
 
     try:
         with ProcessPoolExecutor(max_workers=2) as pool:
@@ -137,21 +155,23 @@ async def produce(
                 chunk = await ahead.popleft()
                 ahead.extend(loop.run_in_executor(pool, _generate, job) for job in itertools.islice(jobs, 1))
                 for key, value in chunk:
-                    partition = zlib.crc32(key) % partitions
-                    builder = builders.get(partition)
-                    if builder is None:
-                        builder = builders[partition] = producer.create_batch()
-                    if builder.append(key=key, value=value, timestamp=None) is None:
-                        await send(partition)
-                        builder = builders[partition] = producer.create_batch()
-                        builder.append(key=key, value=value, timestamp=None)
+                    key_hash = zlib.crc32(key)
+                    for topic, partitions in topics.items():
+                        where = topic, key_hash % partitions
+                        builder = builders.get(where)
+                        if builder is None:
+                            builder = builders[where] = producer.create_batch()
+                        if builder.append(key=key, value=value, timestamp=None) is None:
+                            await send(*where)
+                            builder = builders[where] = producer.create_batch()
+                            builder.append(key=key, value=value, timestamp=None)
                     value_bytes += len(value)
                     count += 1
                 if len(inflight) > 256:
                     await asyncio.gather(*inflight)
                     inflight.clear()
-            for partition in list(builders):
-                await send(partition)
+            for where in list(builders):
+                await send(*where)
             await asyncio.gather(*inflight)
     finally:
         await producer.stop()
