@@ -15,9 +15,9 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
@@ -31,16 +31,17 @@ from loader.store.aws import aws_client
 __all__ = [
     "BUCKET",
     "REPO",
-    "bench_services",
     "ensure_bucket",
     "say",
     "wait_for_group_coordinator",
+    "with_services",
     "worker_on",
     "worker_problems",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "loader-bench"
+T = TypeVar("T")
 
 
 def say(message: str) -> None:
@@ -76,17 +77,21 @@ def _service_pids(stack: DevStack) -> dict[str, int]:
     return {s.name: s.pid for s in services if s.name in ("kafka", "moto")}
 
 
-@contextlib.contextmanager
-def bench_services(keep: bool) -> Iterator[tuple[Settings, Path, dict[str, int]]]:
-    """A temp work dir and the services that are not configured, for one run: yields the
-    settings that reach them, the work dir and the services' pids (for the cores used).
-    Stops what it started and removes the work dir (unless ``keep``) on the way out."""
+def with_services(
+    keep: bool, measure: Callable[[Settings, Path, dict[str, int]], Coroutine[Any, Any, T]]
+) -> T | None:
+    """Run ``measure(settings, work_dir, service pids)`` in a temp work dir, with the services that
+    are not configured started for it; stop them and remove the dir (unless ``keep``) after.
+    None when it was interrupted (Ctrl-C)."""
     work_dir = Path(tempfile.mkdtemp(prefix="loader-bench-"))
     try:
         say(f"starting the local services that are not configured (work dir {work_dir})")
         stack = _start_services(work_dir / "stack")
         try:
-            yield load_settings(**stack.overrides), work_dir, _service_pids(stack)
+            return asyncio.run(measure(load_settings(**stack.overrides), work_dir, _service_pids(stack)))
+        except KeyboardInterrupt:
+            say("interrupted")
+            return None
         finally:
             say("stopping the services the benchmark started")
             _stop_services(stack)

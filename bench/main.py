@@ -19,12 +19,13 @@
 
 Missing a target is reported, not an error (exit 0): the numbers are the
 product. A run whose worker did not load every record exactly once exits 1.
+``--scaling`` runs the scaling table (:mod:`bench.scaling`) instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import functools
 import json
 import os
 import sys
@@ -38,9 +39,9 @@ from bench.cpu import CpuMeter, CpuUsage
 from bench.harness import (
     BUCKET,
     REPO,
-    bench_services,
     ensure_bucket,
     say,
+    with_services,
     worker_on,
     worker_problems,
 )
@@ -186,7 +187,7 @@ async def _measure(
     topic = f"bench.{name}.{run_id}"
     await create_topic(bootstrap, topic, args.partitions)
     say(f"producing {args.events:,} events to {topic} ({args.partitions} partitions)")
-    produced = await produce(bootstrap, topic, args.partitions, name, schema_path, args.events, args.seed)
+    produced = await produce(bootstrap, {topic: args.partitions}, name, schema_path, args.events, args.seed)
     say(f"produced in {produced.seconds:.1f}s ({produced.events / produced.seconds:,.0f} events/s)")
 
     say("(a) raw getmany consumption")
@@ -229,8 +230,7 @@ async def _measure(
     say(f"producing the same events to {compressed_topic}, {args.compression}-compressed")
     again = await produce(
         bootstrap,
-        compressed_topic,
-        args.partitions,
+        {compressed_topic: args.partitions},
         name,
         schema_path,
         args.events,
@@ -412,11 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_scaling(args)
     if args.profile is not None:
         args.profile = args.profile.resolve()
-    try:
-        with bench_services(args.keep) as (settings, work_dir, pids):
-            results = asyncio.run(_measure(args, settings, work_dir, pids))
-    except KeyboardInterrupt:
-        say("interrupted")
+    results = with_services(args.keep, functools.partial(_measure, args))
+    if results is None:
         return 130
     # Decoding alone, in this process once the services are gone: JSON against Avro from a registry.
     name = results[0]

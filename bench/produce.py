@@ -1,4 +1,4 @@
-"""Filling the benchmark topic once: N realistic events, generated in parallel, produced in batches.
+"""Filling the benchmark's topics: N realistic events, generated once in parallel, produced in batches.
 
 Generation (:class:`loader.devstack.samples.SampleEvents`, pure Python) runs in a
 process pool so that it overlaps production; records are appended to
@@ -27,7 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from loader.devstack.samples import SampleEvents
 from loader.schema.avro import load_avro_schema
 
-__all__ = ["Produced", "average_value_bytes", "create_topic", "pick_schema", "produce", "produce_to"]
+__all__ = ["Produced", "average_value_bytes", "create_topic", "pick_schema", "produce"]
 
 SCHEMA_PREFERENCE = ("order_created", "store_updated", "app_click")
 """Example schemas, in the order the benchmark prefers them (the issue names order_created)."""
@@ -100,24 +100,6 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 async def produce(
     bootstrap: str,
-    topic: str,
-    partitions: int,
-    name: str,
-    schema_path: Path,
-    events: int,
-    seed: int,
-    *,
-    compression: str | None = None,
-) -> Produced:
-    """Produce ``events`` sample events of ``name`` to ``topic``, in batches compressed with
-    ``compression`` (aiokafka's name, None for none); returns counts and the time taken."""
-    return await produce_to(
-        bootstrap, {topic: partitions}, name, schema_path, events, seed, compression=compression
-    )
-
-
-async def produce_to(
-    bootstrap: str,
     topics: dict[str, int],
     name: str,
     schema_path: Path,
@@ -126,8 +108,10 @@ async def produce_to(
     *,
     compression: str | None = None,
 ) -> Produced:
-    """:func:`produce` to each topic of ``topics`` (topic → its partitions): the same events,
-    generated once (generation, not the broker, is what takes the time); counts are per topic."""
+    """Produce ``events`` sample events of ``name`` to each topic of ``topics`` (topic → its
+    partitions), in batches compressed with ``compression`` (aiokafka's name, None for none).
+    The same events go to every topic, generated once: generation is what takes the time.
+    Returns the counts (per topic) and the time taken."""
     began = time.perf_counter()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,

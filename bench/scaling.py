@@ -20,7 +20,7 @@ cell is a problem and the exit code is 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import functools
 import itertools
 import json
 import time
@@ -31,14 +31,14 @@ from typing import Any
 
 from bench.harness import (
     REPO,
-    bench_services,
     ensure_bucket,
     say,
     wait_for_group_coordinator,
+    with_services,
     worker_on,
     worker_problems,
 )
-from bench.produce import Produced, average_value_bytes, create_topic, pick_schema, produce_to
+from bench.produce import Produced, average_value_bytes, create_topic, pick_schema, produce
 from bench.worker_run import FilesCheck, WorkerResult
 from loader.config.settings import Settings
 from loader.store.aws import aws_client
@@ -69,8 +69,8 @@ PARTITIONS = (6, 12, 48)
 DEFAULT_EVENTS = 1_000_000
 """~400 B events per topic, as in the main mode. A cell's window ends when its last files roll,
 up to ``max_age_s`` after their first record: with 300,000 events every cell took one or two
-ages (2.5 or 5 s) whatever its speed. A million keeps that wait a small part of the window and
-the 18 cells under ten minutes."""
+ages (2.5 or 5 s) whatever its speed. With a million, the wait is about a tenth of a 1-process
+window (a quarter of the fastest, ~7 s), and the 18 cells take 6-7 minutes on 2 cores."""
 AGE_BOUND = 4.0
 """A window shorter than this many ``max_age_s`` is marked: the age wait is a large part of it."""
 DEFAULT_BUDGET_MB = 512
@@ -270,7 +270,7 @@ async def _fill(bootstrap: str, kind: EventKind, run_id: str, seed: int) -> Prod
     for topic, partitions in topics.items():
         await create_topic(bootstrap, topic, partitions)
     say(f"producing {kind.events:,} {kind.name} events to each of {', '.join(topics)}")
-    produced = await produce_to(bootstrap, topics, kind.name, kind.schema_path, kind.events, seed)
+    produced = await produce(bootstrap, topics, kind.name, kind.schema_path, kind.events, seed)
     say(f"produced in {produced.seconds:.1f}s ({produced.events / produced.seconds:,.0f} events/s per topic)")
     return produced
 
@@ -321,11 +321,8 @@ async def _measure(
 def run_scaling(args: argparse.Namespace) -> int:
     """``bench/run --scaling``: the grid, its table and JSON line; 1 if any cell's output was wrong."""
     began = time.monotonic()
-    try:
-        with bench_services(args.keep) as (settings, work_dir, pids):
-            results = asyncio.run(_measure(args, settings, work_dir, pids))
-    except KeyboardInterrupt:
-        say("interrupted")
+    results = with_services(args.keep, functools.partial(_measure, args))
+    if results is None:
         return 130
     kinds = list(dict.fromkeys(r.cell.kind for r in results))
     sizes = "; ".join(f"{k.name}: {k.events:,} events of {k.label} on average" for k in kinds)
