@@ -7,8 +7,9 @@ measured in the benchmarks:
 - Everything loaded at start (modules, clients) lives as long as the process.
   ``gc.freeze()`` puts it out of the collector's sight, so a full collection
   walks only what the work made (in the gateway, full collections had paused
-  every request 50-70 ms; in the worker, collections took about a sixth of its
-  CPU, see ``loader_worker_stage_seconds_total{stage="gc"}``).
+  every request 50-70 ms; in the worker, collections took a tenth of its stage
+  time in a busy benchmark run, and none measurable after, see
+  ``loader_worker_stage_seconds_total{stage="gc"}``).
 - The youngest generation is collected every :data:`YOUNG_THRESHOLD`
   allocations instead of 700: a fetched batch's records die before a
   collection sees them, rather than being walked and promoted while in use.
