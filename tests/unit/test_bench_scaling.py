@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.harness import REPO
-from bench.main import _args
+from bench.main import EVENTS, _args
 from bench.produce import Produced, average_value_bytes
 from bench.scaling import (
     DEFAULT_BUDGET_MB,
@@ -155,7 +155,7 @@ def test_scaling_options_default_and_refuse_what_the_grid_sets() -> None:
     scaling = _args(["--scaling"])
     assert (scaling.events, scaling.budget_mb) == (DEFAULT_EVENTS, DEFAULT_BUDGET_MB)
     main = _args([])
-    assert (main.events, main.budget_mb) == (1_000_000, 256)
+    assert (main.events, main.budget_mb) == (EVENTS, 256)
     assert _args(["--scaling", "--events", "60000", "--budget-mb", "1024"]).events == 60_000
     with pytest.raises(SystemExit):
         _args(["--scaling", "--partitions", "6"])
