@@ -42,7 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -109,6 +109,10 @@ class _RegistryWait:
     reason: str
     backoff: Backoff
     retry_at: float
+    rewound: dict[TopicPartition, tuple[PartitionState, int]] = field(default_factory=dict)
+    """Where each partition was sought back to, and for which of its states: a later batch,
+    fetched before that seek, must not move it forward again (its records in between would
+    never be taken)."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -349,7 +353,9 @@ class StreamWorker:
     ) -> bool:
         """Look up the writer schemas of the batch's wire-format values before decoding it. While
         the registry cannot answer, the batch is not taken (False): its partitions are rewound
-        to its first offsets, to be fetched again once the registry is back."""
+        to its first offsets, to be fetched again once the registry is back. A partition is
+        only ever rewound, never moved forward: batches fetched after one that was not taken
+        (the loop fetches while the thread processes) begin past it."""
         registry = self._registry
         if registry is None:
             return True
@@ -368,11 +374,17 @@ class StreamWorker:
         consumer = self._consumer
         assert consumer is not None
         assigned = consumer.assignment()
+        wait = self._registry_wait
+        assert wait is not None
         for tp, records in batches.items():
             # A partition revoked (or assigned again) meanwhile was positioned by its recovery.
             state = states[tp]
             if records and state is not None and self._partitions.get(tp) is state and tp in assigned:
-                consumer.seek(tp, records[0].offset)
+                first = records[0].offset
+                rewound_state, rewound_to = wait.rewound.get(tp, (state, first + 1))
+                if rewound_state is not state or first < rewound_to:
+                    consumer.seek(tp, first)
+                    wait.rewound[tp] = (state, first)
         return False
 
     def _registry_failed(self, ids: set[int], exc: RegistryError) -> None:

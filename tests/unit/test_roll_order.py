@@ -25,7 +25,8 @@ from loader.checkpoint.committer import Generation
 from loader.config.settings import AwsSettings, KafkaSettings, Settings, SnowflakeSettings
 from loader.config.spec import EventSpec, load_specs
 from loader.devstack.samples import SampleEvents
-from loader.errors import FencedError
+from loader.encode.avro_registry import wire_value
+from loader.errors import FencedError, RegistryError
 from loader.schema import load_avro_schema
 from loader.store.layout import FileRange
 from loader.store.s3 import ObjectInfo
@@ -386,3 +387,42 @@ def test_a_batch_fetched_before_the_partition_was_assigned_again_is_dropped(rig:
     ]
     data = pq.read_table(pa.BufferReader(rig.store.objects[pending.key]))
     assert data.column("_OFFSET").to_pylist() == list(range(100, 155))
+
+
+class _RegistryDown:
+    """A schema registry client whose lookups fail the way an outage does (transient)."""
+
+    def prefetch(self, ids: set[int]) -> None:
+        raise RegistryError("schema registry unreachable: connection refused")
+
+    def close(self) -> None:
+        pass
+
+
+def _wire_records(first: int, count: int) -> list[FakeRecord]:
+    """Records whose values name writer schema 7 in Confluent's wire format."""
+    return [
+        FakeRecord(TOPIC, 1, offset, 10 * HOUR + offset, None, wire_value(7, b"\x02"))
+        for offset in range(first, first + count)
+    ]
+
+
+def test_a_later_batch_never_moves_a_partition_forward_past_one_not_taken(rig: Rig) -> None:
+    """While the registry is down, the first batch not taken rewinds its partition to its first
+    offset; a batch fetched before that seek (the loop fetches while the thread processes)
+    must not seek past it, or the records in between would never be taken."""
+    rig.committer.committed = Committed(100, None, by_loader=True)
+    rig.worker._registry = _RegistryDown()  # type: ignore[assignment]
+    rig.consumer.assignment = lambda: {TP}  # type: ignore[attr-defined]
+
+    async def scenario() -> None:
+        await rig.worker.on_assigned({TP})
+        await rig.worker._process_batches({TP: _wire_records(100, 5)})
+        await rig.worker._process_batches({TP: _wire_records(105, 5)})  # fetched before the seek
+        await rig.worker.on_revoked({TP})
+        await rig.worker.on_assigned({TP})  # a new state, positioned by its recovery
+        await rig.worker._process_batches({TP: _wire_records(100, 5)})
+
+    asyncio.run(scenario())
+    assert rig.consumer.seeks == [(1, 100), (1, 100)]
+    assert rig.steps == []  # nothing taken, nothing rolled
