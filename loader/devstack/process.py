@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import threading
@@ -84,11 +85,33 @@ class Service:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nobody listens on right now, below the kernel's ephemeral
+    range when there is room: a service that binds it seconds later (a JVM starting) must not
+    find it taken by some client's outgoing connection meanwhile, which the ephemeral range
+    is for (a schema registry failed to start so in CI)."""
+    low = _ephemeral_low()
+    for _ in range(50):
+        # Not a secret: any port in the range will do.
+        port = random.randrange(_FIRST_PICKED_PORT, low) if low > _FIRST_PICKED_PORT + 1000 else 0  # noqa: S311
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            picked: int = sock.getsockname()[1]
+            return picked
+    raise DevStackError("no free TCP port on 127.0.0.1 after 50 tries")
+
+
+_FIRST_PICKED_PORT = 20_000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 if it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def port_open(port: int, host: str = LOOPBACK, timeout_s: float = 0.5) -> bool:

@@ -98,6 +98,14 @@ def test_free_port_is_loopback_and_bindable() -> None:
         sock.bind(("127.0.0.1", port))
 
 
+def test_free_ports_are_below_the_ephemeral_range() -> None:
+    """Ports handed to services are never ones an outgoing connection could take meanwhile."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(20_000 <= port < low for port in ports), sorted(ports)
+    assert len(ports) > 1  # picked at random, not one fixed port
+
+
 def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
     """server.properties describes one broker+controller on loopback with single-node replication."""
     text = kafka_mod.server_properties(port=1111, controller_port=2222, data_dir=tmp_path / "data")
