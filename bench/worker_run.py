@@ -152,7 +152,8 @@ def worker_env(settings: Settings, state_dir: Path, tmp_dir: Path, processes: in
         "LOADER_LOG_LEVEL": "INFO",
         # Its own state dir: a `loader dev up` stack recorded elsewhere must not leak in.
         "LOADER_STATE_DIR": str(state_dir),
-        # No /healthz, /readyz, /metrics listener: nothing to clash with on a shared host.
+        # No /healthz, /readyz, /metrics listener unless asked: run_worker gives each worker a
+        # free loopback port of its own (its /metrics tell when every record is consumed).
         "LOADER_WEB_PORT": "0",
         "LOADER_WORKER_PROCESSES": str(processes),
         # As in the container image: fewer malloc arenas, less fragmentation across threads.
