@@ -198,7 +198,7 @@ def _parse_joined(joined: bytes, count: int) -> pa.Array | None:
         joined.decode("utf-8")
         table = pj.read_json(
             io.BytesIO(joined),
-            read_options=pj.ReadOptions(use_threads=False, block_size=max(len(joined) + 1, 1 << 20)),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(joined) + 1),  # one block
             parse_options=pj.ParseOptions(explicit_schema=_NAME_SCHEMA, unexpected_field_behavior="ignore"),
         )
     except (*_ARROW_ERRORS, UnicodeDecodeError):

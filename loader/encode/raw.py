@@ -62,6 +62,10 @@ class RawDecoder:
                 rows.append(row)
         return with_rejected(DecodedBatch(self._table(good, rows), rejected), screened)
 
+    def rejects(self, records: Sequence[KafkaRecord]) -> list[Rejected]:
+        """The records :meth:`decode` would reject, with its reasons (the gateway's check)."""
+        return self.decode(records).rejected
+
     def _table(self, records: list[KafkaRecord], rows: list[_Row]) -> pa.Table:
         if not records:
             return self.file_schema.empty_table()

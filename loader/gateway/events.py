@@ -22,8 +22,9 @@ import orjson
 
 from loader.config.spec import EventSpec
 from loader.encode import decoder_for
-from loader.encode.decode import ENVELOPE_FIELDS, RecordValues
+from loader.encode.decode import ENVELOPE_FIELDS, BatchDecoder, RecordValues
 from loader.encode.match import matcher_for
+from loader.encode.raw import RawDecoder
 from loader.gateway.outbound import OutboundRecord
 
 __all__ = ["Checked", "EventRoute", "Posted", "RefusedError", "Rejection", "created_at_text"]
@@ -76,7 +77,9 @@ class EventRoute:
                 "records; produce them with a schema-registry serializer, not through the gateway"
             )
             return
-        self._decoder = decoder_for(spec)
+        decoder = decoder_for(spec)
+        assert isinstance(decoder, BatchDecoder | RawDecoder)  # format json, checked above
+        self._decoder = decoder
         self._matcher = matcher_for(spec)
         match = spec.kafka.match
         self.default_event_name = (
@@ -171,7 +174,7 @@ class EventRoute:
             ]
         bad: dict[int, str] = {}
         if taken:
-            bad = {r.record.offset: r.reason for r in self._decoder.decode(taken).rejected}
+            bad = {r.record.offset: r.reason for r in self._decoder.rejects(taken)}
         rejected += [Rejection(candidates[offset][0], reason, "schema") for offset, reason in bad.items()]
         accepted = [candidates[p.offset] for p in taken if p.offset not in bad]
         rejected.sort(key=lambda r: r.index)

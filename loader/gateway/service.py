@@ -1,9 +1,10 @@
-"""Running the gateway: one process, or several sharing one listening socket.
+"""Running the gateway: one process, or several behind one listening socket.
 
 One Python process serves about one core of requests: parsing, checking with the worker's
-decoder and batching hold the GIL. ``processes: N`` forks N children that accept from the
-same socket (the kernel hands each connection to one of them), as the worker pool does for
-consumers (:mod:`loader.worker.pool`). Each child is a whole gateway: its own producers
+decoder and batching hold the GIL. ``processes: N`` forks N children, as the worker pool
+does for consumers (:mod:`loader.worker.pool`); the supervisor accepts on the port and deals
+each connection to the next child (:mod:`loader.gateway.handoff`), so the children share
+the load evenly. Each child is a whole gateway: its own producers
 (one per cluster), readiness checks and in-flight bound. The supervisor serves ``/metrics``
 (the children's merged, through prometheus_client's multiprocess mode), ``/healthz`` (every
 child runs and its event loop beats) and ``/readyz`` (every child ready), forwards SIGTERM
@@ -33,10 +34,11 @@ from loader import metrics
 from loader.config.settings import Settings
 from loader.config.spec import EventSpec
 from loader.errors import ConfigError, RunError
+from loader.gateway import handoff
 from loader.gateway.app import create_app
 from loader.gateway.auth import KeyRing
 from loader.gateway.delivery import KafkaDelivery
-from loader.gateway.server import listening_socket, serve
+from loader.gateway.server import listening_socket, serve, serve_dealt
 from loader.runtime import heap
 from loader.warehouse import endpoints
 from loader.warehouse.readiness import ReadinessReport
@@ -79,9 +81,9 @@ def _run_one(settings: Settings, specs: Sequence[EventSpec], keys: KeyRing, host
         raise RunError("the gateway did not start: see the log above")
 
 
-def _listen(host: str, port: int, *, shared: bool = False) -> socket.socket:
+def _listen(host: str, port: int) -> socket.socket:
     try:
-        return listening_socket(host, port, shared=shared)
+        return listening_socket(host, port)
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc} (--host/--port, or LOADER_GATEWAY__PORT)"
@@ -176,14 +178,15 @@ class _Pool:
             down["gateway"] = "stopping"
         return ReadinessReport(not down, down)
 
-    def _child_main(self, sockets: list[socket.socket], index: int) -> None:
-        """One gateway process on the shared socket (forked: runs in the child): its own
-        producers, readiness and event loop, reported to the supervisor through shared values."""
+    def _child_main(self, channels: list[tuple[socket.socket, socket.socket]], index: int) -> None:
+        """One gateway process, served the connections dealt on its channel (forked: runs in
+        the child): its own producers, readiness and event loop, reported to the supervisor
+        through shared values."""
         structlog.contextvars.bind_contextvars(process=index)
-        sock = sockets[index]
-        for other in sockets:
-            if other is not sock:
-                other.close()  # a socket no process accepts from would hold its connections
+        for number, (dealer_end, process_end) in enumerate(channels):
+            dealer_end.close()
+            if number != index:
+                process_end.close()
         ready, beat = self._ready[index], self._beats[index]
 
         def report(is_ready: bool) -> None:
@@ -194,7 +197,7 @@ class _Pool:
         lifespan = _lifespan(delivery, report)
         app = create_app(self.specs, self.settings.gateway, delivery, self.keys, lifespan=lifespan)
         try:
-            started = serve(app, sock)
+            started = serve_dealt(app, channels[index][1])
         except Exception:
             log.exception("gateway_process_failed", process=index)
             os._exit(1)
@@ -202,43 +205,49 @@ class _Pool:
         os._exit(0 if started else 1)
 
     def run(self, host: str, port: int) -> None:
-        # One socket per process on the same port, all bound here: a port in use is a clear
-        # error before anything forks.
-        sockets = [_listen(host, port, shared=True) for _ in self._ready]
+        # The port is bound here, before anything forks: a port in use is a clear error.
+        listener = _listen(host, port)
+        channels = [handoff.channel_pair() for _ in self._ready]
         metrics_dir = Path(tempfile.mkdtemp(prefix="loader-metrics-gateway-"))
         try:
             metrics.enable_multiprocess(metrics_dir)
             for index in range(len(self._ready)):
                 child = self._context.Process(
-                    target=self._child_main, args=(sockets, index), name=f"loader-gateway-{index}"
+                    target=self._child_main, args=(channels, index), name=f"loader-gateway-{index}"
                 )
                 child.start()  # before any thread exists in this process: fork is safe
                 self._children.append(child)
-            for sock in sockets:
-                sock.close()  # the children hold them
+            for _, process_end in channels:
+                process_end.close()  # the children hold them
             log.info("gateway_pool_started", pids=[c.pid for c in self._children])
             registry = metrics.exposition(metrics_dir)
             server = _endpoints(self.settings, host, registry, self.alive, self.readiness)
+            dealer = handoff.Dealer(listener, [d for d, _ in channels], lambda i: bool(self._ready[i].value))
             try:
-                codes = asyncio.run(self._supervise(metrics_dir))
+                codes = asyncio.run(self._supervise(metrics_dir, dealer))
             finally:
                 if server is not None:
                     server.shutdown()
                     server.server_close()
         finally:
+            listener.close()
+            for dealer_end, _ in channels:
+                dealer_end.close()
             shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("gateway_pool_stopped", exit_codes=codes)
         if any(code != 0 for code in codes):
             raise RunError(f"a gateway process failed (exit codes {codes}): see the log above")
 
-    async def _supervise(self, metrics_dir: Path) -> list[int | None]:
+    async def _supervise(self, metrics_dir: Path, dealer: handoff.Dealer) -> list[int | None]:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        dealer.start()
         while not stop.is_set() and all(c.is_alive() for c in self._children):  # noqa: ASYNC110 - processes
             await asyncio.sleep(0.2)
         self._stopping = True
+        dealer.stop()  # new connections are refused; the children drain the ones they hold
         await stop_children(self._children, "gateway_process_killed")
         for child in self._children:
             if child.pid is not None:

@@ -5,7 +5,10 @@ REST Proxy v2 API as Confluent's clients speak it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import http.client
+import itertools
 import json
 import os
 import re
@@ -251,20 +254,55 @@ def _requests_answered(gateway: Gateway, code: str) -> float:
 
 def test_two_processes_share_the_port_and_one_metrics_endpoint(gateway: Gateway) -> None:
     """`--processes 2` runs two gateway processes under the command's process; new connections
-    reach both (each spends CPU on its share), and the one /metrics counts every request."""
-    children = Path(f"/proc/{gateway.pid}/task/{gateway.pid}/children").read_text().split()
+    are dealt to them in turn (each holds every other keep-alive connection, so neither gets
+    the other's share), and the one /metrics counts every request."""
+    children = [
+        int(pid) for pid in Path(f"/proc/{gateway.pid}/task/{gateway.pid}/children").read_text().split()
+    ]
     assert len(children) == 2
-    refused = b"\n".join([json.dumps({"payload": {"a": "x" * 300}}).encode()] * 500)  # no event_id: 400
+    refused = b"\n".join([json.dumps({"payload": {"a": "x"}}).encode()] * 5)  # no event_id: 400
     before = _requests_answered(gateway, "400")
-    cpu_before = [_cpu_ticks(int(pid)) for pid in children]
-    for _ in range(100):  # a new connection each: the kernel spreads them over the processes' sockets
-        answer = gateway.post(f"/v1/events/{gateway.spec.name}", refused, "application/x-ndjson")
-        assert answer.status_code == 400 and answer.json()["accepted"] == 0
-    eventually(lambda: _requests_answered(gateway, "400") - before == 100, 30, what="100 requests counted")
-    spent = [_cpu_ticks(int(pid)) - ticks for pid, ticks in zip(children, cpu_before, strict=True)]
-    assert min(spent) >= 3, spent  # 30 ms each at least: both processes answered requests
+    port = int(gateway.url.rsplit(":", 1)[1])
+    holders: list[int] = []
+    connections = []
+    try:
+        for _ in range(8):  # keep-alive connections, opened one after another
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connections.append(connection)
+            connection.request(
+                "POST",
+                f"/v1/events/{gateway.spec.name}",
+                refused,
+                {"Authorization": f"Bearer {KEY}", "Content-Type": "application/x-ndjson"},
+            )
+            answer = connection.getresponse()
+            assert answer.status == 400 and json.loads(answer.read())["accepted"] == 0
+            assert connection.sock is not None
+            holders.append(_holder(children, port, connection.sock.getsockname()[1]))
+    finally:
+        for connection in connections:
+            connection.close()
+    assert all(a != b for a, b in itertools.pairwise(holders)), holders
+    assert sorted(holders.count(pid) for pid in children) == [4, 4], holders
+    eventually(lambda: _requests_answered(gateway, "400") - before == 8, 30, what="8 requests counted")
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+def _holder(pids: list[int], server_port: int, client_port: int) -> int:
+    """The process whose descriptors hold the server side of the connection from ``client_port``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if (
+                int(local.rsplit(":", 1)[1], 16) == server_port
+                and int(remote.rsplit(":", 1)[1], 16) == client_port
+            ):
+                inodes.add(f"socket:[{inode}]")
+    assert inodes, f"no server-side socket for client port {client_port}"
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return pid
+    raise AssertionError(f"no gateway process holds the connection from port {client_port}")

@@ -12,6 +12,8 @@ import pytest
 from loader.config.spec import EventSpec, load_specs
 from loader.devstack.samples import SampleEvents
 from loader.encode import decoder_for
+from loader.encode.avro_registry import AvroRegistryDecoder
+from loader.encode.protobuf_registry import ProtobufRegistryDecoder
 from loader.schema import load_avro_schema
 from tests.integration.test_events_end_to_end import _broken  # the events tests' corpus
 from tests.integration.test_pipeline import BROKEN
@@ -123,3 +125,25 @@ def test_the_corpus_in_one_batch_gets_the_same_verdicts_by_index() -> None:
     assert {names[i] for i in accepted} == rows - STRICTER
     assert len(delivery.sent) == len(accepted)
     assert all(_worker_rows(ORDERS, r.value, r.headers) == 1 for _, r in delivery.sent)
+
+
+@pytest.mark.parametrize("mode", ["typed", "raw"])
+def test_the_check_rejects_what_decoding_rejects(mode: str, tmp_path: Path) -> None:
+    """The gateway's check (``rejects``, which builds no rows) names the same records, with the
+    same reasons, as the worker's ``decode`` of the same mixed batch, for typed and raw specs."""
+    if mode == "raw":
+        write_example_spec(tmp_path, "order_created", schema__mode="raw", schema__path=None)
+        [spec] = load_specs(tmp_path)
+    else:
+        spec = ORDERS
+    records = [
+        FakeRecord(spec.kafka.topic, 0, offset, 1_796_000_000_000, None, value)
+        for offset, value in enumerate(v for v in CORPUS.values() if b"\n" not in v)
+    ]
+    decoder = decoder_for(spec)
+    assert not isinstance(decoder, AvroRegistryDecoder | ProtobufRegistryDecoder)
+    rejected = decoder.decode(records).rejected
+    assert rejected and len(rejected) < len(records)  # a mixed batch: both paths ran
+    assert [(r.record.offset, r.reason) for r in decoder.rejects(records)] == [
+        (r.record.offset, r.reason) for r in rejected
+    ]
