@@ -26,6 +26,9 @@ log = structlog.get_logger("loader.gateway")
 
 _TAG = b"c"
 """The byte each descriptor travels with (a message cannot be empty)."""
+ACCEPT_PAUSE_S = 0.5
+"""How long accepting pauses after it failed (out of descriptors, say): the waiting
+connection would fail the same way at once, in a busy loop."""
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -51,12 +54,14 @@ class Dealer:
 
     def start(self) -> None:
         """Deal from the running event loop until :meth:`stop`."""
-        asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
+        if self._listener.fileno() != -1:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
 
     def stop(self) -> None:
         """Stop accepting and close the listening socket (new connections are refused), and
         the channels (a process's queued, not yet taken connections close with them)."""
-        asyncio.get_running_loop().remove_reader(self._listener.fileno())
+        if self._listener.fileno() != -1:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
         self._listener.close()
         for channel in self._channels:
             channel.close()
@@ -67,8 +72,11 @@ class Dealer:
                 connection, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. out of descriptors: the client retries, we go on
-                log.warning("gateway.accept_failed", error=exc.strerror or str(exc))
+            except OSError as exc:  # out of descriptors, say: pause, the connection waits
+                log.warning("gateway.accept_failed", error=exc.strerror or str(exc), pause_s=ACCEPT_PAUSE_S)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(self._listener.fileno())
+                loop.call_later(ACCEPT_PAUSE_S, self.start)
                 return
             with connection:
                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

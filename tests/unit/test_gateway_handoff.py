@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from loader.gateway import handoff
 from loader.gateway.handoff import Dealer, channel_pair, receive
 
 pytestmark = pytest.mark.unit
@@ -123,3 +126,49 @@ def test_stopping_refuses_new_connections() -> None:
     address = asyncio.run(scenario())
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=5)
+
+
+class _FailingOnce(socket.socket):
+    """A listening socket whose first accept fails as a process out of descriptors does."""
+
+    failures = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if not _FailingOnce.failures:
+            _FailingOnce.failures += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().accept()
+
+
+def test_a_failed_accept_pauses_and_the_connection_is_still_dealt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An accept that fails (out of descriptors) pauses accepting instead of spinning on the
+    waiting connection, which is dealt once accepting resumes."""
+    monkeypatch.setattr(handoff, "ACCEPT_PAUSE_S", 0.2)
+
+    async def scenario() -> tuple[int, list[int], float]:
+        listener = _FailingOnce(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        dealer_end, process_end = channel_pair()
+        taken: list[socket.socket] = []
+        stop = receive(process_end, taken.append)
+        dealer = Dealer(listener, [dealer_end], lambda _: True)
+        dealer.start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        client = socket.create_connection(listener.getsockname())
+        try:
+            while not taken and loop.time() - started < 5:
+                await asyncio.sleep(0.01)
+            return client.getsockname()[1], [sock.getpeername()[1] for sock in taken], loop.time() - started
+        finally:
+            dealer.stop()
+            stop()
+            client.close()
+            for sock in taken:
+                sock.close()
+
+    port, taken, waited = asyncio.run(scenario())
+    assert _FailingOnce.failures == 1
+    assert taken == [port]
+    assert waited >= 0.2
