@@ -51,6 +51,14 @@ class CpuUsage:
         return f"cores used: {named}, everything else {self.other:.2f} (of {self.available})"
 
 
+@dataclass(frozen=True)
+class _Reading:
+    at: float
+    """``time.time()`` of the reading (wall clock: log lines are stamped with it)."""
+    ticks: dict[str, int]
+    machine_busy: int
+
+
 class CpuMeter:
     """Measures the named processes and the whole machine between :meth:`start` and :meth:`stop`.
 
@@ -59,29 +67,37 @@ class CpuMeter:
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = dict(pids)
-        self._began = 0.0
-        self._ticks: dict[str, int] = {}
-        self._last: dict[str, int] = {}
-        self._machine = (0, 0)
+        self._readings: list[_Reading] = []
 
     def start(self) -> None:
-        self._began = time.monotonic()
-        self._ticks = {name: _process_ticks(pid) or 0 for name, pid in self.pids.items()}
-        self._last = dict(self._ticks)
-        self._machine = _machine_ticks()
+        self._readings = []
+        self.sample()
 
     def sample(self) -> None:
-        """Remember each live process's ticks (what :meth:`stop` uses for one that exits)."""
-        for name, pid in self.pids.items():
-            ticks = _process_ticks(pid)
-            if ticks is not None:
-                self._last[name] = ticks
+        """Read each live process's ticks (a process that exited keeps its last reading)."""
+        last = self._readings[-1].ticks if self._readings else {}
+        ticks = {name: _process_ticks(pid) for name, pid in self.pids.items()}
+        now = {name: t if t is not None else last.get(name, 0) for name, t in ticks.items()}
+        self._readings.append(_Reading(time.time(), now, _machine_ticks()[0]))
 
-    def stop(self) -> CpuUsage:
-        seconds = max(time.monotonic() - self._began, 1e-9)
+    def stop(self, *, work_ended: float | None = None) -> CpuUsage:
+        """Usage from :meth:`start` to now or, given ``work_ended`` (a ``time.time()``, such as
+        the last log line of the measured work), to that moment: the readings on either side
+        of it interpolated, so the wait to notice the end is not counted as idle cores."""
         self.sample()
-        used = {name: (self._last[name] - self._ticks[name]) / _TICKS for name in self.pids}
-        busy = (_machine_ticks()[0] - self._machine[0]) / _TICKS
+        first, end = self._readings[0], self._readings[-1]
+        if work_ended is not None and first.at < work_ended < end.at:
+            after = next(r for r in self._readings if r.at >= work_ended)
+            before = self._readings[self._readings.index(after) - 1]
+            share = (work_ended - before.at) / max(after.at - before.at, 1e-9)
+            end = _Reading(
+                work_ended,
+                {n: round(before.ticks[n] + share * (after.ticks[n] - before.ticks[n])) for n in self.pids},
+                round(before.machine_busy + share * (after.machine_busy - before.machine_busy)),
+            )
+        seconds = max(end.at - first.at, 1e-9)
+        used = {name: (end.ticks[name] - first.ticks[name]) / _TICKS for name in self.pids}
+        busy = (end.machine_busy - first.machine_busy) / _TICKS
         cores = {name: max(0.0, value) / seconds for name, value in used.items()}
         other = max(0.0, busy - sum(used.values())) / seconds
         return CpuUsage(seconds, cores, other, os.cpu_count() or 1)

@@ -338,10 +338,10 @@ def _report(
             worker.seconds_from_assignment,
             worker.cpu,
         ),
-        "      timed from partition assignment (fetching starts) to the last file_committed, the tail",
-        "      drained by SIGTERM once every record was consumed; from process start:"
-        f" {worker.eps_from_start:,.0f} events/s in {worker.seconds_from_start:.2f}s"
-        f" (startup {worker.startup_s:.2f}s)",
+        "      timed (cores too) from partition assignment (fetching starts) to the last file_committed,",
+        f"      the tail drained by SIGTERM once every record was consumed ({worker.drain_s:.2f}s from the"
+        f" signal to the last commit); from process start: {worker.eps_from_start:,.0f} events/s in"
+        f" {worker.seconds_from_start:.2f}s (startup {worker.startup_s:.2f}s)",
         f"      {_stages_line(worker)}",
     ]
     ratio_compressed = 0.0
@@ -391,6 +391,7 @@ def _report(
         "ratio_raw": round(ratio_raw, 3),
         "ratio_naive": round(ratio_naive, 3),
         "worker_cores": round(worker_cores, 2),
+        "worker_drain_s": round(worker.drain_s, 2),
         "stage_seconds": {stage: round(seconds, 2) for stage, seconds in worker.stage_seconds.items()},
         "compression": args.compression,
         "compressed_eps": round(compressed[0].eps, 1) if compressed else None,

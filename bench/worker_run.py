@@ -77,6 +77,8 @@ class WorkerResult:
     peak_pss_mib: float = 0.0
     """Peak of the summed PSS of the worker's processes: shared (forked) pages counted once."""
     exit_code: int | None = None
+    drain_s: float = 0.0
+    """From the SIGTERM (every record consumed) to the last commit: the drain's tail."""
     ends: dict[int, int] = field(default_factory=dict)
     """The topic's end offset of each partition (what "all committed" means)."""
     files_committed: int = 0
@@ -327,6 +329,7 @@ async def run_worker(
     names = ["worker"] if replicas == 1 else [f"worker-{i}" for i in range(replicas)]
     meter = CpuMeter({**dict(zip(names, (p.pid for p in processes), strict=True)), **service_pids})
     metering = draining = False
+    signalled_at = 0.0
     max_rss = dict.fromkeys(names, 0)
     hwm = dict.fromkeys(names, 0)
     max_pss = dict.fromkeys(names, 0)
@@ -376,9 +379,9 @@ async def run_worker(
                     for process in processes:
                         process.send_signal(signal.SIGTERM)
                     draining = True
+                    signalled_at = time.time()
             if await _offsets(admin, spec.consumer_group, tps) == ends:
                 result.completed = True
-                result.cpu = meter.stop() if metering else None
                 break
             await asyncio.sleep(POLL_S)
         else:
@@ -393,6 +396,11 @@ async def run_worker(
     result.max_sampled_rss_mib = max(max_rss.values()) / KIB
     result.peak_pss_mib = max(max_pss.values()) / KIB
     _read_logs(logs, started_at, result)
+    if result.completed:
+        ended = started_at + result.seconds_from_start  # the last file_committed
+        result.cpu = meter.stop(work_ended=ended) if metering else None
+        if draining:
+            result.drain_s = max(0.0, ended - signalled_at)
     return result
 
 
