@@ -25,7 +25,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 
-from bench.avro_decode import DecodeRates, Records, json_record, rate
+from bench.avro_decode import DecodeRates, Records, json_record, rate, worker_heap
 from loader.devstack.samples import SampleEvents
 from loader.encode.decode import BatchDecoder, RecordValues
 from loader.encode.protobuf_registry import ProtobufRegistryDecoder
@@ -166,9 +166,10 @@ def measure_protobuf_decoding(events: int, seed: int = 7, rounds: int = 3) -> De
     json_decoder = BatchDecoder(schema)
     protobuf_decoder = ProtobufRegistryDecoder(schema, f"{PACKAGE}.Event", _Registry(text))
     json_best = protobuf_best = 0.0
-    for _ in range(rounds):
-        json_best = max(json_best, rate(json_decoder, as_json))
-        protobuf_best = max(protobuf_best, rate(protobuf_decoder, as_protobuf))
+    with worker_heap():
+        for _ in range(rounds):
+            json_best = max(json_best, rate(json_decoder, as_json))
+            protobuf_best = max(protobuf_best, rate(protobuf_decoder, as_protobuf))
     return DecodeRates(events, json_best, protobuf_best, "Protobuf")
 
 
