@@ -10,6 +10,8 @@
    the same linger and compression), to its own topic.
 4. (b) ``loader gateway`` (sync mode, no API key) runs as a subprocess; oha posts the body
    file as fast as it can at rising concurrency until events/s stop rising: the peak.
+   Then (a) runs again: b/a uses the mean of the two, since the machine's speed drifts
+   within a run (a slower spell during (b) alone once made b/a 0.47 against 0.62-0.63).
 5. (c) oha posts at half the peak's request rate, over the fewest connections of the sweep
    that carried that rate with a fifth to spare: the gateway's p50/p99 latency there.
 6. Every record is counted on the topics: the gateway's must hold exactly 100 per 2xx
@@ -339,6 +341,8 @@ def _cores(cpu: CpuUsage | None) -> str:
 @dataclass(frozen=True)
 class Results:
     direct: Direct
+    direct_after: Direct
+    """(a) again, right after the gateway's sweep: the machine's speed drifts within a run."""
     direct_landed: int
     peak: OhaRun
     runs: list[OhaRun]
@@ -402,6 +406,11 @@ def measure(
         meter = CpuMeter({**gateway_pids(gateway.pid), **service_pids})
         runs = find_peak(oha, url, body, args.seconds, meter)
         peak = max(runs, key=lambda r: r.events_per_s(BATCH))
+        _say(f"(a) the direct producer again, right after the sweep ({args.direct_events:,} events)")
+        direct_after = asyncio.run(
+            produce_direct(settings, bootstrap, direct_topic, records, args.direct_events, in_process)
+        )
+        _say(f"(a) {direct_after.eps:,.0f} events/s; {direct_after.cpu.describe()}")
         rate = peak.ok / peak.seconds / 2
         connections = half_rate_connections(runs, rate)
         _say(f"(c) {rate:,.0f} requests/s (half the peak) with {connections} connections")
@@ -421,6 +430,7 @@ def measure(
     direct_landed = asyncio.run(count_records(bootstrap, direct_topic, args.partitions))
     return Results(
         direct,
+        direct_after,
         direct_landed,
         peak,
         [*runs, half],
@@ -435,9 +445,10 @@ def measure(
 
 def report(args: argparse.Namespace, results: Results) -> bool:
     """Print the figures and the JSON line; True when every record landed and every answer was 2xx."""
-    direct, peak, half = results.direct, results.peak, results.half
+    direct, after, peak, half = results.direct, results.direct_after, results.peak, results.half
     gateway_eps = peak.events_per_s(BATCH)
-    ratio = gateway_eps / direct.eps if direct.eps > 0 else 0.0
+    direct_eps = (direct.eps + after.eps) / 2  # before and after the sweep: the drift between cancels
+    ratio = gateway_eps / direct_eps if direct_eps > 0 else 0.0
     accepted = sum(run.ok for run in results.runs) * BATCH
     not_ok = {
         status: n for run in results.runs for status, n in run.statuses.items() if not 200 <= status < 300
@@ -454,10 +465,9 @@ def report(args: argparse.Namespace, results: Results) -> bool:
         problems.append(
             f"{results.landed:,} records on the gateway's topic for {accepted:,} events answered 2xx"
         )
-    if results.direct_landed != direct.events + 1:
-        problems.append(
-            f"{results.direct_landed:,} records on the direct topic for {direct.events + 1:,} sent"
-        )
+    direct_sent = direct.events + 1 + after.events + 1  # each run's warm-up record too
+    if results.direct_landed != direct_sent:
+        problems.append(f"{results.direct_landed:,} records on the direct topic for {direct_sent:,} sent")
     if results.gateway_exit != 0:
         problems.append(f"the gateway exited {results.gateway_exit} on SIGTERM")
     lines = [
@@ -466,9 +476,11 @@ def report(args: argparse.Namespace, results: Results) -> bool:
         f" {results.processes} gateway process(es),"
         f" {args.partitions} partitions, producers lingering {results.linger_ms} ms, {results.compression};"
         f" {os.cpu_count()} cores shared by oha, the gateway and Kafka",
-        f"  (a) direct aiokafka producer (gateway's options)   {direct.eps:>10,.0f} events/s"
-        f"  ({direct.events:,} events in {direct.seconds:.2f}s)",
-        f"      {direct.cpu.describe()}",
+        f"  (a) direct aiokafka producer (gateway's options)   {direct_eps:>10,.0f} events/s"
+        f"  (the mean of {direct.eps:,.0f} before the gateway and {after.eps:,.0f} after its sweep,"
+        f" {direct.events:,} events each)",
+        f"      before: {direct.cpu.describe()}",
+        f"      after: {after.cpu.describe()}",
         f"  (b) gateway through oha, peak                      {gateway_eps:>10,.0f} events/s"
         f"  ({peak.ok / peak.seconds:,.0f} requests/s, {peak.concurrency} connections,"
         f" p50 {peak.p50_s * 1000:.1f} ms, p99 {peak.p99_s * 1000:.1f} ms)",
@@ -486,7 +498,9 @@ def report(args: argparse.Namespace, results: Results) -> bool:
     lines += [f"  PROBLEM: {p}" for p in problems] or ["  correctness: every 2xx event is on the topic, once"]
     print("\n".join(lines))
     summary = {
-        "direct_eps": round(direct.eps, 1),
+        "direct_eps": round(direct_eps, 1),
+        "direct_eps_before": round(direct.eps, 1),
+        "direct_eps_after": round(after.eps, 1),
         "gateway_eps": round(gateway_eps, 1),
         "ratio": round(ratio, 3),
         "peak_concurrency": peak.concurrency,
