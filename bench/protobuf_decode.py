@@ -170,7 +170,7 @@ def measure_protobuf_decoding(events: int, seed: int = 7, rounds: int = 3) -> De
         for _ in range(rounds):
             json_best = max(json_best, rate(json_decoder, as_json))
             protobuf_best = max(protobuf_best, rate(protobuf_decoder, as_protobuf))
-    return DecodeRates(events, json_best, protobuf_best, "Protobuf")
+    return DecodeRates(events, json_best, protobuf_best, "Protobuf", target=None)
 
 
 def main() -> None:
