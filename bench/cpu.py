@@ -87,8 +87,8 @@ class CpuMeter:
         self.sample()
         first, end = self._readings[0], self._readings[-1]
         if work_ended is not None and first.at < work_ended < end.at:
-            after = next(r for r in self._readings if r.at >= work_ended)
-            before = self._readings[self._readings.index(after) - 1]
+            index = next(i for i, r in enumerate(self._readings) if r.at >= work_ended)
+            before, after = self._readings[index - 1], self._readings[index]
             share = (work_ended - before.at) / max(after.at - before.at, 1e-9)
             end = _Reading(
                 work_ended,
