@@ -39,7 +39,7 @@ from loader.devstack.process import is_running
 from loader.devstack.stack import owns
 from loader.warehouse.connection import Warehouse
 from loader.warehouse.objects import EventObjects
-from tests.integration.workers import end_and_committed
+from tests.integration.workers import end_offsets
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -224,7 +224,7 @@ class Walk:
 
 def _events_on_topic(walk: Walk, event: str) -> int:
     [spec] = load_specs(walk.cwd / "pipelines", [event])
-    return sum(end_and_committed(walk.stack().settings, spec)[0].values())
+    return sum(end_offsets(walk.stack().settings, spec).values())
 
 
 def _wait_until_read(walk: Walk, job: Job, event: str) -> None:
@@ -256,7 +256,7 @@ def _wait_until_rows(walk: Walk) -> None:
     settings = walk.stack().settings
     with Warehouse(settings.snowflake) as warehouse:
         for spec in specs:
-            events = sum(end_and_committed(settings, spec)[0].values())
+            events = sum(end_offsets(settings, spec).values())
             assert events > 0, f"the walk produced no events to {spec.kafka.topic}"
             count = EventObjects.for_spec(spec, settings.snowflake).count_statement()
 

@@ -126,26 +126,37 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     )
 
 
+async def _end_offsets(settings: Settings, spec: EventSpec) -> dict[int, int]:
+    assert settings.kafka.bootstrap_servers is not None
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(spec.kafka.topic, p) for p in range(spec.kafka.partitions)]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}
+
+
+def end_offsets(settings: Settings, spec: EventSpec) -> dict[int, int]:
+    """Per partition: the log end offset (no group coordinator asked, which a fresh broker
+    may not have elected yet)."""
+    return asyncio.run(_end_offsets(settings, spec))
+
+
 def end_and_committed(settings: Settings, spec: EventSpec) -> tuple[dict[int, int], dict[int, int]]:
     """Per partition: the log end offset, and the group's committed offset (-1 if none)."""
 
     async def _run() -> tuple[dict[int, int], dict[int, int]]:
-        assert settings.kafka.bootstrap_servers is not None
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        ends = await _end_offsets(settings, spec)
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-        await consumer.start()
         await admin.start()
         try:
             partitions = [TopicPartition(spec.kafka.topic, p) for p in range(spec.kafka.partitions)]
-            ends = await consumer.end_offsets(partitions)
             committed = await admin.list_consumer_group_offsets(spec.consumer_group, partitions=partitions)
         finally:
-            await consumer.stop()
             await admin.close()
-        return (
-            {tp.partition: offset for tp, offset in ends.items()},
-            {tp.partition: (committed[tp].offset if tp in committed else -1) for tp in partitions},
-        )
+        return ends, {tp.partition: (committed[tp].offset if tp in committed else -1) for tp in partitions}
 
     return asyncio.run(_run())
 
