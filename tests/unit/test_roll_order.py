@@ -1,4 +1,5 @@
-"""The order of steps inside a roll: record → upload (dead letters, then data) → commit.
+"""The order of steps inside a roll: record → upload (dead letters, then data) → commit; and
+the hand-over of a fetched batch to the processing thread.
 
 Drives a StreamWorker's real assignment, processing and roll path (``on_assigned``,
 ``_process_batches``, ``_roll_expired``, the chain of ``_finish`` tasks) with the clock and
@@ -10,6 +11,7 @@ a placeholder consumer, which assignment only checks is set): the narrowest seam
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,6 +219,29 @@ def test_a_roll_is_recorded_then_uploads_dead_letters_then_data_then_commits(rig
         rig.worker.stats.rows_written,
         rig.worker.stats.dead_lettered,
     ) == (1, 5, 1)
+
+
+def test_a_fetched_batch_is_in_the_processing_thread_before_the_next_fetch(rig: Rig) -> None:
+    """The loop's next ``getmany`` unpacks records without yielding to the event loop: the batch
+    before it must already be in the processing thread, not in a task waiting to start."""
+    entered = threading.Event()
+    process = rig.worker._process
+
+    def spy(batches: dict[TopicPartition, list[Any]], now: float) -> Any:
+        entered.set()
+        return process(batches, now)
+
+    rig.worker._process = spy  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await rig.worker.on_assigned({TP})
+        await rig.worker._hand_over({TP: _records(500, 6)})
+        # As the next getmany's unpacking does: hold the event loop without yielding.
+        assert entered.wait(timeout=5), "the batch was still waiting for the event loop"
+        await rig.worker._processed()
+
+    asyncio.run(scenario())
+    assert rig.worker.stats.records_read == 6
 
 
 def test_rolls_of_one_partition_finish_in_order(rig: Rig) -> None:
