@@ -42,7 +42,7 @@ from loader.gateway.server import listening_socket, serve, serve_dealt
 from loader.runtime import heap
 from loader.warehouse import endpoints
 from loader.warehouse.readiness import ReadinessReport
-from loader.worker.pool import stop_children
+from loader.worker.pool import stop_children, until_stopped
 
 __all__ = ["run_gateway"]
 
@@ -244,8 +244,7 @@ class _Pool:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         dealer.start()
-        while not stop.is_set() and all(c.is_alive() for c in self._children):  # noqa: ASYNC110 - processes
-            await asyncio.sleep(0.2)
+        await until_stopped(stop, lambda: all(c.is_alive() for c in self._children))
         self._stopping = True
         dealer.stop()  # new connections are refused; the children drain the ones they hold
         await stop_children(self._children, "gateway_process_killed")

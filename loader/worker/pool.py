@@ -27,12 +27,13 @@ the pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.context import ForkProcess
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -47,7 +48,7 @@ from loader.runtime import eventloop, heap
 from loader.worker.app import build_app
 from loader.worker.worker import StreamWorker
 
-__all__ = ["CHILD_STOP_GRACE_S", "WorkerPool", "affordable_processes", "stop_children"]
+__all__ = ["CHILD_STOP_GRACE_S", "WorkerPool", "affordable_processes", "stop_children", "until_stopped"]
 
 log = structlog.get_logger("loader.worker")
 
@@ -167,8 +168,7 @@ class WorkerPool:
             loop.add_signal_handler(sig, stop.set)
         await app.start()
         try:
-            while not stop.is_set() and self.alive():  # noqa: ASYNC110 - children are processes
-                await asyncio.sleep(0.2)
+            await until_stopped(stop, self.alive)
             self._stopping = True
             self._bury(metrics_dir)
             await stop_children(self._children, "worker_process_killed")
@@ -184,6 +184,15 @@ class WorkerPool:
         for child in self._children:
             if child.pid is not None and not child.is_alive():
                 mark_process_dead(child.pid, metrics_dir)
+
+
+async def until_stopped(stop: asyncio.Event, alive: Callable[[], bool], poll_s: float = 0.2) -> None:
+    """Return as soon as ``stop`` is set, so that a SIGTERM reaches the children at once (a
+    rollout's drain starts then, not up to a poll later), or once ``alive()`` turns false:
+    children are processes, polled every ``poll_s``."""
+    while not stop.is_set() and alive():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=poll_s)
 
 
 async def stop_children(children: Sequence[ForkProcess], killed: str) -> None:

@@ -160,6 +160,8 @@ class StreamWorker:
         self._clock = clock
         self._spool_dir = spool_dir
         self._fetch_max_records = fetch_max_records
+        self._fetch_timeout_ms = 100
+        """How long a fetch waits for records: the loop's pace (expired files roll) when idle."""
         self.shutdown_timeout_s = shutdown_timeout_s
         # Finishing in-flight rolls on revocation must not outlast the group session: a member
         # that stops heartbeating is evicted (and its rolls fenced) anyway.
@@ -223,7 +225,7 @@ class StreamWorker:
                 self.stages.add_collections()
                 # Before the first assignment, getmany waits for the group: that is joining.
                 with self.stages.timed("fetch" if self._partitions else "join"):
-                    batches = await consumer.getmany(timeout_ms=100, max_records=self._fetch_max_records)
+                    batches = await self._fetch(consumer)
                 if batches:
                     await self._hand_over(batches)
                 self._measure_lag(consumer)
@@ -317,6 +319,22 @@ class StreamWorker:
         processing, self._processing = self._processing, None
         if processing is not None:
             await processing
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """The next batch (empty after 100 ms without records); a :meth:`stop` meanwhile ends
+        the wait at once, so that a SIGTERM drains now, not after the wait. ``getmany`` only
+        ever waits before it takes records: cancelled there, it has taken none."""
+        fetch = asyncio.ensure_future(
+            consumer.getmany(timeout_ms=self._fetch_timeout_ms, max_records=self._fetch_max_records)
+        )
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait((fetch, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (fetch, stopping):
+                if not waiting.done():
+                    waiting.cancel()
+        return fetch.result() if fetch in done else {}
 
     async def _hand_over(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Give a fetched batch to the processing thread once it is done with the previous one:

@@ -1,10 +1,13 @@
-"""How many worker processes a memory budget can carry."""
+"""How many worker processes a memory budget can carry, and how soon a supervisor stops."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
-from loader.worker.pool import MIN_CHILD_BUDGET_MB, PROCESS_OVERHEAD_MB, affordable_processes
+from loader.worker.pool import MIN_CHILD_BUDGET_MB, PROCESS_OVERHEAD_MB, affordable_processes, until_stopped
 
 pytestmark = pytest.mark.unit
 
@@ -21,3 +24,25 @@ def test_processes_are_cut_to_what_the_budget_carries(budget_mb: int, wanted: in
     if running < wanted:  # and one more would not
         more = running + 1
         assert (budget_mb - PROCESS_OVERHEAD_MB * (more - 1)) // more < MIN_CHILD_BUDGET_MB
+
+
+def test_a_supervisor_passes_sigterm_on_at_once_not_at_its_next_poll() -> None:
+    """The stop (a SIGTERM's handler) ends the wait at once, however long the children's poll."""
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, stop.set)
+        started = time.monotonic()
+        await until_stopped(stop, lambda: True, poll_s=30)
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 5
+
+
+def test_a_supervisor_stops_waiting_when_a_child_dies() -> None:
+    alive = iter([True, True, False])
+
+    async def scenario() -> None:
+        await until_stopped(asyncio.Event(), lambda: next(alive), poll_s=0.01)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=5))

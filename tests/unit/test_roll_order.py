@@ -244,6 +244,48 @@ def test_a_fetched_batch_is_in_the_processing_thread_before_the_next_fetch(rig: 
     assert rig.worker.stats.records_read == 6
 
 
+@dataclass
+class WaitingConsumer:
+    """getmany as aiokafka's waits for records: nothing arrives within its timeout."""
+
+    waits: list[float] = field(default_factory=list)
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        self.waits.append(timeout_ms)
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+
+def test_a_stop_ends_the_wait_for_records_at_once(rig: Rig) -> None:
+    """A SIGTERM drains now: the fetch waiting for records returns nothing at once, not after
+    its timeout (cancelled while it waits, getmany has taken no record)."""
+    consumer = WaitingConsumer()
+    rig.worker._fetch_timeout_ms = 30_000
+
+    async def scenario() -> tuple[dict[TopicPartition, list[Any]], float]:
+        asyncio.get_running_loop().call_later(0.05, rig.worker.stop)
+        started = asyncio.get_running_loop().time()
+        batches = await rig.worker._fetch(consumer)  # type: ignore[arg-type]
+        return batches, asyncio.get_running_loop().time() - started
+
+    batches, waited_s = asyncio.run(scenario())
+    assert consumer.waits == [30_000]
+    assert batches == {}
+    assert waited_s < 5
+
+
+def test_records_fetched_as_the_stop_comes_are_returned(rig: Rig) -> None:
+    """Records getmany took are never dropped by a stop that comes at the same time."""
+    records = _records(0, 3)
+
+    class Ready:
+        async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+            rig.worker.stop()
+            return {TP: records}
+
+    assert asyncio.run(rig.worker._fetch(Ready())) == {TP: records}  # type: ignore[arg-type]
+
+
 def test_rolls_of_one_partition_finish_in_order(rig: Rig) -> None:
     """A partition's second file is recorded only after the first one's final commit."""
     rig.worker.spec = _spec(max_records=3)
