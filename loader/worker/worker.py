@@ -340,8 +340,8 @@ class StreamWorker:
         """Give a fetched batch to the processing thread once it is done with the previous one:
         one batch in the thread at a time, while the loop fetches the next.
 
-        Returns when the thread has the batch (with a schema registry: when its lookup has
-        started). A task only created would start at the loop's next wait, and the next
+        Returns when the thread has the batch (with a schema registry: when a lookup that is
+        not in its cache has started). A task only created would start at the loop's next wait, and the next
         ``getmany`` unpacks its records without waiting: the thread sat idle for the length
         of that unpacking, a third of its time in the benchmark."""
         # No await since getmany returned: these are the states it fetched for.
@@ -389,6 +389,8 @@ class StreamWorker:
             return True
         ids = _writer_schema_ids(batches)
         if self._registry_wait is None:
+            if registry.prefetch_cached(ids):
+                return True  # no request: no thread, so the batch reaches the processing thread now
             try:
                 await asyncio.to_thread(registry.prefetch, ids)
             except RegistryError as exc:

@@ -49,3 +49,18 @@ def test_prefetch_with_the_registry_down_is_transient_and_cached_ids_need_none()
             client.prefetch([3])
     assert caught.value.transient
     assert not isinstance(caught.value, WriterSchemaError)
+
+
+def test_a_batch_of_cached_ids_is_held_with_no_request(registry: FakeRegistry) -> None:
+    """Once every id of a batch has been found, the cache alone answers its prefetch (no
+    request, so no thread); an id never found, or known to be unknown, needs the registry."""
+    registry.answers["/schemas/ids/1"] = Answer(200, {"schema": AVRO})
+    with RegistryClient(registry.url) as client:
+        assert not client.prefetch_cached([1])
+        client.prefetch([1, 7])
+        asked = len(registry.requests)
+        assert client.prefetch_cached([1, 1])
+        assert client.writer_schema(1) == AVRO
+        assert not client.prefetch_cached([1, 7])  # 7 is asked again, by a prefetch
+        assert client.prefetch_cached([])
+        assert len(registry.requests) == asked == 2

@@ -221,9 +221,9 @@ def test_a_roll_is_recorded_then_uploads_dead_letters_then_data_then_commits(rig
     ) == (1, 5, 1)
 
 
-def test_a_fetched_batch_is_in_the_processing_thread_before_the_next_fetch(rig: Rig) -> None:
-    """The loop's next ``getmany`` unpacks records without yielding to the event loop: the batch
-    before it must already be in the processing thread, not in a task waiting to start."""
+def _assert_in_thread_before_the_next_fetch(rig: Rig) -> None:
+    """Hand a batch over, then hold the event loop without yielding, as the next getmany's
+    unpacking does: the processing thread must have the batch all the same."""
     entered = threading.Event()
     process = rig.worker._process
 
@@ -236,12 +236,17 @@ def test_a_fetched_batch_is_in_the_processing_thread_before_the_next_fetch(rig: 
     async def scenario() -> None:
         await rig.worker.on_assigned({TP})
         await rig.worker._hand_over({TP: _records(500, 6)})
-        # As the next getmany's unpacking does: hold the event loop without yielding.
         assert entered.wait(timeout=5), "the batch was still waiting for the event loop"
         await rig.worker._processed()
 
     asyncio.run(scenario())
     assert rig.worker.stats.records_read == 6
+
+
+def test_a_fetched_batch_is_in_the_processing_thread_before_the_next_fetch(rig: Rig) -> None:
+    """The loop's next ``getmany`` unpacks records without yielding to the event loop: the batch
+    before it must already be in the processing thread, not in a task waiting to start."""
+    _assert_in_thread_before_the_next_fetch(rig)
 
 
 @dataclass
@@ -459,6 +464,9 @@ def test_a_batch_fetched_before_the_partition_was_assigned_again_is_dropped(rig:
 class _RegistryDown:
     """A schema registry client whose lookups fail the way an outage does (transient)."""
 
+    def prefetch_cached(self, ids: set[int]) -> bool:
+        return False
+
     def prefetch(self, ids: set[int]) -> None:
         raise RegistryError("schema registry unreachable: connection refused")
 
@@ -472,6 +480,26 @@ def _wire_records(first: int, count: int) -> list[FakeRecord]:
         FakeRecord(TOPIC, 1, offset, 10 * HOUR + offset, None, wire_value(7, b"\x02"))
         for offset in range(first, first + count)
     ]
+
+
+class _RegistryCached:
+    """A schema registry client that has every writer schema of the batches in its cache."""
+
+    def prefetch_cached(self, ids: set[int]) -> bool:
+        return True
+
+    def prefetch(self, ids: set[int]) -> None:
+        raise AssertionError("a batch of cached schemas was looked up in a thread")
+
+    def close(self) -> None:
+        pass
+
+
+def test_with_cached_schemas_a_batch_is_in_the_processing_thread_before_the_next_fetch(rig: Rig) -> None:
+    """With a schema registry too, a batch whose writer schemas are cached needs no lookup
+    thread: it is in the processing thread before the loop's next getmany."""
+    rig.worker._registry = _RegistryCached()  # type: ignore[assignment]
+    _assert_in_thread_before_the_next_fetch(rig)
 
 
 def test_a_later_batch_never_moves_a_partition_forward_past_one_not_taken(rig: Rig) -> None:
