@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pyarrow as pa
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -218,7 +219,10 @@ class StreamWorker:
             await consumer.start()
             consumer.subscribe([self.spec.kafka.topic], listener=_Rebalance(self))
             self._log.info(
-                "worker_started", group=self.spec.consumer_group, budget_mb=self.budget_bytes // MIB
+                "worker_started",
+                group=self.spec.consumer_group,
+                budget_mb=self.budget_bytes // MIB,
+                arrow_allocator=pa.default_memory_pool().backend_name,
             )
             while not self._stopping.is_set():
                 self._raise_if_fatal()
