@@ -461,11 +461,15 @@ def test_a_batch_fetched_before_the_partition_was_assigned_again_is_dropped(rig:
     assert data.column("_OFFSET").to_pylist() == list(range(100, 155))
 
 
-class _RegistryDown:
-    """A schema registry client whose lookups fail the way an outage does (transient)."""
+@dataclass
+class _Registry:
+    """A schema registry client with every writer schema of the batches in its cache, or
+    none, and whose lookups fail the way an outage does (transient)."""
+
+    cached: bool
 
     def prefetch_cached(self, ids: set[int]) -> bool:
-        return False
+        return self.cached
 
     def prefetch(self, ids: set[int]) -> None:
         raise RegistryError("schema registry unreachable: connection refused")
@@ -482,23 +486,10 @@ def _wire_records(first: int, count: int) -> list[FakeRecord]:
     ]
 
 
-class _RegistryCached:
-    """A schema registry client that has every writer schema of the batches in its cache."""
-
-    def prefetch_cached(self, ids: set[int]) -> bool:
-        return True
-
-    def prefetch(self, ids: set[int]) -> None:
-        raise AssertionError("a batch of cached schemas was looked up in a thread")
-
-    def close(self) -> None:
-        pass
-
-
 def test_with_cached_schemas_a_batch_is_in_the_processing_thread_before_the_next_fetch(rig: Rig) -> None:
     """With a schema registry too, a batch whose writer schemas are cached needs no lookup
     thread: it is in the processing thread before the loop's next getmany."""
-    rig.worker._registry = _RegistryCached()  # type: ignore[assignment]
+    rig.worker._registry = _Registry(cached=True)  # type: ignore[assignment]
     _assert_in_thread_before_the_next_fetch(rig)
 
 
@@ -507,7 +498,7 @@ def test_a_later_batch_never_moves_a_partition_forward_past_one_not_taken(rig: R
     offset; a batch fetched before that seek (the loop fetches while the thread processes)
     must not seek past it, or the records in between would never be taken."""
     rig.committer.committed = Committed(100, None, by_loader=True)
-    rig.worker._registry = _RegistryDown()  # type: ignore[assignment]
+    rig.worker._registry = _Registry(cached=False)  # type: ignore[assignment]
     rig.consumer.assignment = lambda: {TP}  # type: ignore[attr-defined]
 
     async def scenario() -> None:
