@@ -161,8 +161,8 @@ class StreamWorker:
         self._clock = clock
         self._spool_dir = spool_dir
         self._fetch_max_records = fetch_max_records
+        # How long a fetch waits for records: the loop's pace when idle (expired files roll).
         self._fetch_timeout_ms = 100
-        """How long a fetch waits for records: the loop's pace (expired files roll) when idle."""
         self.shutdown_timeout_s = shutdown_timeout_s
         # Finishing in-flight rolls on revocation must not outlast the group session: a member
         # that stops heartbeating is evicted (and its rolls fenced) anyway.
@@ -325,9 +325,9 @@ class StreamWorker:
             await processing
 
     async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
-        """The next batch (empty after 100 ms without records); a :meth:`stop` meanwhile ends
-        the wait at once, so that a SIGTERM drains now, not after the wait. ``getmany`` only
-        ever waits before it takes records: cancelled there, it has taken none."""
+        """The next batch, empty when no record came within the fetch timeout. A :meth:`stop`
+        ends the wait at once, so that a SIGTERM drains now, not after the wait. ``getmany``
+        only ever waits before it takes records: cancelled there, it has taken none."""
         fetch = asyncio.ensure_future(
             consumer.getmany(timeout_ms=self._fetch_timeout_ms, max_records=self._fetch_max_records)
         )
@@ -345,9 +345,9 @@ class StreamWorker:
         one batch in the thread at a time, while the loop fetches the next.
 
         Returns when the thread has the batch (with a schema registry: when a lookup that is
-        not in its cache has started). A task only created would start at the loop's next wait, and the next
-        ``getmany`` unpacks its records without waiting: the thread sat idle for the length
-        of that unpacking, a third of its time in the benchmark."""
+        not in its cache has started). A task only created would start at the loop's next
+        wait, and the next ``getmany`` unpacks its records without waiting: the thread sat
+        idle for the length of that unpacking, a third of its time in the benchmark."""
         # No await since getmany returned: these are the states it fetched for.
         owners = {tp: self._partitions.get(tp) for tp in batches}
         await self._processed()
