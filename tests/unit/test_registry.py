@@ -54,7 +54,8 @@ class FakeRegistry:
 @pytest.fixture
 def registry() -> Iterator[FakeRegistry]:
     fake = FakeRegistry()
-    thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for it (the default is 0.5 s).
+    thread = threading.Thread(target=fake.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield fake
     fake.server.shutdown()

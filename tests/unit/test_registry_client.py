@@ -72,7 +72,8 @@ def _serve(tls: ssl.SSLContext | None = None) -> Iterator[FakeRegistry]:
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     fake.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for it (the default, 0.5 s, was most of each test's time).
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield fake
     server.shutdown()
