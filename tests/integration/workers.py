@@ -126,13 +126,16 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     )
 
 
+def _partitions(spec: EventSpec) -> list[TopicPartition]:
+    return [TopicPartition(spec.kafka.topic, p) for p in range(spec.kafka.partitions)]
+
+
 async def _end_offsets(settings: Settings, spec: EventSpec) -> dict[int, int]:
     assert settings.kafka.bootstrap_servers is not None
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
     await consumer.start()
     try:
-        partitions = [TopicPartition(spec.kafka.topic, p) for p in range(spec.kafka.partitions)]
-        ends = await consumer.end_offsets(partitions)
+        ends = await consumer.end_offsets(_partitions(spec))
     finally:
         await consumer.stop()
     return {tp.partition: offset for tp, offset in ends.items()}
@@ -151,8 +154,8 @@ def end_and_committed(settings: Settings, spec: EventSpec) -> tuple[dict[int, in
         ends = await _end_offsets(settings, spec)
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
         await admin.start()
+        partitions = _partitions(spec)
         try:
-            partitions = [TopicPartition(spec.kafka.topic, p) for p in range(spec.kafka.partitions)]
             committed = await admin.list_consumer_group_offsets(spec.consumer_group, partitions=partitions)
         finally:
             await admin.close()
